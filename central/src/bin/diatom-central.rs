@@ -1,0 +1,3 @@
+//! diatom-central: the central daemon.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! diatom: the CLI.
+
+fn main() {}

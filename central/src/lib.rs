@@ -1,0 +1,1 @@
+//! Central daemon and CLI library.

@@ -1,0 +1,3 @@
+//! diatom-client: the node daemon.
+
+fn main() {}

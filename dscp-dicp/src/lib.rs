@@ -1,0 +1,1 @@
+//! Diatom wire protocols (DSCP and DICP).

@@ -1,0 +1,1 @@
+//! Protocol over real UDP sockets.

@@ -1,0 +1,1 @@
+//! The tracer on real binaries, through `diatom trace` and the library.

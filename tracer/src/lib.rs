@@ -1,0 +1,1 @@
+//! The tracer: ptrace + seccomp, a handler decides each intercepted call.
