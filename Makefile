@@ -1,0 +1,42 @@
+# Diatom: build, test, install. `make`, `make test`, `make install`.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+CARGO      ?= cargo
+BINS       := diatom diatom-central diatom-client
+
+.PHONY: all build test install uninstall bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+
+# The integration tests run the workspace's binaries, so build them first.
+test:
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	for b in $(BINS); do install -m 0755 target/release/$$b $(DESTDIR)$(BINDIR)/$$b; done
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in diatom-central diatom-client; do \
+	  sed 's|@BINDIR@|$(BINDIR)|g' packaging/systemd/$$u.service > $(DESTDIR)$(UNITDIR)/$$u.service; \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service; done
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/diatom
+	test -e $(DESTDIR)$(SYSCONFDIR)/diatom/diatom.toml || \
+	  install -m 0644 packaging/diatom.toml $(DESTDIR)$(SYSCONFDIR)/diatom/diatom.toml
+
+uninstall:
+	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
+	rm -f $(DESTDIR)$(UNITDIR)/diatom-central.service $(DESTDIR)$(UNITDIR)/diatom-client.service
+
+bench:
+	$(CARGO) run --release -p diatom-bench --bin proto_bench
+	$(CARGO) run --release -p diatom-bench --bin trace_bench
+
+clean:
+	$(CARGO) clean
