@@ -1,1 +1,8 @@
-//! Central daemon and CLI library.
+//! Central's side of Diatom: the `diatom-central` daemon, the `diatom` CLI,
+//! and the job's home (the `diatom exec` process that serves a job's
+//! requests with the caller's own permissions).
+
+pub mod cli;
+pub mod cmd;
+pub mod control;
+pub mod store;

@@ -1,1 +1,2 @@
 //! The node daemon library.
+pub mod config;

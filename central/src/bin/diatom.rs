@@ -1,3 +1,19 @@
-//! diatom: the CLI.
+//! `diatom`: the CLI a user runs on the central machine.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use diatom_central::cli::{Cli, Command};
+use diatom_central::cmd;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    diatom_client::config::init_logging(cli.verbose, cli.quiet);
+    match &cli.command {
+        Command::Trace(args) => cmd::trace::run(args),
+        _ => {
+            eprintln!("diatom: this subcommand is not built yet");
+            ExitCode::from(255)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per `diatom` subcommand.
+
+pub mod trace;

@@ -1,0 +1,436 @@
+//! Settings of the node daemon, and the configuration-file loader both
+//! daemons share.
+//!
+//! Every setting is a flag; the TOML file (`--config`, env `DIATOM_CONFIG`,
+//! default `/etc/diatom/diatom.toml`) may hold the same settings in its
+//! `[client]` and `[central]` tables, and a flag wins. Parsing happens in two
+//! steps, as ripgrep does: clap gives raw flags, then [`ClientConfig::resolve`]
+//! merges the file and validates everything into a config the daemon can
+//! trust.
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// The one UDP port both protocols use.
+pub const DIATOM_PORT: u16 = 12036;
+/// Where the configuration file is looked for when neither flag nor env names one.
+pub const DEFAULT_CONFIG: &str = "/etc/diatom/diatom.toml";
+/// Default cluster key file.
+pub const DEFAULT_KEY: &str = "/etc/diatom/cluster.key";
+
+/// What can be wrong with the settings; each is reported as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML or has unknown keys.
+    #[error("bad config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message, on one line.
+        message: String,
+    },
+    /// A host name or address did not resolve.
+    #[error("cannot resolve {what} address {value:?}: {reason}")]
+    Address {
+        /// Which setting.
+        what: &'static str,
+        /// What was given.
+        value: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A size such as `512M` could not be parsed.
+    #[error("bad size {0:?}: expected a number with an optional K, M, G or T suffix")]
+    Size(String),
+    /// A required setting is absent from both flags and file.
+    #[error("missing setting: {0}")]
+    Missing(&'static str),
+    /// A numeric setting is out of range.
+    #[error("{what} must be {rule}")]
+    Range {
+        /// Which setting.
+        what: &'static str,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+}
+
+/// Chooses the configuration file: the flag, then `DIATOM_CONFIG`, then the
+/// default path. Only an explicitly named file must exist.
+pub fn config_path(flag: Option<&Path>) -> (PathBuf, bool) {
+    if let Some(p) = flag {
+        return (p.to_path_buf(), true);
+    }
+    match std::env::var_os("DIATOM_CONFIG") {
+        Some(p) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (PathBuf::from(DEFAULT_CONFIG), false),
+    }
+}
+
+/// Loads one table (`[client]` or `[central]`) of the configuration file.
+/// A missing default file yields `T::default()`.
+pub fn load_table<T: DeserializeOwned + Default>(
+    flag: Option<&Path>,
+    table: &str,
+) -> Result<T, ConfigError> {
+    let (path, required) = config_path(flag);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(T::default()),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    parse_table(&text, table).map_err(|message| ConfigError::Parse { path, message })
+}
+
+fn parse_table<T: DeserializeOwned + Default>(text: &str, table: &str) -> Result<T, String> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    for key in doc.keys() {
+        if key != "client" && key != "central" {
+            return Err(format!("unknown table [{key}]"));
+        }
+    }
+    match doc.remove(table) {
+        None => Ok(T::default()),
+        Some(v) => v
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[{table}]: {}", one_line(&e.to_string()))),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parses `HOST[:PORT]` (or `[v6]:PORT`), defaulting the port to 12036.
+pub fn resolve_addr(what: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let err = |reason: String| ConfigError::Address {
+        what,
+        value: value.to_string(),
+        reason,
+    };
+    if let Ok(a) = value.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let with_port = if value.parse::<std::net::IpAddr>().is_ok() || !value.contains(':') {
+        if value.contains(':') {
+            format!("[{value}]:{DIATOM_PORT}")
+        } else {
+            format!("{value}:{DIATOM_PORT}")
+        }
+    } else {
+        value.to_string()
+    };
+    let mut addrs = with_port
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| err("no address found".to_string()))
+}
+
+/// Parses a size: bytes, or a number with a K/M/G/T suffix (powers of 1024),
+/// optionally followed by `B` or `iB`.
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::Size(s.to_string());
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// Formats a byte count the way error messages show limits: `512 MiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, unit) in UNITS {
+        if bytes >= unit {
+            return if bytes % unit == 0 {
+                format!("{} {name}", bytes / unit)
+            } else {
+                format!("{:.1} {name}", bytes as f64 / unit as f64)
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// Raw flags of `diatom-client`, as clap parses them.
+#[derive(Debug, Default, clap::Parser)]
+#[command(
+    name = "diatom-client",
+    version,
+    about = "Diatom node daemon: runs jobs from central in a sandbox under the tracer"
+)]
+pub struct ClientFlags {
+    /// Configuration file (TOML, table [client]).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Central daemon, HOST[:PORT] (port defaults to 12036).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub central: Option<String>,
+    /// UDP address to listen on [default: 0.0.0.0:12036].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Cluster key file [default: /etc/diatom/cluster.key].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// State directory: file cache and job records [default: /var/lib/diatom/client].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Node name [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Jobs run at once [default: the number of CPUs].
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Most memory any one job may use, e.g. 4G [default: half the node's memory].
+    #[arg(long, value_name = "SIZE")]
+    pub job_memory: Option<String>,
+    /// Most processes and threads any one job may have [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub job_pids: Option<u64>,
+    /// More logging on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging: errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The `[client]` table of the configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    central: Option<String>,
+    bind: Option<String>,
+    key: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    name: Option<String>,
+    slots: Option<u32>,
+    job_memory: Option<String>,
+    job_pids: Option<u64>,
+}
+
+/// The validated settings the node daemon runs with.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Central's UDP address.
+    pub central: SocketAddr,
+    /// Local UDP address.
+    pub bind: SocketAddr,
+    /// Cluster key file.
+    pub key: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// This node's name.
+    pub name: String,
+    /// Concurrent jobs.
+    pub slots: u32,
+    /// Memory cap per job, bytes.
+    pub job_memory: u64,
+    /// Process/thread cap per job.
+    pub job_pids: u64,
+}
+
+impl ClientConfig {
+    /// Merges flags over the file's `[client]` table and validates.
+    pub fn resolve(flags: &ClientFlags) -> Result<Self, ConfigError> {
+        let file: ClientFile = load_table(flags.config.as_deref(), "client")?;
+        let central = flags
+            .central
+            .clone()
+            .or(file.central)
+            .ok_or(ConfigError::Missing("--central HOST[:PORT]"))?;
+        let bind = flags
+            .bind
+            .clone()
+            .or(file.bind)
+            .unwrap_or_else(|| format!("0.0.0.0:{DIATOM_PORT}"));
+        let slots = flags.slots.or(file.slots).unwrap_or_else(cpu_count);
+        if slots == 0 {
+            return Err(ConfigError::Range {
+                what: "--slots",
+                rule: "at least 1",
+            });
+        }
+        let job_memory = match flags.job_memory.clone().or(file.job_memory) {
+            Some(s) => parse_size(&s)?,
+            None => total_memory() / 2,
+        };
+        let job_pids = flags.job_pids.or(file.job_pids).unwrap_or(4096);
+        if job_pids == 0 {
+            return Err(ConfigError::Range {
+                what: "--job-pids",
+                rule: "at least 1",
+            });
+        }
+        Ok(Self {
+            central: resolve_addr("--central", &central)?,
+            bind: resolve_addr("--bind", &bind)?,
+            key: flags
+                .key
+                .clone()
+                .or(file.key)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY)),
+            state_dir: flags
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/diatom/client")),
+            name: flags.name.clone().or(file.name).unwrap_or_else(host_name),
+            slots,
+            job_memory,
+            job_pids,
+        })
+    }
+}
+
+/// The number of CPUs this process may run on.
+pub fn cpu_count() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
+/// Total physical memory in bytes (from sysinfo), or 1 GiB if unknown.
+pub fn total_memory() -> u64 {
+    nix::sys::sysinfo::sysinfo()
+        .map(|i| i.ram_total())
+        .unwrap_or(1 << 30)
+}
+
+/// The host name, or `localhost` if it cannot be read.
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h: OsString| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Starts logging on stderr at the level the -v/-q flags ask for.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, 2) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("DIATOM_LOG")
+        .format_timestamp_millis()
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4KB").unwrap(), 4096);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert_eq!(format_size(512 << 20), "512 MiB");
+        assert_eq!(format_size(1536 << 20), "1.5 GiB");
+        assert_eq!(format_size(12), "12 B");
+    }
+
+    #[test]
+    fn addresses_default_the_port() {
+        assert_eq!(
+            resolve_addr("x", "10.0.0.1").unwrap(),
+            "10.0.0.1:12036".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_addr("x", "10.0.0.1:99").unwrap(),
+            "10.0.0.1:99".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_addr("x", "::1").unwrap(),
+            "[::1]:12036".parse().unwrap()
+        );
+        assert_eq!(resolve_addr("x", "localhost").unwrap().port(), 12036);
+        assert!(resolve_addr("x", "no such host.invalid").is_err());
+    }
+
+    #[test]
+    fn tables_and_unknown_keys() {
+        let t: ClientFile =
+            parse_table("[client]\nslots = 3\n[central]\nbind = \"x\"\n", "client").unwrap();
+        assert_eq!(t.slots, Some(3));
+        assert!(parse_table::<ClientFile>("[client]\nslotz = 3\n", "client").is_err());
+        assert!(parse_table::<ClientFile>("[other]\n", "client").is_err());
+        assert!(parse_table::<ClientFile>("[client\n", "client").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = std::env::temp_dir().join(format!("diatom-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("d.toml");
+        std::fs::write(
+            &file,
+            "[client]\ncentral = \"127.0.0.1:5\"\nslots = 7\nname = \"f\"\njob_memory = \"1G\"\n",
+        )
+        .unwrap();
+        let flags = ClientFlags {
+            config: Some(file.clone()),
+            name: Some("flag".into()),
+            ..Default::default()
+        };
+        let c = ClientConfig::resolve(&flags).unwrap();
+        assert_eq!(c.name, "flag");
+        assert_eq!(c.slots, 7);
+        assert_eq!(c.job_memory, 1 << 30);
+        assert_eq!(c.central, "127.0.0.1:5".parse().unwrap());
+        let missing = ClientFlags {
+            config: Some(dir.join("nope.toml")),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ClientConfig::resolve(&missing),
+            Err(ConfigError::Read { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
