@@ -4,5 +4,8 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod home;
 pub mod store;

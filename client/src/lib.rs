@@ -1,2 +1,3 @@
 //! The node daemon library.
 pub mod config;
+pub mod pty;
