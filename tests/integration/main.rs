@@ -3,3 +3,4 @@
 
 mod proto;
 mod trace;
+mod cluster_net;

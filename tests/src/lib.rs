@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: privilege checks, paths of the
-//! built binaries, and (later) the network-namespace cluster harness.
+//! built binaries, the network-namespace cluster harness (`netns`) and
+//! per-test scratch directories (`testdir`).
 
 use std::path::PathBuf;
 
@@ -34,3 +35,6 @@ pub fn bin_path(name: &str) -> PathBuf {
         .expect("test executable lives in target/<profile>/deps");
     dir.join(name)
 }
+
+pub mod netns;
+pub mod testdir;
