@@ -2,5 +2,6 @@
 //! job, then serves its requests (files, sockets, stdio) with the caller's
 //! own permissions, cwd and umask, until it exits.
 
+pub mod closure;
 pub mod signals;
 pub mod terminal;
