@@ -1,4 +1,5 @@
 //! The node daemon library.
-pub mod config;
-pub mod pty;
 pub mod cache;
+pub mod config;
+pub mod job;
+pub mod pty;

@@ -4,16 +4,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use diatom_central::cli::{Cli, Command};
-use diatom_central::cmd;
+use diatom_central::cmd::{self, chain, fail};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     diatom_client::config::init_logging(cli.verbose, cli.quiet);
     match &cli.command {
         Command::Trace(args) => cmd::trace::run(args),
-        _ => {
-            eprintln!("diatom: this subcommand is not built yet");
-            ExitCode::from(255)
-        }
+        Command::Keygen(args) => match cmd::keygen::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&chain(&e)),
+        },
+        _ => fail(&"this subcommand is not built yet"),
     }
 }

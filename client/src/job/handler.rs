@@ -1,0 +1,191 @@
+//! The tracer handler a job runs under: what the node answers itself so the
+//! program sees central's world rather than the node's.
+//!
+//! - Identity: `getuid` and friends report the caller's ids on central,
+//!   while the job really runs as an unprivileged user on the node.
+//! - `/proc/self/exe` (and `/proc/PID/exe` of a job process) names the
+//!   program the user asked for, not the cached loader the node exec'd.
+//!
+//! File, socket and process forwarding grow here as later layers arrive.
+
+use std::collections::{HashMap, HashSet};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+use syscalls::Sysno;
+use tracer::{Action, Handler, NewTask, SyscallSet, SyscallStop, TraceeMemory};
+
+/// The caller's identity on central, as getuid and friends must report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Real, effective and saved user id.
+    pub uid: u32,
+    /// Real, effective and saved group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// Per-job handler state.
+#[derive(Debug)]
+pub struct JobHandler {
+    identity: Identity,
+    /// The program the user asked for, as central names it.
+    program: Vec<u8>,
+    /// Processes still running the image the node started (the loader
+    /// running the cached program), whose `/proc/self/exe` must be faked.
+    launched: HashSet<Pid>,
+    /// Thread id -> process id, for threads that fork.
+    threads: HashMap<Pid, Pid>,
+    /// The node's own exec of the loader has not been seen yet.
+    first_exec_pending: bool,
+}
+
+impl JobHandler {
+    /// A handler for a job whose first process is `first`.
+    pub fn new(identity: Identity, program: Vec<u8>) -> Self {
+        Self {
+            identity,
+            program,
+            launched: HashSet::new(),
+            threads: HashMap::new(),
+            first_exec_pending: true,
+        }
+    }
+
+    /// Records the job's first process once it is spawned.
+    pub fn set_first_process(&mut self, pid: Pid) {
+        self.launched.insert(pid);
+    }
+
+    fn readlink(&mut self, stop: &mut SyscallStop<'_>, path_arg: usize) -> Action {
+        let Ok(path) = stop.read_path_arg(path_arg) else {
+            return Action::Continue;
+        };
+        if !self.is_launched_exe(stop.pid(), &path) {
+            return Action::Continue;
+        }
+        let buf = stop.arg(path_arg + 1);
+        let size = stop.arg(path_arg + 2) as usize;
+        if (size as i64) <= 0 {
+            return Action::errno(Errno::EINVAL);
+        }
+        let n = self.program.len().min(size);
+        match stop.memory().write_all(buf, &self.program[..n]) {
+            Ok(()) => Action::Return(n as i64),
+            Err(_) => Action::errno(Errno::EFAULT),
+        }
+    }
+
+    fn is_launched_exe(&self, caller: Pid, path: &[u8]) -> bool {
+        let Some(rest) = path.strip_prefix(b"/proc/") else {
+            return false;
+        };
+        let Some(who) = rest.strip_suffix(b"/exe") else {
+            return false;
+        };
+        let pid = if who == b"self" || who == b"thread-self" {
+            caller
+        } else {
+            match std::str::from_utf8(who)
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok())
+            {
+                Some(p) => Pid::from_raw(p),
+                None => return false,
+            }
+        };
+        self.launched.contains(&pid)
+    }
+
+    fn write_ids(stop: &SyscallStop<'_>, id: u32) -> Action {
+        let mem = stop.memory();
+        for i in 0..3 {
+            if mem.write_value(stop.arg(i), &id).is_err() {
+                return Action::errno(Errno::EFAULT);
+            }
+        }
+        Action::Return(0)
+    }
+
+    fn getgroups(&self, stop: &SyscallStop<'_>) -> Action {
+        let size = stop.arg(0) as i32;
+        let n = self.identity.groups.len();
+        if size == 0 {
+            return Action::Return(n as i64);
+        }
+        if size < 0 || (size as usize) < n {
+            return Action::errno(Errno::EINVAL);
+        }
+        let bytes: Vec<u8> = self
+            .identity
+            .groups
+            .iter()
+            .flat_map(|g| g.to_ne_bytes())
+            .collect();
+        match stop.memory().write_all(stop.arg(1), &bytes) {
+            Ok(()) => Action::Return(n as i64),
+            Err(_) => Action::errno(Errno::EFAULT),
+        }
+    }
+}
+
+impl Handler for JobHandler {
+    fn subscriptions(&self) -> SyscallSet {
+        [
+            Sysno::getuid,
+            Sysno::geteuid,
+            Sysno::getgid,
+            Sysno::getegid,
+            Sysno::getresuid,
+            Sysno::getresgid,
+            Sysno::getgroups,
+            Sysno::readlink,
+            Sysno::readlinkat,
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn handle_syscall(&mut self, stop: &mut SyscallStop<'_>) -> Action {
+        match stop.sysno() {
+            Some(Sysno::getuid | Sysno::geteuid) => Action::Return(i64::from(self.identity.uid)),
+            Some(Sysno::getgid | Sysno::getegid) => Action::Return(i64::from(self.identity.gid)),
+            Some(Sysno::getresuid) => Self::write_ids(stop, self.identity.uid),
+            Some(Sysno::getresgid) => Self::write_ids(stop, self.identity.gid),
+            Some(Sysno::getgroups) => self.getgroups(stop),
+            Some(Sysno::readlink) => self.readlink(stop, 0),
+            Some(Sysno::readlinkat) => self.readlink(stop, 1),
+            _ => Action::Continue,
+        }
+    }
+
+    fn on_new_task(&mut self, tid: Pid, tgid: Pid, parent: Pid, kind: NewTask) {
+        if kind == NewTask::Thread {
+            self.threads.insert(tid, tgid);
+            return;
+        }
+        // A forked child runs its parent's image until it execs.
+        let parent_process = self.threads.get(&parent).copied().unwrap_or(parent);
+        if self.launched.contains(&parent_process) {
+            self.launched.insert(tgid);
+        }
+    }
+
+    fn on_exec(&mut self, pid: Pid, _former_tid: Pid) {
+        // The first exec is the node starting the cached program itself.
+        if self.first_exec_pending && self.launched.contains(&pid) {
+            self.first_exec_pending = false;
+            return;
+        }
+        self.launched.remove(&pid);
+        self.threads.retain(|_, p| *p != pid);
+    }
+
+    fn on_exit(&mut self, tid: Pid, tgid: Pid, _status: tracer::ExitStatus) {
+        self.threads.remove(&tid);
+        if tid == tgid {
+            self.launched.remove(&tgid);
+        }
+    }
+}

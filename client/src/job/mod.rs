@@ -1,0 +1,5 @@
+//! Running one job on the node: its exec line, its tracer handler, and the
+//! runner that glues the tracer to the job's home.
+
+pub mod handler;
+pub mod launch;
