@@ -152,10 +152,13 @@ pub fn format_call(nr: i64, args: &[u64; 6], mem: &impl TraceeMemory) -> String 
     let sig = sysno.and_then(signature);
     let mut kinds: &[Arg] = sig.unwrap_or(&[Arg::Hex; 6]);
     // Like strace: the mode of open/openat only when a file may be created.
-    let creates = (libc::O_CREAT | libc::O_TMPFILE) as u64;
+    let creates = |f: u64| {
+        let (creat, tmpfile) = (libc::O_CREAT as u64, libc::O_TMPFILE as u64);
+        f & creat != 0 || f & tmpfile == tmpfile
+    };
     match sysno {
-        Some(Sysno::open) if args[1] & creates == 0 => kinds = &kinds[..2],
-        Some(Sysno::openat) if args[2] & creates == 0 => kinds = &kinds[..3],
+        Some(Sysno::open) if !creates(args[1]) => kinds = &kinds[..2],
+        Some(Sysno::openat) if !creates(args[2]) => kinds = &kinds[..3],
         _ => {}
     }
     for (i, k) in kinds.iter().enumerate() {
@@ -526,7 +529,10 @@ pub fn format_result(ret: i64) -> String {
         if errno == Errno::UnknownErrno {
             return format!("-1 E{e} (Unknown error {e})");
         }
-        format!("-1 {errno:?} ({})", errno.desc())
+        // The C library's message, as strace prints it.
+        let msg = std::io::Error::from_raw_os_error(e).to_string();
+        let msg = msg.split(" (os error").next().unwrap_or(&msg);
+        format!("-1 {errno:?} ({msg})")
     } else {
         format!("{ret}")
     }
@@ -681,6 +687,10 @@ mod tests {
             "? ERESTARTSYS (To be restarted if SA_RESTART is set)"
         );
         assert_eq!(format_result(-4000), "-1 E4000 (Unknown error 4000)");
+        assert_eq!(
+            format_result(-95),
+            "-1 EOPNOTSUPP (Operation not supported)"
+        );
     }
 
     #[test]

@@ -92,3 +92,14 @@ pub enum TraceError {
     #[error(transparent)]
     Memory(#[from] crate::memory::MemoryError),
 }
+
+impl TraceError {
+    /// The errno a system call should report for this failure, when it is
+    /// about the tracee's memory; `default` otherwise.
+    pub fn errno_or(&self, default: Errno) -> Errno {
+        match self {
+            TraceError::Memory(m) => m.errno(),
+            _ => default,
+        }
+    }
+}

@@ -173,6 +173,11 @@ impl<H: Handler> Tracer<H> {
         &mut self.handler
     }
 
+    /// Gives up the tracer for its handler (after [`Tracer::run_mut`]).
+    pub fn into_handler(self) -> H {
+        self.handler
+    }
+
     /// The full filter set (the handler's plus the tracer's own calls).
     pub fn filter_set(&self) -> &SyscallSet {
         &self.core.set
