@@ -80,6 +80,16 @@ fn diatom_trace(argv: &[&str], log: &Path) -> (Output, String) {
     (out, text)
 }
 
+/// Runs the fixture in `mode` with a fresh directory under `diatom trace`;
+/// returns the directory (kept alive), the output and the log.
+fn trace_fixture(mode: &str) -> (Scratch, Output, String) {
+    let dir = Scratch::new(mode);
+    let d = dir.path().to_str().unwrap().to_string();
+    let bin = fixture().to_str().unwrap();
+    let (got, log) = diatom_trace(&[bin, mode, &d], &dir.join("log"));
+    (dir, got, log)
+}
+
 /// Thread ids of the log lines containing `pat`.
 fn pids(log: &str, pat: &str) -> BTreeSet<i32> {
     log.lines()
@@ -267,10 +277,8 @@ fn tracee_ptrace_and_process_vm_get_eperm() {
     if !require_root("tracee_ptrace_eperm") {
         return;
     }
-    let dir = Scratch::new("sec");
-    let bin = fixture().to_str().unwrap();
     let t0 = Instant::now();
-    let (got, log) = diatom_trace(&[bin, "security", "/tmp"], &dir.join("log"));
+    let (_dir, got, log) = trace_fixture("security");
     assert!(t0.elapsed() < Duration::from_secs(20));
     assert_eq!(got.status.code(), Some(0));
     assert_eq!(
@@ -321,10 +329,7 @@ fn clone_untraced_children_are_still_traced() {
     if !require_root("clone_untraced") {
         return;
     }
-    let dir = Scratch::new("untraced");
-    let d = dir.path().to_str().unwrap().to_string();
-    let bin = fixture().to_str().unwrap();
-    let (got, log) = diatom_trace(&[bin, "untraced", &d], &dir.join("log"));
+    let (_dir, got, log) = trace_fixture("untraced");
     assert_eq!(
         String::from_utf8_lossy(&got.stdout),
         "clone child exited 4\nclone3 child exited 5\n"
@@ -342,10 +347,7 @@ fn tracee_seccomp_filter_does_not_hide_calls() {
     if !require_root("tracee_seccomp") {
         return;
     }
-    let dir = Scratch::new("ownfilter");
-    let d = dir.path().to_str().unwrap().to_string();
-    let bin = fixture().to_str().unwrap();
-    let (got, log) = diatom_trace(&[bin, "seccomp", &d], &dir.join("log"));
+    let (_dir, got, log) = trace_fixture("seccomp");
     assert_eq!(
         String::from_utf8_lossy(&got.stdout),
         "filter 0\nlistener Operation not permitted\n"
@@ -606,5 +608,63 @@ fn descendants_are_killed_when_the_first_process_exits() {
     assert!(
         t0.elapsed() < Duration::from_secs(20),
         "the sleeps were killed and reaped"
+    );
+}
+
+#[test]
+fn ptrace_unavailable_is_one_clear_line() {
+    if !require_root("ptrace_unavailable") {
+        return;
+    }
+    // `diatom trace` inside `diatom trace`: the inner one's PTRACE_SEIZE gets
+    // EPERM from the outer tracer, as in a container that forbids ptrace.
+    let dir = Scratch::new("nested");
+    let diatom = bin_path("diatom");
+    let (got, _) = diatom_trace(
+        &[diatom.to_str().unwrap(), "trace", "/bin/true"],
+        &dir.join("log"),
+    );
+    assert_eq!(got.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("diatom: tracer: ptrace is not permitted here (EPERM"),
+        "{err}"
+    );
+}
+
+#[test]
+fn seccomp_unavailable_is_a_clear_error() {
+    if !require_root("seccomp_unavailable") {
+        return;
+    }
+    // A filter installed by pre_exec makes seccomp(2) fail with EINVAL, as on
+    // a kernel without CONFIG_SECCOMP_FILTER.
+    use tracer::bpf::{insn, JEQ, LD_W_ABS, RET, RET_ALLOW};
+    static DENY: [libc::sock_filter; 4] = [
+        insn(LD_W_ABS, 0, 0, 0),
+        insn(JEQ, 0, 1, libc::SYS_seccomp as u32),
+        insn(RET, 0, 0, 0x0005_0000 | libc::EINVAL as u32), // SECCOMP_RET_ERRNO
+        insn(RET, 0, 0, RET_ALLOW),
+    ];
+    let mut cmd = Command::new("/bin/true");
+    // SAFETY: only raw system calls on static data.
+    unsafe {
+        cmd.pre_exec(|| {
+            let prog = libc::sock_fprog {
+                len: DENY.len() as u16,
+                filter: DENY.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let printer = Printer::new(Vec::new(), SyscallSet::diatom_default());
+    let e = cmd.spawn(printer).unwrap().run().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "seccomp is not available here (EINVAL: Invalid argument): installing the filter was refused"
     );
 }
