@@ -1,4 +1,4 @@
-//! Stopped tracees: the [`Stopped`] token (consumed by every way of resuming,
+//! Stopped tracees: the `Stopped` token (crate-private, consumed by every way of resuming,
 //! so a thread cannot be touched after it runs again), and the handles a
 //! [`Handler`](crate::Handler) gets: [`SyscallStop`] at a call's entry and
 //! [`SyscallExit`] at its exit.
