@@ -3,3 +3,5 @@ pub mod cache;
 pub mod config;
 pub mod job;
 pub mod pty;
+pub mod rpc;
+pub mod wire;

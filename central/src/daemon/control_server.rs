@@ -1,0 +1,98 @@
+//! The control socket server: accepts `diatom` connections, learns the
+//! caller from the peer credentials and answers one request per
+//! connection through [`Central`].
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::core::Central;
+use crate::control::{self, peer_cred, Request, Response};
+
+/// Binds the control socket at `path`, replacing a stale socket file left
+/// by a daemon that died, but refusing to steal one a live daemon serves.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is served by another running diatom-central",
+                    path.display()
+                ),
+            ))
+        }
+        Err(_) if path.exists() => std::fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    let l = UnixListener::bind(path)?;
+    // Every local user may ask; the daemon decides per caller (peer creds).
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// Serves connections until the listener fails.
+pub fn serve(listener: UnixListener, central: Arc<Central>) {
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let c = Arc::clone(&central);
+                let spawned = std::thread::Builder::new()
+                    .name("control".into())
+                    .spawn(move || handle(&stream, &c));
+                if let Err(e) = spawned {
+                    log::error!("cannot start a control thread: {e}");
+                }
+            }
+            Err(e) => {
+                log::error!("control socket accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Answers one connection's request.
+pub fn handle(stream: &UnixStream, central: &Central) {
+    let cred = match peer_cred(stream) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("control: {e}");
+            return;
+        }
+    };
+    let req: Request = match control::recv(stream) {
+        Ok((r, _fds)) => r,
+        Err(e) => {
+            log::debug!("control: {e}");
+            return;
+        }
+    };
+    let sent = match req {
+        Request::Exec(ex) => match central.exec(cred, &ex) {
+            Ok((grant, sock)) => {
+                log::info!("job {} for uid {} on {}", grant.job, cred.uid, grant.node);
+                control::send(stream, &Response::Granted(grant), &[sock.as_raw_fd()])
+            }
+            Err(why) => control::send(stream, &Response::Error(why), &[]),
+        },
+        Request::Nodes => control::send(stream, &Response::Listing(central.nodes_json()), &[]),
+        Request::Jobs { all } => {
+            control::send(stream, &Response::Listing(central.jobs_json(all)), &[])
+        }
+        Request::Status => control::send(stream, &Response::Listing(central.status_json()), &[]),
+        Request::Kill { job, signal } => match central.kill(cred, job, signal) {
+            Ok(()) => control::send(stream, &Response::Done, &[]),
+            Err(why) => control::send(stream, &Response::Error(why), &[]),
+        },
+    };
+    if let Err(e) = sent {
+        log::debug!("control reply: {e}");
+    }
+}

@@ -1,0 +1,499 @@
+//! Central's state machine around the store and the node registry: what it
+//! does for a node's heartbeat or job event, for a `diatom` request, and
+//! on its periodic tick. The UDP endpoint and the control socket are thin
+//! drivers around [`Central`].
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use diatom_client::rpc::{self, RpcError};
+use diatom_client::wire::{Dicp, DicpReply, Dscp, DscpReply, JobEvent, NodeInfo, StartJob};
+use dscp_dicp::{Key, Peer, CLUSTER_KEY_ID};
+use serde_json::{json, Value};
+
+use super::registry::{NodeReport, PickError, Registry};
+use super::udp::home_socket;
+use crate::control::{ExecRequest, Grant, PeerCred};
+use crate::store::{
+    self, Heartbeat, JobEnd, JobFilter, JobId, JobState, NewJob, NodeRecord, NodeState, Store,
+};
+
+/// A node silent this long is down.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long `diatom exec` waits for a free slot before giving up.
+pub const SLOT_WAIT: Duration = Duration::from_secs(600);
+/// How long a node has to accept a job.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends a typed request to a peer and waits for the typed answer. The
+/// daemon gives central its UDP endpoint through this.
+pub trait Caller: Send + Sync {
+    /// One request, one response, or an error line.
+    fn call(&self, peer: Peer, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String>;
+    /// Datagrams dropped so far, by reason.
+    fn dropped(&self) -> Vec<(String, u64)>;
+}
+
+/// The central daemon's shared state.
+pub struct Central {
+    store: Mutex<Store>,
+    registry: Mutex<Registry>,
+    slot_freed: Condvar,
+    net: Box<dyn Caller>,
+    local: SocketAddr,
+    started: Instant,
+    started_ms: u64,
+}
+
+impl std::fmt::Debug for Central {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Central")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Central {
+    /// Central over an open store and a bound endpoint at `local`.
+    pub fn new(store: Store, net: Box<dyn Caller>, local: SocketAddr) -> Self {
+        Self {
+            store: Mutex::new(store),
+            registry: Mutex::new(Registry::new(NODE_TIMEOUT)),
+            slot_freed: Condvar::new(),
+            net,
+            local,
+            started: Instant::now(),
+            started_ms: store::now_ms(),
+        }
+    }
+
+    /// The endpoint's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Handles a DICP request from a node (cluster key).
+    pub fn handle_node(&self, peer: Peer, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let msg: Dicp = rpc::decode(payload)?;
+        match msg {
+            Dicp::Heartbeat(info) => self.heartbeat(peer.addr, info),
+            Dicp::JobEvent { job, event } => self.job_event(JobId(job), &event),
+        }
+        rpc::encode(&DicpReply::Ok)
+    }
+
+    fn heartbeat(&self, from: SocketAddr, info: NodeInfo) {
+        let now_ms = store::now_ms();
+        let report = NodeReport {
+            name: info.name.clone(),
+            addr: from,
+            cpus: info.cpus,
+            slots: info.slots,
+            running: info.running,
+            load: info.load,
+        };
+        let newly_up = lock(&self.registry).heartbeat(Instant::now(), report);
+        let store = lock(&self.store);
+        let dropped = info.dropped.iter().cloned().collect();
+        let res = if newly_up || store.node(&info.name).ok().flatten().is_none() {
+            log::info!("node {} up at {from}", info.name);
+            store.upsert_node(&NodeRecord {
+                name: info.name.clone(),
+                address: from.to_string(),
+                state: NodeState::Up,
+                state_since: now_ms,
+                cpus: info.cpus,
+                slots: info.slots,
+                slots_used: info.running,
+                load: info.load,
+                last_seen: now_ms,
+                registered_at: now_ms,
+                kernel: info.kernel.clone(),
+                version: info.version.clone(),
+                dropped,
+                cache_bytes: info.cache_bytes,
+            })
+        } else {
+            store.update_heartbeat(
+                &info.name,
+                &Heartbeat {
+                    at: now_ms,
+                    load: info.load,
+                    slots_used: info.running,
+                    dropped,
+                    cache_bytes: info.cache_bytes,
+                },
+            )
+        };
+        if let Err(e) = res {
+            log::error!("store: {e}");
+        }
+        // Jobs central thinks run there but the node does not know are gone
+        // (the node restarted, or its report of the end was lost for good).
+        if let Ok(running) = store.list_jobs(&JobFilter {
+            state: Some(JobState::Running),
+            node: Some(info.name.clone()),
+            ..Default::default()
+        }) {
+            for j in running {
+                let age = now_ms.saturating_sub(j.spec.start);
+                if !info.jobs.contains(&j.id.0) && age > 10_000 {
+                    let end = JobEnd {
+                        state: JobState::Lost,
+                        exit_status: None,
+                        signal: None,
+                        reason: Some(format!("node {} no longer runs it", info.name)),
+                        at: now_ms,
+                    };
+                    if store.finish_job(j.id, &end).unwrap_or(false) {
+                        lock(&self.registry).release(&info.name);
+                        self.slot_freed.notify_all();
+                    }
+                }
+            }
+        }
+    }
+
+    fn job_event(&self, job: JobId, event: &JobEvent) {
+        let now = store::now_ms();
+        let store = lock(&self.store);
+        let (kind, end) = match event {
+            JobEvent::Started => ("started", None),
+            JobEvent::Exited(code) => (
+                "exited",
+                Some(JobEnd {
+                    state: JobState::Exited,
+                    exit_status: Some(*code),
+                    signal: None,
+                    reason: None,
+                    at: now,
+                }),
+            ),
+            JobEvent::Signaled(sig) => (
+                "signaled",
+                Some(JobEnd {
+                    state: JobState::Killed,
+                    exit_status: Some(128 + sig),
+                    signal: Some(*sig),
+                    reason: None,
+                    at: now,
+                }),
+            ),
+            JobEvent::Killed(why) => (
+                "killed",
+                Some(JobEnd {
+                    state: JobState::Killed,
+                    exit_status: Some(137),
+                    signal: Some(9),
+                    reason: Some(why.clone()),
+                    at: now,
+                }),
+            ),
+            JobEvent::Failed(why) => (
+                "failed",
+                Some(JobEnd {
+                    state: JobState::Exited,
+                    exit_status: Some(255),
+                    signal: None,
+                    reason: Some(why.clone()),
+                    at: now,
+                }),
+            ),
+        };
+        let _ = store.add_job_event(job, now, kind, &format!("{event:?}"));
+        if let Some(end) = end {
+            match store.finish_job(job, &end) {
+                Ok(true) => {
+                    if let Ok(Some(j)) = store.job(job) {
+                        lock(&self.registry).release(&j.spec.node);
+                        self.slot_freed.notify_all();
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!("job {job}: {e}"),
+            }
+        }
+    }
+
+    /// Places a job for `cred`: picks a node (waiting for a free slot),
+    /// records the job, asks the node to start it and returns the grant and
+    /// the home's socket.
+    pub fn exec(&self, cred: PeerCred, req: &ExecRequest) -> Result<(Grant, UdpSocket), String> {
+        let deadline = Instant::now() + SLOT_WAIT;
+        loop {
+            let (name, addr) = {
+                let mut reg = lock(&self.registry);
+                loop {
+                    match reg.pick(req.node.as_deref()) {
+                        Ok(n) => break (n.report.name.clone(), n.report.addr),
+                        Err(PickError::Busy) if Instant::now() < deadline => {
+                            reg = self
+                                .slot_freed
+                                .wait_timeout(reg, Duration::from_millis(500))
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            };
+            lock(&self.registry).place(&name);
+            match self.start_on(cred, req, &name, addr) {
+                Ok(v) => return Ok(v),
+                Err(StartError::Refused(why)) => {
+                    // The node is full by its own count: wait for a slot.
+                    log::info!("node {name} refused a job: {why}");
+                    lock(&self.registry).release(&name);
+                    if Instant::now() >= deadline {
+                        return Err(format!("node {name} refused the job: {why}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(StartError::Fatal(why)) => {
+                    lock(&self.registry).release(&name);
+                    return Err(why);
+                }
+            }
+        }
+    }
+
+    fn start_on(
+        &self,
+        cred: PeerCred,
+        req: &ExecRequest,
+        node: &str,
+        addr: SocketAddr,
+    ) -> Result<(Grant, UdpSocket), StartError> {
+        let now = store::now_ms();
+        let job = lock(&self.store)
+            .create_job(&NewJob {
+                uid: cred.uid,
+                user: user_name(cred.uid),
+                node: node.to_string(),
+                program: req.program.to_string_lossy().into_owned(),
+                argv: req.argv.clone(),
+                cwd: req.cwd.to_string_lossy().into_owned(),
+                start: now,
+            })
+            .map_err(|e| StartError::Fatal(format!("cannot record the job: {e}")))?;
+        let key = Key::generate();
+        let start = Dscp::StartJob(StartJob {
+            job: job.0,
+            session_key: *key.as_bytes(),
+            uid: cred.uid,
+            gid: cred.gid,
+            memory: req.memory,
+            pids: req.pids,
+        });
+        let fail = |state: JobState, why: String| {
+            let _ = lock(&self.store).finish_job(
+                job,
+                &JobEnd {
+                    state,
+                    exit_status: None,
+                    signal: None,
+                    reason: Some(why.clone()),
+                    at: store::now_ms(),
+                },
+            );
+            why
+        };
+        let reply = rpc::encode(&start)
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                self.net.call(
+                    Peer {
+                        addr,
+                        key_id: CLUSTER_KEY_ID,
+                    },
+                    p,
+                    START_TIMEOUT,
+                )
+            })
+            .and_then(|r| rpc::decode::<DscpReply>(&r).map_err(|e| e.to_string()));
+        let port = match reply {
+            Ok(DscpReply::Accepted { port }) => port,
+            Ok(DscpReply::Refused(why)) => {
+                let _ = lock(&self.store).finish_job(
+                    job,
+                    &JobEnd {
+                        state: JobState::Lost,
+                        exit_status: None,
+                        signal: None,
+                        reason: Some(format!("refused: {why}")),
+                        at: store::now_ms(),
+                    },
+                );
+                return Err(StartError::Refused(why));
+            }
+            Ok(other) => {
+                return Err(StartError::Fatal(fail(
+                    JobState::Lost,
+                    format!("node {node} answered the start with {other:?}"),
+                )))
+            }
+            Err(e) => {
+                return Err(StartError::Fatal(fail(
+                    JobState::Lost,
+                    format!("node {node} did not accept the job: {e}"),
+                )))
+            }
+        };
+        let node_addr = SocketAddr::new(addr.ip(), port);
+        let sock = home_socket(self.local, node_addr).map_err(|e| {
+            StartError::Fatal(fail(
+                JobState::Lost,
+                format!("cannot make the job's socket: {e}"),
+            ))
+        })?;
+        let _ = lock(&self.store).add_job_event(job, store::now_ms(), "placed", node);
+        Ok((
+            Grant {
+                job: job.0,
+                node: node.to_string(),
+                node_addr,
+                session_key: key.to_hex(),
+                memory: req.memory.unwrap_or(0),
+                pids: req.pids.unwrap_or(0),
+            },
+            sock,
+        ))
+    }
+
+    /// Sends a signal to a job's processes on its node.
+    pub fn kill(&self, cred: PeerCred, job: u64, signal: i32) -> Result<(), String> {
+        let rec = lock(&self.store)
+            .job(JobId(job))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no job {job}"))?;
+        if cred.uid != 0 && cred.uid != rec.spec.uid {
+            return Err(format!("job {job} belongs to another user"));
+        }
+        if rec.state != JobState::Running {
+            return Err(format!("job {job} is not running ({})", rec.state));
+        }
+        let addr = lock(&self.registry)
+            .get(&rec.spec.node)
+            .filter(|n| n.up)
+            .map(|n| n.report.addr)
+            .ok_or_else(|| format!("node {} is down", rec.spec.node))?;
+        let payload = rpc::encode(&Dscp::Signal { job, signal }).map_err(|e| e.to_string())?;
+        let reply = self.net.call(
+            Peer {
+                addr,
+                key_id: CLUSTER_KEY_ID,
+            },
+            payload,
+            START_TIMEOUT,
+        )?;
+        match rpc::decode::<DscpReply>(&reply).map_err(|e| e.to_string())? {
+            DscpReply::Done => Ok(()),
+            DscpReply::NoSuchJob => Err(format!("job {job} is not running on {}", rec.spec.node)),
+            other => Err(format!("node answered {other:?}")),
+        }
+    }
+
+    /// Periodic work: nodes silent past the timeout go down, with their
+    /// running jobs marked lost.
+    pub fn tick(&self) {
+        let gone = lock(&self.registry).expire(Instant::now());
+        if gone.is_empty() {
+            return;
+        }
+        let store = lock(&self.store);
+        let now = store::now_ms();
+        for name in gone {
+            log::warn!("node {name} is down (silent for {NODE_TIMEOUT:?})");
+            let _ = store.mark_node_down(&name, now);
+            let _ = store.mark_running_jobs_lost_on(&name, now, &format!("node {name} went down"));
+        }
+        self.slot_freed.notify_all();
+    }
+
+    /// Is node `name` up now?
+    pub fn node_up(&self, name: &str) -> bool {
+        lock(&self.registry).get(name).is_some_and(|n| n.up)
+    }
+
+    /// `diatom nodes --json`: the store's records, with live slot counts.
+    pub fn nodes_json(&self) -> Value {
+        let nodes = lock(&self.store).list_nodes().unwrap_or_default();
+        let reg = lock(&self.registry);
+        let list: Vec<Value> = nodes
+            .into_iter()
+            .map(|mut n| {
+                if let Some(live) = reg.get(&n.name) {
+                    n.slots_used = live.slots_used();
+                    if !live.up {
+                        n.state = NodeState::Down;
+                    }
+                } else if n.state == NodeState::Up {
+                    // Known from before a restart, not heard from since.
+                    n.state = NodeState::Down;
+                }
+                serde_json::to_value(n).unwrap_or(Value::Null)
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    /// `diatom ps --json`.
+    pub fn jobs_json(&self, all: bool) -> Value {
+        let jobs = lock(&self.store)
+            .list_jobs(&JobFilter {
+                include_finished: all,
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .unwrap_or_default();
+        serde_json::to_value(jobs).unwrap_or(Value::Null)
+    }
+
+    /// `diatom status --json`.
+    pub fn status_json(&self) -> Value {
+        let store = lock(&self.store);
+        let running = store.count_jobs(Some(JobState::Running)).unwrap_or(0);
+        let total = store.count_jobs(None).unwrap_or(0);
+        drop(store);
+        let reg = lock(&self.registry);
+        let nodes_total = reg.iter().count();
+        let up = reg.up_count();
+        drop(reg);
+        let dropped: serde_json::Map<String, Value> = self
+            .net
+            .dropped()
+            .into_iter()
+            .map(|(k, v)| (k, json!(v)))
+            .collect();
+        json!({
+            "address": self.local.to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": store::rfc3339(self.started_ms),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "nodes": { "total": nodes_total, "up": up },
+            "jobs": { "running": running, "total": total },
+            "dropped": dropped,
+        })
+    }
+}
+
+enum StartError {
+    /// The node said no (full): try again later.
+    Refused(String),
+    /// Anything else: tell the user.
+    Fatal(String),
+}
+
+/// The user name of `uid` on central, or the number.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}

@@ -1,0 +1,67 @@
+//! UDP sockets that share central's port.
+//!
+//! Central's endpoint and every job home's socket are bound to the same
+//! address and port with SO_REUSEADDR; each home socket is connected to its
+//! node's per-job address, and the kernel delivers a datagram to the socket
+//! connected to its sender before the unconnected one (the harness's
+//! `one_port` tests check this on the real kernel). So one port is all a
+//! firewall has to open, and homes still talk to their nodes directly.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+
+fn reuse_socket(local: SocketAddr) -> io::Result<UdpSocket> {
+    let family = if local.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, socket::sockopt::ReuseAddr, &true)?;
+    let addr = SockaddrStorage::from(local);
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    // SAFETY: `fd` is a fresh, owned UDP socket descriptor.
+    Ok(unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) })
+}
+
+/// Central's own endpoint socket, bound with SO_REUSEADDR so home sockets
+/// may share its port.
+pub fn bind_shared(local: SocketAddr) -> io::Result<UdpSocket> {
+    reuse_socket(local)
+}
+
+/// A home's socket: the same local address as central's endpoint,
+/// connected to the node's per-job address.
+pub fn home_socket(central: SocketAddr, node: SocketAddr) -> io::Result<UdpSocket> {
+    let s = reuse_socket(central)?;
+    s.connect(node)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connected_socket_gets_its_peers_datagrams() {
+        let main = bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let local = main.local_addr().unwrap();
+        let peer_a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let home = home_socket(local, peer_a.local_addr().unwrap()).unwrap();
+        peer_a.send_to(b"a", local).unwrap();
+        peer_b.send_to(b"b", local).unwrap();
+        let mut buf = [0u8; 8];
+        home.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        main.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(home.recv(&mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"a");
+        let (n, from) = main.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"b"[..], peer_b.local_addr().unwrap()));
+    }
+}
