@@ -20,6 +20,8 @@
 //! - The job ends when its first process exits; by default every remaining
 //!   descendant is then killed with `SIGKILL` and reaped before
 //!   [`Tracer::run`] returns (see [`Command::kill_descendants_on_exit`]).
+//!   So another thread ends a whole job by sending `SIGKILL` to the first
+//!   process ([`Tracer::pid`]). A dropped tracer kills what is left.
 //!
 //! [`Command::kill_descendants_on_exit`]: crate::Command::kill_descendants_on_exit
 
@@ -434,6 +436,18 @@ impl<H: Handler> Tracer<H> {
         self.handler
             .on_exec(Pid::from_raw(tid), Pid::from_raw(former));
         stopped.resume(watching, 0)
+    }
+}
+
+impl Drop for Core {
+    /// A tracer dropped before its job ended (never run, or `run` failed)
+    /// kills and reaps every tracee, so nothing is left stopped forever.
+    fn drop(&mut self) {
+        let unfinished = self.root_status.is_none() || (!self.killed_all && !self.tasks.is_empty());
+        if unfinished {
+            self.kill_all();
+            while let Ok(Some(_)) = wait_any() {}
+        }
     }
 }
 

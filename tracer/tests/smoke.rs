@@ -24,3 +24,18 @@ fn true_exits_zero_and_execve_is_seen() {
     );
     assert!(out.contains("+++ exited with 0 +++"), "{out}");
 }
+
+#[test]
+fn dropping_an_unrun_tracer_kills_the_child() {
+    let t = Command::new("/bin/sleep")
+        .arg("100")
+        .spawn(tracer::PassThrough(SyscallSet::diatom_default()))
+        .expect("spawn");
+    let pid = t.pid();
+    drop(t);
+    // Reaped: the pid no longer exists (kill -0 fails with ESRCH).
+    assert_eq!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+}
