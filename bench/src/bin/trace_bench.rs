@@ -4,7 +4,7 @@
 //! Medians of several runs (round-robin, so drift hits every column alike),
 //! ratios to native. Prints a Markdown table for BENCHMARKS.md.
 //!
-//! `cargo run --release -p diatom-bench --bin trace_bench [-- --runs N]`
+//! `cargo run --release -p diatom-bench --bin trace_bench [-- --runs N] [--cmd SCRIPT]`
 
 use std::os::fd::AsRawFd;
 use std::process::{Command as StdCommand, Stdio};
@@ -54,7 +54,12 @@ fn main() {
     } else {
         "python3"
     };
-    let workloads = [
+    let custom = args
+        .iter()
+        .position(|a| a == "--cmd")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let mut workloads = vec![
         Workload {
             name: "python3 CPU loop",
             script: format!("{py} -c 's=0\nfor i in range(4000000): s+=i*i\nprint(s)'"),
@@ -72,6 +77,13 @@ fn main() {
             script: "i=0; while [ $i -lt 500 ]; do /bin/true; i=$((i+1)); done".into(),
         },
     ];
+    if let Some(script) = custom {
+        // `--cmd SCRIPT`: measure only that shell script.
+        workloads = vec![Workload {
+            name: "custom",
+            script,
+        }];
+    }
     let set = SyscallSet::diatom_default();
     let strace = strace_names(&set);
     let mut modes = vec![Mode::Native, Mode::Diatom];
