@@ -668,3 +668,35 @@ fn seccomp_unavailable_is_a_clear_error() {
         "seccomp is not available here (EINVAL: Invalid argument): installing the filter was refused"
     );
 }
+
+/// Answers every `getuid` by injecting a `getuid` first: two extra stops
+/// per call, during which queued signals arrive.
+struct ReInject {
+    calls: u64,
+}
+impl Handler for ReInject {
+    fn subscriptions(&self) -> SyscallSet {
+        [Sysno::getuid].into_iter().collect()
+    }
+    fn handle_syscall(&mut self, stop: &mut SyscallStop<'_>) -> Action {
+        self.calls += 1;
+        match stop.inject(Sysno::getuid, &[]) {
+            Ok(r) => Action::Return(r),
+            Err(_) => Action::Continue,
+        }
+    }
+}
+
+#[test]
+fn signals_during_injection_are_not_lost() {
+    if !require_root("signals_during_injection") {
+        return;
+    }
+    let (st, out, h) = lib_run(
+        &[fixture().to_str().unwrap(), "sigstorm", "/"],
+        ReInject { calls: 0 },
+    );
+    assert_eq!(st, ExitStatus::Exited(0));
+    assert_eq!(out, "bad 0 lost 0\n");
+    assert!(h.calls >= 1000, "{}", h.calls);
+}

@@ -279,9 +279,7 @@ impl<H: Handler> Tracer<H> {
                 if let Some(e) = self.core.child_setup_error() {
                     // Still reap whatever else exists before returning.
                     self.core.kill_all();
-                    while let Some((t, s)) = wait_any()? {
-                        let _ = (t, s);
-                    }
+                    while wait_any()?.is_some() {}
                     return Err(TraceError::Spawn(e));
                 }
             }
