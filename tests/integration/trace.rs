@@ -700,3 +700,24 @@ fn signals_during_injection_are_not_lost() {
     assert_eq!(out, "bad 0 lost 0\n");
     assert!(h.calls >= 1000, "{}", h.calls);
 }
+
+struct SwapCall;
+impl Handler for SwapCall {
+    fn subscriptions(&self) -> SyscallSet {
+        [Sysno::getpid].into_iter().collect()
+    }
+    fn handle_syscall(&mut self, stop: &mut SyscallStop<'_>) -> Action {
+        stop.set_nr(Sysno::getppid);
+        Action::Continue
+    }
+}
+
+#[test]
+fn handler_replaces_the_call() {
+    if !require_root("handler_replaces_the_call") {
+        return;
+    }
+    let (st, out, _) = lib_run(&[fixture().to_str().unwrap(), "getpid", "/"], SwapCall);
+    assert_eq!(st, ExitStatus::Exited(0));
+    assert_eq!(out, format!("pid {}\n", std::process::id()));
+}

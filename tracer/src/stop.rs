@@ -169,6 +169,14 @@ impl<'a> SyscallStop<'a> {
         }
     }
 
+    /// Replaces the call by `nr` (same arguments unless rewritten); the
+    /// kernel checks the new number against the filter again and lets it run.
+    /// [`Call::nr`] keeps reporting the original number.
+    pub fn set_nr(&mut self, nr: Sysno) {
+        self.call.regs.set_syscall_nr(nr.id() as i64);
+        self.dirty = true;
+    }
+
     /// Rewrites argument `i`; takes effect when the call runs.
     pub fn set_arg(&mut self, i: usize, v: u64) {
         self.call.regs.set_arg(i, v);
