@@ -62,7 +62,7 @@ fn main() {
     let mut workloads = vec![
         Workload {
             name: "python3 CPU loop",
-            script: format!("{py} -c 's=0\nfor i in range(4000000): s+=i*i\nprint(s)'"),
+            script: format!("{py} -c 's=0\nfor i in range(8000000): s+=i*i\nprint(s)'"),
         },
         Workload {
             name: "find /usr | wc -l",
