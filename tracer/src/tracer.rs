@@ -89,7 +89,7 @@ impl Proc {
 /// Everything but the handler (so that the handler can borrow it mutably
 /// through a [`SyscallStop`]).
 #[derive(Debug)]
-pub struct Core {
+pub(crate) struct Core {
     set: SyscallSet,
     handler_set: SyscallSet,
     root: i32,
