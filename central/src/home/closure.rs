@@ -335,9 +335,16 @@ type CacheKey = (u64, u64, u64, i64, i64);
 
 /// A loader configuration plus the files it reads, with the parsed cache
 /// kept between calls. [`exec_closure`] uses [`Resolver::system`].
+///
+/// The configuration of [`Resolver::system`] is probed lazily: a closure
+/// that finds every library through `ld.so.cache` (the common case) needs
+/// neither hwcaps subdirectories nor system directories, so a fresh
+/// process (the job's home) does not pay the ~1 ms `ld.so --help` exec.
 #[derive(Debug)]
 pub struct Resolver {
-    config: LoaderConfig,
+    config: OnceLock<LoaderConfig>,
+    /// The loader to ask when `config` is first needed.
+    probe: PathBuf,
     cache_path: PathBuf,
     preload_path: Option<PathBuf>,
     cache: Mutex<Option<(CacheKey, Option<Arc<LdCache>>)>>,
@@ -352,29 +359,53 @@ impl Resolver {
         preload_path: Option<PathBuf>,
     ) -> Resolver {
         Resolver {
-            config,
+            config: OnceLock::from(config),
+            probe: PathBuf::new(),
             cache_path,
             preload_path,
             cache: Mutex::new(None),
         }
     }
 
-    /// The process-wide resolver for this host: configuration probed once
-    /// from the host's `ld.so --help`, `/etc/ld.so.cache`, `/etc/ld.so.preload`.
+    /// A resolver whose configuration is asked of `loader --help` when
+    /// first needed.
+    pub fn probing(
+        loader: PathBuf,
+        cache_path: PathBuf,
+        preload_path: Option<PathBuf>,
+    ) -> Resolver {
+        Resolver {
+            config: OnceLock::new(),
+            probe: loader,
+            cache_path,
+            preload_path,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The process-wide resolver for this host: configuration probed (once,
+    /// when first needed) from the host's `ld.so --help`;
+    /// `/etc/ld.so.cache`, `/etc/ld.so.preload`.
     pub fn system() -> &'static Resolver {
         static SYSTEM: OnceLock<Resolver> = OnceLock::new();
         SYSTEM.get_or_init(|| {
-            Resolver::new(
-                LoaderConfig::probe(Path::new(ldso::HOST_LOADER)),
+            Resolver::probing(
+                PathBuf::from(ldso::HOST_LOADER),
                 PathBuf::from(LD_CACHE_FILE),
                 Some(PathBuf::from(PRELOAD_FILE)),
             )
         })
     }
 
-    /// The loader configuration in use.
+    /// The loader configuration in use (probing it now if not done yet).
     pub fn config(&self) -> &LoaderConfig {
-        &self.config
+        self.config.get_or_init(|| LoaderConfig::probe(&self.probe))
+    }
+
+    /// Whether the configuration has been probed or given (for tests and
+    /// diagnostics).
+    pub fn config_loaded(&self) -> bool {
+        self.config.get().is_some()
     }
 
     /// The parsed cache, re-read only when the file's identity changed. A
@@ -450,7 +481,7 @@ impl Resolver {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf));
         linker.add_object(Obj::new(
-            &self.config,
+            self,
             PathBuf::new(),
             main_origin,
             None,
@@ -458,7 +489,7 @@ impl Resolver {
             &prog_meta,
         ));
         let mut rtld = Obj::new(
-            &self.config,
+            self,
             interp_path.clone(),
             interp_path.parent().map(Path::to_path_buf),
             None,
@@ -702,7 +733,7 @@ struct Obj {
 
 impl Obj {
     fn new(
-        config: &LoaderConfig,
+        config: &dyn ConfigSource,
         path: PathBuf,
         origin: Option<PathBuf>,
         loader: Option<usize>,
@@ -741,9 +772,14 @@ impl Obj {
 fn split_path_list(
     list: &[u8],
     seps: &[u8],
-    config: &LoaderConfig,
+    config: &dyn ConfigSource,
     origin: Option<&Path>,
 ) -> Vec<PathBuf> {
+    // An empty list names no directory (glibc ignores an empty
+    // LD_LIBRARY_PATH); only empty elements of a non-empty list mean the cwd.
+    if list.is_empty() {
+        return Vec::new();
+    }
     list.split(|b| seps.contains(b))
         .filter_map(|el| {
             if el.is_empty() {
@@ -762,29 +798,24 @@ fn split_path_list(
 /// without braces; a name must not continue with an identifier character.
 /// Unknown tokens are kept literally. `None` if `$ORIGIN` is needed but
 /// unknown.
-fn expand_dst(s: &[u8], config: &LoaderConfig, origin: Option<&Path>) -> Option<Vec<u8>> {
+fn expand_dst(s: &[u8], config: &dyn ConfigSource, origin: Option<&Path>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
         if s[i] == b'$' {
             let rest = &s[i + 1..];
-            let mut hit = None;
-            for (tok, val) in [
-                (&b"ORIGIN"[..], None),
-                (&b"PLATFORM"[..], Some(config.platform.as_slice())),
-                (&b"LIB"[..], Some(config.lib.as_slice())),
-            ] {
-                if let Some(len) = dst_len(rest, tok) {
-                    hit = Some((len, val, tok == b"ORIGIN"));
-                    break;
-                }
+            if let Some(len) = dst_len(rest, b"ORIGIN") {
+                out.extend_from_slice(origin?.as_os_str().as_bytes());
+                i += 1 + len;
+                continue;
             }
-            if let Some((len, val, is_origin)) = hit {
-                if is_origin {
-                    out.extend_from_slice(origin?.as_os_str().as_bytes());
-                } else if let Some(v) = val {
-                    out.extend_from_slice(v);
-                }
+            if let Some(len) = dst_len(rest, b"PLATFORM") {
+                out.extend_from_slice(&config.config().platform);
+                i += 1 + len;
+                continue;
+            }
+            if let Some(len) = dst_len(rest, b"LIB") {
+                out.extend_from_slice(&config.config().lib);
                 i += 1 + len;
                 continue;
             }
@@ -814,9 +845,28 @@ struct Found {
     info: ElfInfo,
 }
 
+/// Where the loader configuration comes from: given, or probed on first use
+/// (only `$LIB`/`$PLATFORM`, directory searches and hwcaps cache entries
+/// need it).
+trait ConfigSource {
+    fn config(&self) -> &LoaderConfig;
+}
+
+impl ConfigSource for LoaderConfig {
+    fn config(&self) -> &LoaderConfig {
+        self
+    }
+}
+
+impl ConfigSource for Resolver {
+    fn config(&self) -> &LoaderConfig {
+        Resolver::config(self)
+    }
+}
+
 /// The state of one simulated `_dl_map_object_deps` run.
 struct Linker<'a> {
-    config: &'a LoaderConfig,
+    resolver: &'a Resolver,
     ld_cache: Option<Arc<LdCache>>,
     ld_library_path: Option<Vec<u8>>,
     /// The program's path, for messages.
@@ -839,7 +889,7 @@ impl<'a> Linker<'a> {
             .find(|(k, _)| k == "LD_LIBRARY_PATH")
             .map(|(_, v)| v.as_bytes().to_vec());
         Linker {
-            config: &resolver.config,
+            resolver,
             ld_cache: resolver.ld_cache(),
             ld_library_path,
             program: program.to_path_buf(),
@@ -909,7 +959,7 @@ impl<'a> Linker<'a> {
         }
         let found = if name.contains(&b'/') {
             let origin = self.origin_of(loader);
-            let expanded = expand_dst(name, self.config, origin.as_deref());
+            let expanded = expand_dst(name, self.resolver, origin.as_deref());
             match expanded {
                 Some(p) => self.try_file(PathBuf::from(OsString::from_vec(p)), loader)?,
                 None => None,
@@ -937,7 +987,7 @@ impl<'a> Linker<'a> {
         }
         let origin = found.path.parent().map(Path::to_path_buf);
         let mut obj = Obj::new(
-            self.config,
+            self.resolver,
             found.path.clone(),
             origin,
             Some(loader),
@@ -991,7 +1041,7 @@ impl<'a> Linker<'a> {
         if let Some(list) = self.ld_library_path.clone() {
             // DSTs in LD_LIBRARY_PATH refer to the main program.
             let origin = self.objs[0].origin.clone();
-            let dirs = split_path_list(&list, b":;", self.config, origin.as_deref());
+            let dirs = split_path_list(&list, b":;", self.resolver, origin.as_deref());
             if let Some(f) = self.search_dirs(&dirs, name, loader)? {
                 return Ok(Some(f));
             }
@@ -1005,14 +1055,20 @@ impl<'a> Linker<'a> {
             return Ok(None);
         }
         if let Some(cache) = self.ld_cache.clone() {
-            if let Some(p) = cache.lookup(name, &self.config.hwcaps) {
+            // Only names with glibc-hwcaps entries need the CPU's list.
+            let hwcaps: &[Vec<u8>] = if cache.has_hwcaps_entries(name) {
+                &self.resolver.config().hwcaps
+            } else {
+                &[]
+            };
+            if let Some(p) = cache.lookup(name, hwcaps) {
                 let p = PathBuf::from(OsStr::from_bytes(p));
                 if let Some(f) = self.try_file(p, loader)? {
                     return Ok(Some(f));
                 }
             }
         }
-        let dirs = self.config.system_dirs.clone();
+        let dirs = self.resolver.config().system_dirs.clone();
         self.search_dirs(&dirs, name, loader)
     }
 
@@ -1024,9 +1080,13 @@ impl<'a> Linker<'a> {
         loader: usize,
     ) -> Result<Option<Found>, ClosureError> {
         let name = OsStr::from_bytes(name);
-        let subdirs = self.config.subdirs.clone();
+        if dirs.is_empty() {
+            return Ok(None);
+        }
+        let resolver = self.resolver;
+        let subdirs = &resolver.config().subdirs;
         for dir in dirs {
-            for sub in &subdirs {
+            for sub in subdirs {
                 let d = dir.join(sub);
                 if self.dir_exists.get(&d) == Some(&false) {
                     continue;

@@ -160,6 +160,14 @@ impl LdCache {
         Ok(cache)
     }
 
+    /// Whether any entry for `name` is a glibc-hwcaps one (so that
+    /// [`LdCache::lookup`] needs the CPU's hwcaps list).
+    pub fn has_hwcaps_entries(&self, name: &[u8]) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|v| v.iter().any(|e| e.hwcap & HWCAP_EXTENSION != 0))
+    }
+
     /// Number of entries in the file.
     pub fn len(&self) -> usize {
         self.entries
