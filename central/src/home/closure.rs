@@ -6,8 +6,9 @@
 //! - [`resolve_program`]: finding PROGRAM the way a shell does (PATH search,
 //!   `eaccess(X_OK)`, "not found" vs "permission denied" vs "is a directory").
 //! - [`exec_closure`]: following `#!` lines as the kernel does (256-byte
-//!   buffer, one optional argument, at most 5 nested scripts on this kernel),
-//!   reading the final ELF's `PT_INTERP` and dynamic section, and resolving
+//!   buffer, one optional argument, at most 5 nested scripts on this kernel;
+//!   a file with neither `#!` nor ELF magic runs with `/bin/sh`, as `execvp`
+//!   and shells do), reading the final ELF's `PT_INTERP` and dynamic section, and resolving
 //!   every `DT_NEEDED` (plus `LD_PRELOAD` and `/etc/ld.so.preload`) in
 //!   breadth-first load order with glibc 2.36's rules: name match against
 //!   already loaded objects and their SONAMEs, `DT_RPATH` of the loader chain
@@ -34,9 +35,17 @@
 //! node. Caveats the node must know: `DT_RPATH` directories are searched
 //! *before* `--library-path`, so on a node that does have files at those
 //! paths they could win (the tracer's path redirection of issue 6 closes
-//! this); `$ORIGIN` on the node expands to the cache directory. Alternatively
-//! the node may pass the objects of [`ExecPlan::library_dirs`] order as
-//! `--library-path`, which is only exact when names are unique across them.
+//! this); `$ORIGIN` on the node expands to the cache directory, so the
+//! symlink directory must hold every name. The cruder alternative, mapping
+//! each of [`ExecPlan::library_dirs`] to a cache directory for
+//! `--library-path`, is only exact when no name appears in two of them.
+//!
+//! # Cost
+//! Only headers are read (a few 4 KiB `pread`s per object); the parsed
+//! `ld.so.cache` is kept per [`Resolver`] and re-read only when the file
+//! changes; `ld.so --help` is run only when a directory search or
+//! `$LIB`/`$PLATFORM` needs it. Measured for python3 (6 files): about
+//! 0.45 ms in a fresh process, 0.05-0.1 ms warm.
 //!
 //! For `#!/usr/bin/env python3` the closure is `env` and its libraries, not
 //! python3: which python3 runs is decided by `env` at run time (PATH
