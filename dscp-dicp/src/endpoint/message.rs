@@ -1,0 +1,161 @@
+//! Messages in flight: the sender's copy cut into fixed chunks with an acked
+//! bitmap, and the receiver's reassembly buffer.
+//!
+//! The chunk size is fixed per message when it is queued (so a chunk always
+//! fits one datagram of its connection, retransmissions included); the
+//! receiver tracks byte ranges and so does not need to know it.
+
+use super::ranges::RangeSet;
+
+/// Identifies a chunk of a message: (kind, id) and the chunk index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkRef {
+    pub key: MsgKey,
+    pub index: u64,
+}
+
+/// A message is named by its kind and request id.
+pub(crate) type MsgKey = (crate::frame::MsgKind, u64);
+
+/// The sender's copy of a message.
+#[derive(Debug)]
+pub(crate) struct OutMsg {
+    data: Vec<u8>,
+    chunk: usize,
+    /// Number of chunks (a 0-byte message has one empty chunk).
+    pub n: u64,
+    /// Next chunk never sent yet.
+    pub next: u64,
+    acked: Vec<u64>,
+    acked_n: u64,
+}
+
+impl OutMsg {
+    pub fn new(data: Vec<u8>, chunk: usize) -> OutMsg {
+        let chunk = chunk.max(1);
+        let n = (data.len().div_ceil(chunk)).max(1) as u64;
+        OutMsg {
+            data,
+            chunk,
+            n,
+            next: 0,
+            acked: vec![0; n.div_ceil(64) as usize],
+            acked_n: 0,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Offset and bytes of chunk `i`.
+    pub fn chunk(&self, i: u64) -> (u64, &[u8]) {
+        let start = (i as usize).saturating_mul(self.chunk).min(self.data.len());
+        let end = start.saturating_add(self.chunk).min(self.data.len());
+        (start as u64, &self.data[start..end])
+    }
+
+    pub fn is_acked(&self, i: u64) -> bool {
+        self.acked
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Marks chunk `i` acked; returns true when the whole message is.
+    pub fn ack(&mut self, i: u64) -> bool {
+        if i < self.n && !self.is_acked(i) {
+            self.acked[(i / 64) as usize] |= 1 << (i % 64);
+            self.acked_n += 1;
+        }
+        self.acked_n == self.n
+    }
+}
+
+/// The receiver's partial copy of a message.
+#[derive(Debug)]
+pub(crate) struct Reassembly {
+    buf: Vec<u8>,
+    have: RangeSet,
+}
+
+impl Reassembly {
+    /// `total` has been checked against the limits by the caller; the
+    /// zeroed allocation is lazily backed by the kernel for large sizes.
+    pub fn new(total: usize) -> Reassembly {
+        Reassembly {
+            buf: vec![0; total],
+            have: RangeSet::default(),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.buf.len() as u64
+    }
+
+    /// Copies a piece in (the caller checked `offset + data.len() <=
+    /// total`); returns true once every byte has arrived.
+    pub fn insert(&mut self, offset: u64, data: &[u8]) -> bool {
+        let end = offset + data.len() as u64;
+        if !self.have.contains_range(offset, end) {
+            self.buf[offset as usize..end as usize].copy_from_slice(data);
+            self.have.insert(offset, end);
+        }
+        self.have.covered() == self.total()
+    }
+
+    pub fn into_data(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunking_boundaries() {
+        for (len, chunk, n) in [
+            (0, 10, 1),
+            (1, 10, 1),
+            (10, 10, 1),
+            (11, 10, 2),
+            (30, 10, 3),
+            (31, 10, 4),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut m = OutMsg::new(data.clone(), chunk);
+            assert_eq!(m.n, n, "len {len}");
+            let mut joined = Vec::new();
+            for i in 0..m.n {
+                let (off, piece) = m.chunk(i);
+                assert_eq!(off as usize, joined.len());
+                assert!(piece.len() <= chunk);
+                joined.extend_from_slice(piece);
+            }
+            assert_eq!(joined, data);
+            for i in (0..m.n).rev() {
+                assert_eq!(m.ack(i), i == 0);
+                assert_eq!(m.ack(i), i == 0, "idempotent");
+            }
+        }
+    }
+
+    #[test]
+    fn reassembly_any_order_and_duplicates() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let m = OutMsg::new(data.clone(), 64);
+        let mut r = Reassembly::new(data.len());
+        let mut order: Vec<u64> = (0..m.n).rev().collect();
+        order.insert(3, 5);
+        let mut done = false;
+        for (k, i) in order.iter().enumerate() {
+            let (off, piece) = m.chunk(*i);
+            done = r.insert(off, piece);
+            assert_eq!(done, k == order.len() - 1);
+        }
+        assert!(done);
+        assert_eq!(r.into_data(), data);
+        let mut empty = Reassembly::new(0);
+        assert!(empty.insert(0, &[]));
+    }
+}

@@ -1,0 +1,3 @@
+//! Crate-level tests that drive several endpoints: the simulated network.
+
+mod sim;
