@@ -10,7 +10,8 @@
 //!    `read` needs no stop, so no stop has to be consumed,
 //! 3. runs the `pre_exec` hook, `chdir`s, sets `no_new_privs`, installs the
 //!    seccomp filter (after the attach: a `SECCOMP_RET_TRACE` call without a
-//!    tracer fails with `ENOSYS`),
+//!    tracer fails with `ENOSYS`; with `SECCOMP_FILTER_FLAG_SPEC_ALLOW`, so
+//!    the program keeps the speculation mitigations it would have untraced),
 //! 4. calls `execve`, which is already a traced call.
 //!
 //! Any failure in the child is written (stage, errno) to a close-on-exec
@@ -33,6 +34,9 @@ use crate::error::SpawnError;
 use crate::handler::Handler;
 use crate::set::SyscallSet;
 use crate::tracer::Tracer;
+
+/// `SECCOMP_FILTER_FLAG_SPEC_ALLOW` (linux/seccomp.h).
+const SECCOMP_FILTER_FLAG_SPEC_ALLOW: libc::c_ulong = 1 << 2;
 
 type PreExec = Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>;
 
@@ -334,12 +338,19 @@ unsafe fn child(
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(stage::NO_NEW_PRIVS, errno());
         }
-        if libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            prog as *const libc::sock_fprog,
-        ) != 0
+        // SECCOMP_FILTER_FLAG_SPEC_ALLOW: a filter must not switch on the
+        // speculative-store-bypass mitigation the program would not have had
+        // untraced (it slows CPU-bound code). Kernels before 4.17 lack the flag.
+        let install = |flags: libc::c_ulong| {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                prog as *const libc::sock_fprog,
+            )
+        };
+        if install(SECCOMP_FILTER_FLAG_SPEC_ALLOW) != 0
+            && (errno() != libc::EINVAL || install(0) != 0)
         {
             fail(stage::SECCOMP, errno());
         }
