@@ -31,7 +31,7 @@ pub mod wire;
 mod tests;
 
 pub use crypto::Keyring;
-// pub use driver::{Driver, DriverConfig, Handle, Incoming, PendingCall};
+pub use driver::{Driver, DriverConfig, Handle, Incoming, PendingCall};
 pub use endpoint::{Config, Endpoint, Event, FailReason, Peer, RequestId, Transmit};
 pub use error::{CodecError, DriverError, EndpointError, KeyError};
 pub use key::{Key, KeyId, CLUSTER_KEY_ID};

@@ -26,6 +26,15 @@
 //! replayed answer names a nonce that is no longer pending (nonces are
 //! single-use) and is ignored.
 //!
+//! **Delayed first deliveries.** A datagram that was never accepted (lost,
+//! or dropped as unverified because it overtook the challenge answer) is
+//! accepted if it shows up later inside the window: that is a late
+//! delivery, not a replay, and is processed once. What it carries must
+//! still not run twice, so each window also keeps the *request floor* of
+//! connections the endpoint has forgotten (idle, lost, closed): request ids
+//! below it never run again. Once the window itself is evicted, the next
+//! challenge starts a window that refuses everything sent before it.
+//!
 //! **Limits.** First contact costs one extra round trip per (sender, key) and
 //! receiver, and again after an eviction. Pending challenges are bounded and
 //! also LRU-evicted, so a flood of authentic new senders (only possible with
@@ -130,6 +139,9 @@ pub enum Verdict {
 struct Tracked {
     window: ReplayWindow,
     used: u64,
+    /// Request ids below this from the pair were executed or abandoned by a
+    /// connection that has since been forgotten (see `endpoint`).
+    request_floor: u64,
 }
 
 struct Pending {
@@ -234,9 +246,27 @@ impl ReplayGuard {
             Tracked {
                 window,
                 used: self.tick,
+                request_floor: 0,
             },
         );
         true
+    }
+
+    /// The request floor remembered for a pair (0 if none).
+    pub fn request_floor(&self, sender: u64, key: u64) -> u64 {
+        self.windows
+            .get(&(sender, key))
+            .map_or(0, |t| t.request_floor)
+    }
+
+    /// Remembers, for as long as the pair's window lives, that request ids
+    /// below `floor` must never run again. Once the window is evicted the
+    /// pair must pass a new challenge, whose window refuses every datagram
+    /// sent before it, so the memory is not needed beyond that.
+    pub fn raise_request_floor(&mut self, sender: u64, key: u64, floor: u64) {
+        if let Some(t) = self.windows.get_mut(&(sender, key)) {
+            t.request_floor = t.request_floor.max(floor);
+        }
     }
 
     /// Forgets every window and challenge under a key (when it is removed).

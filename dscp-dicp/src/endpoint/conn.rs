@@ -280,8 +280,19 @@ impl Conn {
         Ok(())
     }
 
-    /// The client promises never to send request ids below `floor` again.
-    fn raise_floor(&mut self, floor: u64) {
+    /// The floor to remember when this connection is forgotten: every
+    /// request id below it has run (or was abandoned by the client).
+    pub fn resume_floor(&self) -> u64 {
+        let served = self.served.last_key_value().map_or(0, |(id, _)| id + 1);
+        self.floor.max(served)
+    }
+
+    /// Never execute request ids below `floor` (client's promise, or a
+    /// forgotten connection's memory).
+    pub fn raise_floor(&mut self, floor: u64) {
+        if floor <= self.floor {
+            return;
+        }
         self.floor = floor;
         let keep = self.served.split_off(&floor);
         for (id, state) in std::mem::replace(&mut self.served, keep) {

@@ -403,6 +403,7 @@ impl Endpoint {
     /// [`FailReason::Closed`]. No event other than those failures.
     pub fn close(&mut self, peer: Peer) {
         if let Some(c) = self.conns.remove(&peer) {
+            self.retire(&c);
             self.fail_requests(&c, FailReason::Closed);
         }
     }
@@ -445,6 +446,7 @@ impl Endpoint {
                     if let Some(c) = self.conns.get_mut(&peer) {
                         if c.remote == 0 {
                             c.remote = h.sender_id;
+                            c.raise_floor(self.replay.request_floor(h.sender_id, h.key_id));
                         }
                         if c.remote == h.sender_id {
                             c.on_challenged();
@@ -489,6 +491,7 @@ impl Endpoint {
                 // A new instance at the same address and key: the old one is
                 // gone with whatever it was doing.
                 if let Some(old) = self.conns.remove(&peer) {
+                    self.retire(&old);
                     self.fail_requests(&old, FailReason::PeerRestarted);
                     self.events.push_back(Event::PeerLost { peer });
                 }
@@ -497,7 +500,13 @@ impl Endpoint {
         let Some(conn) = conn_for(&mut self.conns, &self.cfg, now, peer) else {
             return self.stats.count(DropReason::PeerLimit);
         };
-        conn.remote = h.sender_id;
+        if conn.remote != h.sender_id {
+            conn.remote = h.sender_id;
+            // A connection to this instance may have been forgotten; what it
+            // executed must not run again (a datagram first dropped as
+            // unverified could otherwise be delivered much later).
+            conn.raise_floor(self.replay.request_floor(h.sender_id, h.key_id));
+        }
         let mut ctx = Ctx {
             cfg: &self.cfg,
             events: &mut self.events,
@@ -530,10 +539,13 @@ impl Endpoint {
             self.mark_ready(p);
         }
         for p in collect {
-            self.conns.remove(&p);
+            if let Some(c) = self.conns.remove(&p) {
+                self.retire(&c);
+            }
         }
         for p in lost {
             if let Some(c) = self.conns.remove(&p) {
+                self.retire(&c);
                 self.fail_requests(&c, FailReason::PeerLost);
                 self.events.push_back(Event::PeerLost { peer: p });
             }
@@ -604,6 +616,15 @@ impl Endpoint {
                 c.queued = true;
                 self.ready.push_back(peer);
             }
+        }
+    }
+
+    /// Keeps what a forgotten connection must not forget: which of its
+    /// peer's requests ran.
+    fn retire(&mut self, c: &Conn) {
+        if c.remote != 0 {
+            self.replay
+                .raise_request_floor(c.remote, c.peer.key_id, c.resume_floor());
         }
     }
 

@@ -478,6 +478,9 @@ proptest! {
             if data && (c.accepted || fresh_node) {
                 prop_assert_eq!(ep.stats().total(), before + 1, "replay accepted by node {}", idx);
             }
+            // Time may jump far here (idle connections get collected), so
+            // this also covers a datagram first dropped as unverified and
+            // delivered long after its connection was forgotten.
             sim.step();
         }
         sim.run_until(Duration::from_secs(2), |_| false);
@@ -485,7 +488,7 @@ proptest! {
             let new: Vec<_> = n.events[events_before[i]..].iter()
                 .filter(|(_, e)| matches!(e, Event::Request { .. } | Event::Response { .. }))
                 .collect();
-            prop_assert!(new.is_empty(), "node {} delivered a replay: {:?}", i, new);
+            prop_assert!(new.is_empty(), "node {} delivered {} replayed messages", i, new.len());
         }
     }
 }

@@ -1,0 +1,174 @@
+//! Round trips of every family and hostile-input checks of the decoders.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::control::*;
+use super::*;
+
+fn samples() -> (Vec<Request>, Vec<Response>) {
+    let spec = JobSpec {
+        job_id: 7,
+        session_key: [9; 32],
+        home: "10.0.0.1:12036".parse().unwrap(),
+        node: "n1".into(),
+        user: "alice".into(),
+        program: "/bin/echo".into(),
+        argv: vec!["echo".into(), Blob(vec![0xff, 0])],
+        envp: vec!["A=b".into()],
+        cwd: "/home/alice".into(),
+        umask: 0o22,
+        uid: 1000,
+        gid: 1000,
+        groups: vec![1000, 27],
+        limits: Limits {
+            memory: Some(1 << 30),
+            pids: None,
+        },
+        tty: Some(WinSize { rows: 24, cols: 80 }),
+    };
+    let reqs = vec![
+        Request::Dscp(DscpRequest::Ping {
+            payload: "x".into(),
+        }),
+        Request::Dscp(DscpRequest::Status),
+        Request::Dscp(DscpRequest::StartJob(Box::new(spec))),
+        Request::Dscp(DscpRequest::Signal { job: 7, signal: 15 }),
+        Request::Dscp(DscpRequest::Kill { job: 7 }),
+        Request::Dicp(DicpRequest::Register(Register {
+            name: "n1".into(),
+            cpus: 2,
+            slots: 2,
+            memory: 1 << 34,
+            version: "0.1.0".into(),
+            kernel: "Linux 6.1 x86_64".into(),
+        })),
+        Request::Dicp(DicpRequest::Heartbeat(Heartbeat {
+            load: 0.5,
+            slots_used: 1,
+            running: vec![7],
+            dropped: BTreeMap::from([("bad_auth".to_string(), 3)]),
+        })),
+        Request::Dicp(DicpRequest::JobEvent {
+            job: 7,
+            event: JobEvent::Exited { code: 3 },
+        }),
+        Request::Job(job::Request::Output {
+            job: 7,
+            stream: job::Stream::Stderr,
+            offset: 10,
+            data: Blob(vec![1; 100_000]),
+        }),
+        Request::Job(job::Request::Resize {
+            job: 7,
+            size: WinSize { rows: 1, cols: 2 },
+        }),
+        Request::Fs(fs::Request::Open {
+            path: "/etc/passwd".into(),
+            flags: 0,
+            mode: 0,
+        }),
+        Request::Fs(fs::Request::Read {
+            handle: 1,
+            offset: 0,
+            len: 4096,
+        }),
+        Request::Net(net::Request::Connect {
+            sock: 1,
+            addr: "[::1]:80".parse().unwrap(),
+        }),
+        Request::Proc(proc::Request::Hostname),
+    ];
+    let resps = vec![
+        Response::Dscp(DscpResponse::Refused {
+            reason: "no slot".into(),
+        }),
+        Response::Dicp(DicpResponse::Registered { heartbeat_ms: 1000 }),
+        Response::Job(job::Response::Ack {
+            offset: 5,
+            window: 1 << 20,
+        }),
+        Response::Fs(fs::Response::Data(Blob(vec![7; 5000]))),
+        Response::Fs(fs::Response::Stat(fs::FileStat {
+            size: 5,
+            ..Default::default()
+        })),
+        Response::Net(net::Response::Data {
+            data: "hi".into(),
+            from: None,
+        }),
+        Response::Proc(proc::Response::Ids {
+            uid: 1,
+            euid: 1,
+            gid: 2,
+            egid: 2,
+            groups: vec![],
+        }),
+        Response::unsupported("what?"),
+    ];
+    (reqs, resps)
+}
+
+#[test]
+fn round_trips() {
+    let (reqs, resps) = samples();
+    for r in reqs {
+        let b = r.encode().unwrap();
+        assert_eq!(Request::decode(&b).unwrap(), r);
+        // Truncations and trailing bytes are refused.
+        assert!(Request::decode(&b[..b.len() - 1]).is_err());
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(Request::decode(&longer).is_err());
+    }
+    for r in resps {
+        let b = r.encode().unwrap();
+        assert_eq!(Response::decode(&b).unwrap(), r);
+    }
+}
+
+#[test]
+fn blob_is_compact() {
+    let b = encode(&Blob(vec![0xff; 1000])).unwrap();
+    assert!(b.len() <= 1003, "{}", b.len());
+}
+
+#[test]
+fn lying_lengths_are_refused() {
+    // A Fs::Data response whose blob claims 2^40 bytes in a 20-byte input.
+    let mut b = Response::Fs(fs::Response::Data(Blob(vec![1, 2, 3])))
+        .encode()
+        .unwrap();
+    b.truncate(2);
+    b.push(255); // varint u64 marker
+    b.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    assert!(Response::decode(&b).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes never panic any decoder.
+    #[test]
+    fn decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Request::decode(&b);
+        let _ = Response::decode(&b);
+        let _ = decode::<DscpRequest>(&b);
+        let _ = decode::<DicpRequest>(&b);
+        let _ = decode::<job::Request>(&b);
+        let _ = decode::<fs::Request>(&b);
+        let _ = decode::<net::Request>(&b);
+        let _ = decode::<proc::Request>(&b);
+    }
+
+    /// Mutated valid encodings never panic either (reaches deeper states).
+    #[test]
+    fn mutated_messages_never_panic(which in 0usize..14, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let (reqs, _) = samples();
+        let mut b = reqs[which % reqs.len()].encode().unwrap();
+        let i = pos.index(b.len());
+        b[i] = byte;
+        let _ = Request::decode(&b);
+    }
+}
