@@ -1,6 +1,8 @@
 //! One integration-test binary with a module per topic; shared helpers live
 //! in the `diatom_tests` library (`tests/src`).
 
+mod cluster_admin;
+mod cluster_net;
+mod exec;
 mod proto;
 mod trace;
-mod cluster_net;

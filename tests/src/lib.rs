@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: privilege checks, paths of the
-//! built binaries, the network-namespace cluster harness (`netns`) and
-//! per-test scratch directories (`testdir`).
+//! built binaries, the network-namespace cluster harness (`netns`), a real
+//! Diatom cluster on top of it (`cluster`) and per-test scratch directories
+//! (`testdir`).
 
 use std::path::PathBuf;
 
@@ -36,5 +37,6 @@ pub fn bin_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+pub mod cluster;
 pub mod netns;
 pub mod testdir;
