@@ -7,5 +7,6 @@ pub mod cmd;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod embedded;
 pub mod home;
 pub mod store;

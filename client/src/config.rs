@@ -262,6 +262,9 @@ pub struct ClientConfig {
     pub job_memory: u64,
     /// Process/thread cap per job.
     pub job_pids: u64,
+    /// The unprivileged (uid, gid) jobs run as; None runs them as the
+    /// daemon's own user (an unprivileged or embedded node).
+    pub job_user: Option<(u32, u32)>,
 }
 
 impl ClientConfig {
@@ -313,8 +316,23 @@ impl ClientConfig {
             slots,
             job_memory,
             job_pids,
+            job_user: default_job_user(),
         })
     }
+}
+
+/// The user jobs run as when the daemon is root: `nobody` (a job owns
+/// nothing on the node); None when the daemon is unprivileged.
+pub fn default_job_user() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+    Some(
+        nobody
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+            .unwrap_or((65534, 65534)),
+    )
 }
 
 /// The number of CPUs this process may run on.

@@ -1,7 +1,9 @@
 //! The node daemon library.
 pub mod cache;
 pub mod config;
+pub mod daemon;
 pub mod job;
+pub mod net;
 pub mod pty;
 pub mod rpc;
 pub mod wire;

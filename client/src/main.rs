@@ -1,3 +1,35 @@
-//! diatom-client: the node daemon.
+//! `diatom-client`: the node daemon.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use diatom_client::config::{init_logging, ClientConfig, ClientFlags};
+use diatom_client::daemon::Node;
+use dscp_dicp::Key;
+
+fn run(flags: &ClientFlags) -> Result<(), String> {
+    let cfg = ClientConfig::resolve(flags).map_err(|e| e.to_string())?;
+    let key = Key::load(&cfg.key).map_err(|e| e.to_string())?;
+    let node = Node::new(cfg.clone(), &key).map_err(|e| e.to_string())?;
+    log::info!(
+        "diatom-client {} node {} on {} (central {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.name,
+        node.local_addr(),
+        cfg.central
+    );
+    node.run();
+    Err("the endpoint stopped".into())
+}
+
+fn main() -> ExitCode {
+    let flags = ClientFlags::parse();
+    init_logging(flags.verbose, flags.quiet);
+    match run(&flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("diatom-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

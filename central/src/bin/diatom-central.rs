@@ -1,3 +1,39 @@
-//! diatom-central: the central daemon.
+//! `diatom-central`: the central daemon.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use diatom_central::config::{CentralConfig, CentralFlags};
+use diatom_central::daemon::{control_server, start_central};
+use diatom_central::store::Store;
+use dscp_dicp::Key;
+
+fn run(flags: &CentralFlags) -> Result<(), String> {
+    let cfg = CentralConfig::resolve(flags).map_err(|e| e.to_string())?;
+    let key = Key::load(&cfg.key).map_err(|e| e.to_string())?;
+    let store = Store::open(&cfg.state_dir).map_err(|e| e.to_string())?;
+    let listener = control_server::bind(&cfg.socket)
+        .map_err(|e| format!("control socket {}: {e}", cfg.socket.display()))?;
+    let central = start_central(cfg.bind, &key, store)
+        .map_err(|e| format!("cannot bind UDP {}: {e}", cfg.bind))?;
+    log::info!(
+        "diatom-central {} on {} (control socket {})",
+        env!("CARGO_PKG_VERSION"),
+        central.local_addr(),
+        cfg.socket.display()
+    );
+    control_server::serve(listener, central);
+    Err("the control socket stopped".into())
+}
+
+fn main() -> ExitCode {
+    let flags = CentralFlags::parse();
+    diatom_client::config::init_logging(flags.verbose, flags.quiet);
+    match run(&flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("diatom-central: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+pub mod admin;
+pub mod exec;
 pub mod keygen;
 pub mod trace;
 

@@ -6,3 +6,62 @@ pub mod control_server;
 pub mod core;
 pub mod registry;
 pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diatom_client::net::Net;
+use dscp_dicp::{Key, Keyring, Peer, CLUSTER_KEY_ID};
+
+use self::core::{Caller, Central};
+use crate::store::Store;
+
+impl Caller for Net {
+    fn call(&self, peer: Peer, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
+        Net::call(self, peer, payload, timeout)
+    }
+
+    fn dropped(&self) -> Vec<(String, u64)> {
+        Net::dropped(self)
+    }
+}
+
+/// Binds central's endpoint at `bind` and starts the threads that serve
+/// nodes and expire silent ones. The control socket is served separately.
+pub fn start_central(bind: SocketAddr, key: &Key, store: Store) -> std::io::Result<Arc<Central>> {
+    let sock = udp::bind_shared(bind)?;
+    let local = sock.local_addr()?;
+    let net = Net::open(sock, Keyring::with_cluster_key(key))?;
+    let central = Arc::new(Central::new(store, Box::new(net.clone()), local));
+    let c = Arc::clone(&central);
+    std::thread::Builder::new()
+        .name("central-udp".into())
+        .spawn(move || serve_nodes(&net, &c))?;
+    let c = Arc::clone(&central);
+    std::thread::Builder::new()
+        .name("central-tick".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            c.tick();
+        })?;
+    Ok(central)
+}
+
+/// Answers nodes' requests (cluster key only) until the endpoint closes.
+pub fn serve_nodes(net: &Net, central: &Central) {
+    while let Ok(req) = net.requests().recv() {
+        if req.peer.key_id != CLUSTER_KEY_ID {
+            continue;
+        }
+        let peer = req.peer;
+        match central.handle_node(peer, &req.payload) {
+            Ok(reply) => {
+                if let Err(e) = req.respond(reply) {
+                    log::debug!("reply to {peer}: {e}");
+                }
+            }
+            Err(e) => log::warn!("bad request from {}: {e}", peer.addr),
+        }
+    }
+}

@@ -3,5 +3,6 @@
 //! own permissions, cwd and umask, until it exits.
 
 pub mod closure;
+pub mod session;
 pub mod signals;
 pub mod terminal;

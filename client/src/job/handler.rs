@@ -189,3 +189,92 @@ impl Handler for JobHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_traced(handler: JobHandler, prog: &str, args: &[&str]) -> (tracer::ExitStatus, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "diatom-handler-{}-{}",
+            std::process::id(),
+            args.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let mut cmd = tracer::Command::new("/bin/sh");
+        let script = format!("{prog} {} > {}", args.join(" "), out.display());
+        cmd.args(["-c", &script]);
+        let mut t = cmd.spawn(handler).unwrap();
+        let pid = t.pid();
+        t.handler_mut().set_first_process(pid);
+        let status = t.run().unwrap();
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (status, text)
+    }
+
+    #[test]
+    fn ids_are_the_callers() {
+        let h = JobHandler::new(
+            Identity {
+                uid: 4242,
+                gid: 4343,
+                groups: vec![4343, 7],
+            },
+            b"/usr/bin/id".to_vec(),
+        );
+        let (status, out) = run_traced(h, "id", &[]);
+        assert_eq!(status, tracer::ExitStatus::Exited(0));
+        assert!(out.starts_with("uid=4242 gid=4343 groups=4343,7"), "{out}");
+    }
+
+    #[test]
+    fn proc_self_exe_names_the_program_until_exec() {
+        // python3 is the launched image: its readlink of /proc/self/exe and
+        // that of a forked child are answered; a program it execs sees its own.
+        let dir = std::env::temp_dir().join(format!("diatom-exe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let code = format!(
+            "import os,subprocess\n\
+             f=open('{o}','w')\n\
+             f.write(os.readlink('/proc/self/exe')+'\\n')\n\
+             f.write(os.readlink('/proc/%d/exe' % os.getpid())+'\\n')\n\
+             r,w=os.pipe()\n\
+             pid=os.fork()\n\
+             if pid==0:\n    os.write(w,os.readlink('/proc/self/exe').encode()); os._exit(0)\n\
+             os.waitpid(pid,0); f.write(os.read(r,4096).decode()+'\\n')\n\
+             f.write(subprocess.run(['readlink','/proc/self/exe'],capture_output=True,text=True).stdout)\n",
+            o = out.display()
+        );
+        let h = JobHandler::new(
+            Identity {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            },
+            b"/central/bin/prog".to_vec(),
+        );
+        let mut cmd = tracer::Command::new("/usr/bin/python3");
+        cmd.args(["-c", &code]);
+        let mut t = cmd.spawn(h).unwrap();
+        let pid = t.pid();
+        t.handler_mut().set_first_process(pid);
+        assert_eq!(t.run().unwrap(), tracer::ExitStatus::Exited(0));
+        let text = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let real = std::fs::canonicalize("/usr/bin/readlink").unwrap();
+        assert_eq!(
+            lines,
+            [
+                "/central/bin/prog",
+                "/central/bin/prog",
+                "/central/bin/prog",
+                real.to_str().unwrap()
+            ],
+            "{text}"
+        );
+    }
+}

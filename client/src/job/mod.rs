@@ -3,3 +3,4 @@
 
 pub mod handler;
 pub mod launch;
+pub mod runner;

@@ -1,0 +1,186 @@
+//! `diatom exec`: place a job through central (or an embedded central and
+//! node when no daemon answers), then act as its home until it ends.
+
+use std::ffi::OsString;
+use std::net::UdpSocket;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use diatom_client::config::parse_size;
+use diatom_client::net::Net;
+use diatom_client::wire::JobEvent;
+use dscp_dicp::{Key, Keyring, Peer};
+
+use super::{fail, EXIT_FAILURE};
+use crate::cli::{Cli, ExecArgs};
+use crate::control::{self, ExecRequest, Grant, PeerCred, Request, Response};
+use crate::embedded::Embedded;
+use crate::home::closure::{exec_closure, resolve_program};
+use crate::home::session::{self, HomeJob, Outcome};
+use crate::home::signals;
+
+/// A validated `diatom exec` invocation (the second parsing step).
+#[derive(Debug)]
+struct Plan {
+    exe: PathBuf,
+    argv: Vec<OsString>,
+    envp: Vec<Vec<u8>>,
+    cwd: PathBuf,
+    memory: Option<u64>,
+    pids: Option<u64>,
+}
+
+fn plan(args: &ExecArgs) -> Result<Plan, String> {
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let name = args.command.first().ok_or("no program given")?;
+    let name_str = name.to_str().ok_or("the program name is not valid UTF-8")?;
+    let exe = resolve_program(name_str, std::env::var_os("PATH").as_deref(), &cwd)
+        .map_err(|e| e.to_string())?;
+    let memory = args
+        .memory
+        .as_deref()
+        .map(parse_size)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok(Plan {
+        exe,
+        argv: args.command.clone(),
+        envp: session::job_environment(&args.env)?,
+        cwd,
+        memory,
+        pids: args.pids,
+    })
+}
+
+/// An embedded cluster that must live as long as the job (None when the
+/// daemon placed it).
+type Placement = Option<Embedded>;
+
+fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), String> {
+    match UnixStream::connect(&cli.socket) {
+        Ok(stream) => {
+            control::send(&stream, &Request::Exec(req.clone()), &[]).map_err(|e| e.to_string())?;
+            let (resp, mut fds): (Response, _) =
+                control::recv(&stream).map_err(|e| format!("central: {e}"))?;
+            match resp {
+                Response::Granted(g) => {
+                    let fd = fds.pop().ok_or("central sent no socket with the grant")?;
+                    Ok((g, UdpSocket::from(fd), None))
+                }
+                Response::Error(why) => Err(why),
+                other => Err(format!("central answered {other:?}")),
+            }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            log::info!(
+                "no central daemon at {}: starting an embedded one",
+                cli.socket.display()
+            );
+            let emb = Embedded::start().map_err(|e| format!("embedded cluster: {e}"))?;
+            let cred = PeerCred {
+                pid: std::process::id() as i32,
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+            };
+            let (g, s) = emb.central().exec(cred, req)?;
+            Ok((g, s, Some(emb)))
+        }
+        Err(e) => Err(format!(
+            "cannot reach central at {}: {e}",
+            cli.socket.display()
+        )),
+    }
+}
+
+/// Runs `diatom exec`.
+pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
+    // Before any thread exists, so every thread inherits the mask and the
+    // signal thread alone receives them.
+    if let Err(e) = signals::block(&signals::forwarded(args.tty)) {
+        return fail(&format!("cannot block signals: {e}"));
+    }
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let env_pairs: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let exec_plan = match exec_closure(&plan.exe, &plan.argv, &env_pairs) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let tty = args.tty.then(|| {
+        crate::home::terminal::window_size(0)
+            .or_else(|| crate::home::terminal::window_size(1))
+            .map(|(r, c, _, _)| (r, c))
+            .unwrap_or((24, 80))
+    });
+    let launch =
+        match session::launch_from_plan(&exec_plan, &plan.exe, plan.envp.clone(), &plan.cwd, tty) {
+            Ok(l) => l,
+            Err(e) => return fail(&e),
+        };
+    let req = ExecRequest {
+        program: plan.exe.clone(),
+        argv: plan
+            .argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        cwd: plan.cwd.clone(),
+        node: args.node.clone(),
+        memory: plan.memory,
+        pids: plan.pids,
+    };
+    let (grant, sock, placement) = match place(cli, &req) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    let outcome = home(grant.clone(), sock, launch, args.tty);
+    drop(placement);
+    exit_for(&grant, outcome)
+}
+
+fn home(
+    grant: Grant,
+    sock: UdpSocket,
+    launch: diatom_client::wire::Launch,
+    tty: bool,
+) -> Result<Outcome, String> {
+    let key = Key::from_hex(&grant.session_key)
+        .map_err(|e| format!("central sent a bad session key: {e}"))?;
+    let mut keys = Keyring::new();
+    keys.insert(grant.job, &key);
+    let net = Net::open(sock, keys).map_err(|e| format!("cannot open the job's endpoint: {e}"))?;
+    Ok(session::run(HomeJob {
+        net,
+        node: Peer {
+            addr: grant.node_addr,
+            key_id: grant.job,
+        },
+        node_name: grant.node.clone(),
+        launch,
+        tty,
+    }))
+}
+
+fn exit_for(grant: &Grant, outcome: Result<Outcome, String>) -> ExitCode {
+    match outcome {
+        Err(e) => fail(&e),
+        Ok(Outcome::Lost(why)) => fail(&why),
+        Ok(Outcome::Ended(JobEvent::Exited(c))) => ExitCode::from((c & 0xff) as u8),
+        Ok(Outcome::Ended(JobEvent::Signaled(s))) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        Ok(Outcome::Ended(JobEvent::Killed(why))) => {
+            eprintln!("diatom: job killed on {}: {why}", grant.node);
+            ExitCode::from(137)
+        }
+        Ok(Outcome::Ended(JobEvent::Failed(why))) => fail(&why),
+        Ok(Outcome::Ended(JobEvent::Started)) => ExitCode::from(EXIT_FAILURE),
+    }
+}

@@ -1,0 +1,294 @@
+//! The home's side of one job: launch it on the node, serve its requests
+//! (file fetches, output, the exit), feed it stdin, forward signals, and
+//! notice when the node is gone.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crossbeam_channel::{select, Sender};
+use diatom_client::net::{ask, reply as respond, Net};
+use diatom_client::rpc;
+use diatom_client::wire::{FileStamp, HomeReply, JobEvent, Launch, NodeReply, ToHome, ToNode};
+use dscp_dicp::Peer;
+use nix::sys::signal::Signal;
+
+use super::closure::ExecPlan;
+use super::{signals, terminal};
+
+/// Everything the home knows when it launches a job.
+#[derive(Debug)]
+pub struct HomeJob {
+    /// The job's endpoint (session key).
+    pub net: Net,
+    /// The node's per-job endpoint.
+    pub node: Peer,
+    /// The node's name, for messages.
+    pub node_name: String,
+    /// What to start.
+    pub launch: Launch,
+    /// `-t`.
+    pub tty: bool,
+}
+
+/// How a job ended, from the home's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The node reported the end.
+    Ended(JobEvent),
+    /// Contact with the node was lost; one line.
+    Lost(String),
+}
+
+/// A file's stamp as the node cache checks it.
+pub fn stamp(meta: &std::fs::Metadata) -> FileStamp {
+    FileStamp {
+        size: meta.size(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    }
+}
+
+/// Builds the launch request from the closure and the caller's world.
+pub fn launch_from_plan(
+    plan: &ExecPlan,
+    exe: &Path,
+    envp: Vec<Vec<u8>>,
+    cwd: &Path,
+    tty: Option<(u16, u16)>,
+) -> Result<Launch, String> {
+    let mut files = Vec::with_capacity(plan.files.len());
+    for f in &plan.files {
+        let meta = std::fs::metadata(&f.path).map_err(|e| format!("{}: {e}", f.path.display()))?;
+        files.push((f.path.as_os_str().as_bytes().to_vec(), stamp(&meta)));
+    }
+    let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+    // The kernel shows the resolved file as /proc/self/exe.
+    let exe = std::fs::canonicalize(exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+    // SAFETY: umask is process-wide and has no getter; set and restore it
+    // at once, before other threads exist.
+    let umask = unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    };
+    let groups = nix::unistd::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    Ok(Launch {
+        argv: plan.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        envp,
+        cwd: bytes(cwd),
+        umask: umask as u32,
+        exe: bytes(&exe),
+        program: bytes(&plan.program),
+        interpreter: plan.interpreter.as_deref().map(bytes),
+        libraries: plan
+            .libraries
+            .iter()
+            .map(|(n, p)| (n.as_bytes().to_vec(), bytes(p)))
+            .collect(),
+        files,
+        groups,
+        tty,
+    })
+}
+
+/// Reads the files a node asked for, checking each still has the stamp the
+/// launch promised (a file replaced meanwhile must not be cached under the
+/// old identity).
+fn read_files(list: &[(Vec<u8>, FileStamp)]) -> Vec<Result<Vec<u8>, String>> {
+    list.iter()
+        .map(|(path, want)| {
+            let p = Path::new(std::ffi::OsStr::from_bytes(path));
+            let mut f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let meta = f.metadata().map_err(|e| format!("{}: {e}", p.display()))?;
+            if stamp(&meta) != *want {
+                return Err(format!("{} changed while the job started", p.display()));
+            }
+            let mut data = Vec::with_capacity(meta.size() as usize);
+            f.read_to_end(&mut data)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok(data)
+        })
+        .collect()
+}
+
+/// Serves the node's requests until the exit arrives or the node is lost.
+fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>) {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    let mut closed = [false; 3];
+    loop {
+        select! {
+            recv(net.lost()) -> peer => {
+                if peer.is_ok_and(|p| p == node) {
+                    let _ = done.send(Outcome::Lost(format!("lost contact with node {node_name}")));
+                    return;
+                }
+            }
+            recv(net.requests()) -> req => {
+                let Ok(req) = req else { return };
+                if req.peer != node {
+                    continue;
+                }
+                match rpc::decode::<ToHome>(&req.payload) {
+                    Ok(ToHome::Fetch(list)) => respond(req, &HomeReply::Files(read_files(&list))),
+                    Ok(ToHome::Output { fd, data, .. }) => {
+                        let idx = usize::from(fd.min(2));
+                        let res = if closed[idx] {
+                            Err(std::io::ErrorKind::BrokenPipe.into())
+                        } else if fd == 2 {
+                            stderr.write_all(&data).and_then(|()| stderr.flush())
+                        } else {
+                            stdout.write_all(&data).and_then(|()| stdout.flush())
+                        };
+                        match res {
+                            Ok(()) => respond(req, &HomeReply::Ok),
+                            Err(_) => {
+                                closed[idx] = true;
+                                respond(req, &HomeReply::Closed);
+                            }
+                        }
+                    }
+                    Ok(ToHome::Exit(event)) => {
+                        respond(req, &HomeReply::Ok);
+                        let _ = done.send(Outcome::Ended(event));
+                        return;
+                    }
+                    Err(e) => log::warn!("bad request from the node: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Sends stdin to the node in order, then EOF.
+fn pump_stdin(net: &Net, node: Peer) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut seq = 0u64;
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        let msg = ToNode::Stdin {
+            seq,
+            data: buf[..n].to_vec(),
+        };
+        seq += 1;
+        let sent = ask::<_, NodeReply>(net, node, &msg, Duration::from_secs(3600));
+        if sent.is_err() || n == 0 {
+            return;
+        }
+    }
+}
+
+fn send_to_node(net: &Net, node: Peer, msg: &ToNode) {
+    if let Err(e) = ask::<_, NodeReply>(net, node, msg, Duration::from_secs(5)) {
+        log::info!("could not send {msg:?} to the node: {e}");
+    }
+}
+
+/// Runs the job to its end. The forwarded signals must already be blocked
+/// in the calling thread (before any other thread started).
+pub fn run(job: HomeJob) -> Outcome {
+    let HomeJob {
+        net,
+        node,
+        node_name,
+        launch,
+        tty,
+    } = job;
+    net.watch(node);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Outcome>(2);
+    let serve_net = net.clone();
+    let serve_name = node_name.clone();
+    let serve_done = done_tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("home-serve".into())
+        .spawn(move || serve(&serve_net, node, &serve_name, &serve_done));
+    if let Err(e) = spawned {
+        return Outcome::Ended(JobEvent::Failed(format!("cannot start a thread: {e}")));
+    }
+    let started = ask::<_, NodeReply>(
+        &net,
+        node,
+        &ToNode::Launch(Box::new(launch)),
+        Duration::from_secs(300),
+    );
+    match started {
+        Ok(NodeReply::Started) => {}
+        Ok(NodeReply::Failed(why)) => return Outcome::Ended(JobEvent::Failed(why)),
+        Ok(NodeReply::Ok) => {
+            return Outcome::Ended(JobEvent::Failed("node did not start the job".into()))
+        }
+        Err(e) => {
+            // The serve thread may know better (node lost).
+            if let Ok(o) = done_rx.recv_timeout(Duration::from_millis(100)) {
+                return o;
+            }
+            return Outcome::Lost(format!("node {node_name} did not start the job: {e}"));
+        }
+    }
+    let raw = if tty {
+        terminal::RawMode::enter(0)
+    } else {
+        None
+    };
+    let stdin_net = net.clone();
+    let _ = std::thread::Builder::new()
+        .name("home-stdin".into())
+        .spawn(move || pump_stdin(&stdin_net, node));
+    let sig_net = net.clone();
+    let _ = signals::spawn_waiter(signals::forwarded(tty), move |sig| {
+        if sig == Signal::SIGWINCH {
+            if let Some((rows, cols, _, _)) =
+                terminal::window_size(0).or_else(|| terminal::window_size(1))
+            {
+                send_to_node(&sig_net, node, &ToNode::Resize { rows, cols });
+            }
+        } else {
+            send_to_node(&sig_net, node, &ToNode::Signal(sig as i32));
+        }
+    });
+    let outcome = done_rx
+        .recv()
+        .unwrap_or_else(|_| Outcome::Lost(format!("lost contact with node {node_name}")));
+    drop(raw);
+    outcome
+}
+
+/// The environment of the job: the caller's, plus `-e KEY=VALUE` overrides.
+pub fn job_environment(overrides: &[OsString]) -> Result<Vec<Vec<u8>>, String> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for kv in overrides {
+        let b = kv.as_bytes();
+        let Some(eq) = b.iter().position(|&c| c == b'=') else {
+            return Err(format!("-e {}: expected KEY=VALUE", kv.to_string_lossy()));
+        };
+        if eq == 0 {
+            return Err(format!("-e {}: empty variable name", kv.to_string_lossy()));
+        }
+        let key = OsString::from_vec(b[..eq].to_vec());
+        let val = OsString::from_vec(b[eq + 1..].to_vec());
+        env.retain(|(k, _)| *k != key);
+        env.push((key, val));
+    }
+    Ok(env
+        .into_iter()
+        .map(|(k, v)| {
+            let mut e = k.into_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e
+        })
+        .collect())
+}

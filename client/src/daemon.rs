@@ -1,0 +1,258 @@
+//! The node daemon: registers with central through heartbeats, answers
+//! DSCP requests (start a job, signal it), and runs each job on its own
+//! thread with its own endpoint and session key.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use dscp_dicp::{Key, Keyring, Peer, CLUSTER_KEY_ID};
+
+use crate::cache::Cache;
+use crate::config::ClientConfig;
+use crate::job::runner::{self, JobControl, JobSetup};
+use crate::net::{ask, Incoming, Net};
+use crate::rpc;
+use crate::wire::{Dicp, DicpReply, Dscp, DscpReply, NodeInfo};
+
+/// How often a node tells central it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(1000);
+
+/// The node daemon's shared state.
+#[derive(Debug)]
+pub struct Node {
+    cfg: ClientConfig,
+    net: Net,
+    cache: Cache,
+    jobs: Mutex<HashMap<u64, Arc<JobControl>>>,
+    kernel: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What can stop the node daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The cluster key is unusable.
+    #[error(transparent)]
+    Key(#[from] dscp_dicp::KeyError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state directory or cache could not be opened.
+    #[error("state directory {path}: {reason}")]
+    State {
+        /// Directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Node {
+    /// Binds the endpoint, opens the cache. `key` is the cluster key.
+    pub fn new(cfg: ClientConfig, key: &Key) -> Result<Arc<Self>, NodeError> {
+        let sock = UdpSocket::bind(cfg.bind).map_err(|source| NodeError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let net =
+            Net::open(sock, Keyring::with_cluster_key(key)).map_err(|source| NodeError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let state_err = |reason: String| NodeError::State {
+            path: cfg.state_dir.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| state_err(e.to_string()))?;
+        // Jobs run as an unprivileged user and must reach the cache objects
+        // and their lib directory by name (but not list them).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| state_err(e.to_string()))?;
+        let cache = Cache::open(&cfg.state_dir).map_err(|e| state_err(e.to_string()))?;
+        let uts = nix::sys::utsname::uname().ok();
+        let kernel = uts
+            .map(|u| {
+                format!(
+                    "{} {}",
+                    u.sysname().to_string_lossy(),
+                    u.release().to_string_lossy()
+                )
+            })
+            .unwrap_or_default();
+        Ok(Arc::new(Self {
+            cfg,
+            net,
+            cache,
+            jobs: Mutex::new(HashMap::new()),
+            kernel,
+        }))
+    }
+
+    /// The endpoint's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.net.local_addr()
+    }
+
+    fn central(&self) -> Peer {
+        Peer {
+            addr: self.cfg.central,
+            key_id: CLUSTER_KEY_ID,
+        }
+    }
+
+    /// Runs the daemon: heartbeats on one thread, requests on this one.
+    pub fn run(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        let hb = std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || me.heartbeat_loop());
+        if let Err(e) = hb {
+            log::error!("cannot start the heartbeat thread: {e}");
+            return;
+        }
+        while let Ok(req) = self.net.requests().recv() {
+            self.handle(req);
+        }
+    }
+
+    fn info(&self) -> NodeInfo {
+        let jobs: Vec<u64> = lock(&self.jobs).keys().copied().collect();
+        NodeInfo {
+            name: self.cfg.name.clone(),
+            cpus: crate::config::cpu_count(),
+            slots: self.cfg.slots,
+            running: jobs.len() as u32,
+            jobs,
+            load: load_average(),
+            kernel: self.kernel.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            dropped: self.net.dropped(),
+            cache_bytes: self.cache.stats().bytes,
+        }
+    }
+
+    fn heartbeat_loop(&self) {
+        let mut was_ok = None;
+        loop {
+            let res = ask::<_, DicpReply>(
+                &self.net,
+                self.central(),
+                &Dicp::Heartbeat(self.info()),
+                Duration::from_secs(3),
+            );
+            match (&res, was_ok) {
+                (Ok(_), Some(true)) | (Err(_), Some(false)) => {}
+                (Ok(_), _) => log::info!("registered with central at {}", self.cfg.central),
+                (Err(e), _) => log::warn!("central at {} does not answer: {e}", self.cfg.central),
+            }
+            was_ok = Some(res.is_ok());
+            std::thread::sleep(HEARTBEAT);
+        }
+    }
+
+    /// Tells central about a job event (best effort, retried by the protocol).
+    pub fn report(&self, job: u64, event: crate::wire::JobEvent) {
+        let res = ask::<_, DicpReply>(
+            &self.net,
+            self.central(),
+            &Dicp::JobEvent { job, event },
+            Duration::from_secs(10),
+        );
+        if let Err(e) = res {
+            log::warn!("job {job}: cannot report to central: {e}");
+        }
+    }
+
+    fn handle(self: &Arc<Self>, req: Incoming) {
+        if req.peer.key_id != CLUSTER_KEY_ID {
+            return;
+        }
+        let reply = match rpc::decode::<Dscp>(&req.payload) {
+            Err(e) => {
+                log::warn!("bad request from {}: {e}", req.peer);
+                DscpReply::Refused(e.to_string())
+            }
+            Ok(Dscp::Ping) => DscpReply::Pong,
+            Ok(Dscp::Signal { job, signal }) => match lock(&self.jobs).get(&job) {
+                Some(c) => {
+                    c.signal(signal);
+                    DscpReply::Done
+                }
+                None => DscpReply::NoSuchJob,
+            },
+            Ok(Dscp::StartJob(start)) => self.start(start),
+        };
+        crate::net::reply(req, &reply);
+    }
+
+    fn start(self: &Arc<Self>, start: crate::wire::StartJob) -> DscpReply {
+        let job = start.job;
+        let mut jobs = lock(&self.jobs);
+        if jobs.contains_key(&job) {
+            return DscpReply::Refused(format!("job {job} already runs here"));
+        }
+        if jobs.len() >= self.cfg.slots as usize {
+            return DscpReply::Refused(format!("all {} slots are busy", self.cfg.slots));
+        }
+        let key = Key::from_bytes(start.session_key);
+        let sock = match UdpSocket::bind(SocketAddr::new(self.cfg.bind.ip(), 0)) {
+            Ok(s) => s,
+            Err(e) => return DscpReply::Refused(format!("cannot bind the job's socket: {e}")),
+        };
+        let mut keys = Keyring::new();
+        keys.insert(job, &key);
+        let net = match Net::open(sock, keys) {
+            Ok(n) => n,
+            Err(e) => return DscpReply::Refused(format!("cannot open the job's endpoint: {e}")),
+        };
+        let port = net.local_addr().port();
+        let control = Arc::new(JobControl::default());
+        jobs.insert(job, Arc::clone(&control));
+        drop(jobs);
+        let setup = JobSetup {
+            job,
+            start,
+            net,
+            cache: self.cache.clone(),
+            job_dir: self.cfg.state_dir.join("jobs").join(job.to_string()),
+            run_as: self.cfg.job_user,
+            memory_cap: self.cfg.job_memory,
+            pids_cap: self.cfg.job_pids,
+            node_name: self.cfg.name.clone(),
+        };
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("job-{job}"))
+            .spawn(move || {
+                let event = runner::run(setup, &control);
+                lock(&me.jobs).remove(&job);
+                me.report(job, event);
+            });
+        match spawned {
+            Ok(_) => DscpReply::Accepted { port },
+            Err(e) => {
+                lock(&self.jobs).remove(&job);
+                DscpReply::Refused(format!("cannot start the job thread: {e}"))
+            }
+        }
+    }
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,591 @@
+//! One job's life on the node, on its own thread: wait for the home's
+//! launch, fill the cache with what the start needs, start the program
+//! under the tracer with its stdio relayed to the home, forward stdin and
+//! signals, and report how it ended.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsString};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_channel::{select, Receiver, Sender};
+use dscp_dicp::Peer;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::handler::{Identity, JobHandler};
+use super::launch::{self, LibraryLink, LocalExec};
+use crate::cache::{Cache, FileIdentity};
+use crate::net::{ask, reply as respond, Incoming, Net};
+use crate::pty::{self, Pty, WindowSize};
+use crate::rpc;
+use crate::wire::{FileStamp, HomeReply, JobEvent, Launch, NodeReply, StartJob, ToHome, ToNode};
+
+/// How long a node waits for the home's launch after accepting a job.
+const LAUNCH_WAIT: Duration = Duration::from_secs(20);
+/// Most bytes per output message.
+const OUTPUT_CHUNK: usize = 256 * 1024;
+/// How long one output message may take to be acknowledged.
+const OUTPUT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the node daemon hands a job thread.
+#[derive(Debug)]
+pub struct JobSetup {
+    /// Job id.
+    pub job: u64,
+    /// Central's start request.
+    pub start: StartJob,
+    /// The job's own endpoint (session key only).
+    pub net: Net,
+    /// The node's file cache.
+    pub cache: Cache,
+    /// A directory for this job's node-side files.
+    pub job_dir: PathBuf,
+    /// Run as this (uid, gid) when the daemon is root.
+    pub run_as: Option<(u32, u32)>,
+    /// The node's memory cap per job.
+    pub memory_cap: u64,
+    /// The node's pids cap per job.
+    pub pids_cap: u64,
+    /// This node's name, for messages.
+    pub node_name: String,
+}
+
+/// What other threads may do to a running job.
+#[derive(Debug, Default)]
+pub struct JobControl {
+    pgid: AtomicI32,
+    killed: Mutex<Option<String>>,
+}
+
+impl JobControl {
+    /// Sends `signal` to the job's process group (nothing before it runs).
+    pub fn signal(&self, signal: i32) {
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        if pgid > 0 {
+            if let Ok(sig) = Signal::try_from(signal) {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), sig);
+            }
+        }
+    }
+
+    /// Kills the job for `reason` (reported as the job's end).
+    pub fn kill(&self, reason: String) {
+        *self.killed.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        self.signal(libc::SIGKILL);
+    }
+
+    fn kill_reason(&self) -> Option<String> {
+        self.killed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Runs the job to its end and returns how it ended.
+pub fn run(setup: JobSetup, control: &JobControl) -> JobEvent {
+    let job = setup.job;
+    let event = match run_inner(&setup, control) {
+        Ok(e) => e,
+        Err(why) => JobEvent::Failed(why),
+    };
+    log::info!("job {job} ended: {event:?}");
+    let _ = std::fs::remove_dir_all(&setup.job_dir);
+    event
+}
+
+fn run_inner(setup: &JobSetup, control: &JobControl) -> Result<JobEvent, String> {
+    let net = &setup.net;
+    let (req, launch) = wait_launch(net)?;
+    let home = req.peer;
+    net.watch(home);
+    let exec = match fetch_and_plan(setup, home, &launch) {
+        Ok(e) => e,
+        Err(why) => {
+            respond(req, &NodeReply::Failed(why.clone()));
+            return Err(why);
+        }
+    };
+    let stdio = match Stdio::new(launch.tty) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("cannot make the job's stdio: {e}");
+            respond(req, &NodeReply::Failed(why.clone()));
+            return Err(why);
+        }
+    };
+    let line = launch::prepare(&exec, &setup.job_dir.join("lib"))
+        .map_err(|e| format!("cannot prepare the job directory: {e}"))?;
+    let identity = Identity {
+        uid: setup.start.uid,
+        gid: setup.start.gid,
+        groups: launch.groups.clone(),
+    };
+    let handler = JobHandler::new(identity, launch.exe.clone());
+    let mut cmd = tracer::Command::new(&line.path);
+    cmd.args(line.argv.iter().skip(1))
+        .arg0(line.argv.first().cloned().unwrap_or_default())
+        .envp(launch.envp.iter().map(|e| OsString::from_vec(e.clone())))
+        .kill_descendants_on_exit(true);
+    let child = ChildSetup::new(&launch, &stdio, setup.run_as);
+    // SAFETY: the hook only makes raw system calls on values prepared
+    // before the fork (see ChildSetup::apply).
+    unsafe {
+        cmd.pre_exec(move || child.apply());
+    }
+    let mut tracer = match cmd.spawn(handler) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = format!("cannot start {}: {e}", String::from_utf8_lossy(&launch.exe));
+            respond(req, &NodeReply::Failed(why.clone()));
+            return Err(why);
+        }
+    };
+    let pid = tracer.pid();
+    tracer.handler_mut().set_first_process(pid);
+    control.pgid.store(pid.as_raw(), Ordering::SeqCst);
+    let (parent_ends, input) = stdio.into_parent();
+    respond(req, &NodeReply::Started);
+
+    // Output relay and request dispatch run beside the tracer.
+    let (out_done_tx, out_done_rx) = crossbeam_channel::bounded::<()>(1);
+    let relay_net = net.clone();
+    let relay = std::thread::Builder::new()
+        .name(format!("job-{}-out", setup.job))
+        .spawn(move || {
+            relay_output(&relay_net, home, parent_ends);
+            let _ = out_done_tx.send(());
+        })
+        .map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let status = std::thread::scope(|s| {
+        s.spawn(|| dispatch(net, home, control, input, &stop_rx));
+        let status = tracer.run();
+        // Output first, then the exit: wait for the relay to drain the pipes
+        // (every job process is dead, so they reach EOF).
+        if out_done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            log::warn!("job {}: output relay did not finish", setup.job);
+        }
+        let event = match status {
+            Ok(tracer::ExitStatus::Exited(c)) => JobEvent::Exited(c),
+            Ok(tracer::ExitStatus::Signaled { signal, .. }) => match control.kill_reason() {
+                Some(why) => JobEvent::Killed(why),
+                None => JobEvent::Signaled(signal),
+            },
+            Err(e) => JobEvent::Failed(e.to_string()),
+        };
+        if let Err(e) = ask::<_, HomeReply>(
+            net,
+            home,
+            &ToHome::Exit(event.clone()),
+            Duration::from_secs(5),
+        ) {
+            log::info!("job {}: home did not take the exit: {e}", setup.job);
+        }
+        let _ = stop_tx.send(());
+        event
+    });
+    let _ = relay.join();
+    Ok(status)
+}
+
+fn wait_launch(net: &Net) -> Result<(Incoming, Launch), String> {
+    let deadline = std::time::Instant::now() + LAUNCH_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let req = net
+            .requests()
+            .recv_timeout(left)
+            .map_err(|_| "the job's home never launched it".to_string())?;
+        match rpc::decode::<ToNode>(&req.payload) {
+            Ok(ToNode::Launch(l)) => return Ok((req, *l)),
+            Ok(other) => {
+                log::debug!("request before launch: {other:?}");
+                respond(req, &NodeReply::Failed("not launched yet".into()));
+            }
+            Err(e) => respond(req, &NodeReply::Failed(e.to_string())),
+        }
+    }
+}
+
+fn identity_of(s: &FileStamp) -> FileIdentity {
+    FileIdentity {
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+        ctime_ns: s.ctime_ns,
+        ino: s.ino,
+        dev: s.dev,
+    }
+}
+
+/// Makes sure every file of the launch is cached (fetching the missing
+/// ones from the home in one request) and maps them to cache objects.
+fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<LocalExec, String> {
+    let mut objects: HashMap<Vec<u8>, PathBuf> = HashMap::new();
+    let mut missing = Vec::new();
+    for (path, stamp) in &launch.files {
+        let p = Path::new(std::ffi::OsStr::from_bytes(path));
+        match setup.cache.lookup(p, &identity_of(stamp)) {
+            Some(obj) => {
+                objects.insert(path.clone(), obj.path);
+            }
+            None => missing.push((path.clone(), *stamp)),
+        }
+    }
+    if !missing.is_empty() {
+        let reply = ask(
+            &setup.net,
+            home,
+            &ToHome::Fetch(missing.clone()),
+            Duration::from_secs(120),
+        )
+        .map_err(|e| format!("cannot fetch the program's files: {e}"))?;
+        let HomeReply::Files(files) = reply else {
+            return Err("the home answered a fetch with something else".into());
+        };
+        if files.len() != missing.len() {
+            return Err("the home sent the wrong number of files".into());
+        }
+        for ((path, stamp), data) in missing.into_iter().zip(files) {
+            let data = data?;
+            let p = Path::new(std::ffi::OsStr::from_bytes(&path));
+            let obj = setup
+                .cache
+                .insert(p, &identity_of(&stamp), None, &data[..])
+                .map_err(|e| format!("cache: {e}"))?;
+            objects.insert(path, obj.path);
+        }
+    }
+    let object = |p: &Vec<u8>| {
+        objects.get(p).cloned().ok_or_else(|| {
+            format!(
+                "{} is not among the shipped files",
+                String::from_utf8_lossy(p)
+            )
+        })
+    };
+    let mut libraries = Vec::new();
+    for (name, path) in &launch.libraries {
+        libraries.push(LibraryLink {
+            name: OsString::from_vec(name.clone()),
+            object: object(path)?,
+        });
+    }
+    Ok(LocalExec {
+        program: object(&launch.program)?,
+        loader: launch.interpreter.as_ref().map(object).transpose()?,
+        libraries,
+        argv: launch
+            .argv
+            .iter()
+            .map(|a| OsString::from_vec(a.clone()))
+            .collect(),
+    })
+}
+
+/// The job's stdio on the node: three pipes, or one pty.
+enum Stdio {
+    Pipes {
+        child: [OwnedFd; 3],
+        stdin_w: OwnedFd,
+        stdout_r: OwnedFd,
+        stderr_r: OwnedFd,
+    },
+    Tty(Pty),
+}
+
+/// The node's ends, read by the output relay.
+enum OutputEnds {
+    Pipes(OwnedFd, OwnedFd),
+    Tty(OwnedFd),
+}
+
+/// Where stdin from the home goes.
+enum InputEnd {
+    Pipe(OwnedFd),
+    Tty(OwnedFd),
+}
+
+fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+impl Stdio {
+    fn new(tty: Option<(u16, u16)>) -> std::io::Result<Self> {
+        if let Some((rows, cols)) = tty {
+            let pty = Pty::open(WindowSize {
+                rows,
+                cols,
+                ..Default::default()
+            })?;
+            return Ok(Stdio::Tty(pty));
+        }
+        let (in_r, in_w) = cloexec_pipe()?;
+        let (out_r, out_w) = cloexec_pipe()?;
+        let (err_r, err_w) = cloexec_pipe()?;
+        Ok(Stdio::Pipes {
+            child: [in_r, out_w, err_w],
+            stdin_w: in_w,
+            stdout_r: out_r,
+            stderr_r: err_r,
+        })
+    }
+
+    /// After the spawn: drop the child's ends, keep ours.
+    fn into_parent(self) -> (OutputEnds, InputEnd) {
+        match self {
+            Stdio::Pipes {
+                child,
+                stdin_w,
+                stdout_r,
+                stderr_r,
+            } => {
+                drop(child);
+                (
+                    OutputEnds::Pipes(stdout_r, stderr_r),
+                    InputEnd::Pipe(stdin_w),
+                )
+            }
+            Stdio::Tty(pty) => {
+                drop(pty.slave);
+                let out = pty.master.try_clone().map(OutputEnds::Tty);
+                match out {
+                    Ok(o) => (o, InputEnd::Tty(pty.master)),
+                    Err(e) => {
+                        log::error!("cannot share the pty: {e}");
+                        (OutputEnds::Tty(pty.master), InputEnd::Pipe(dev_null()))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn dev_null() -> OwnedFd {
+    match std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        Ok(f) => f.into(),
+        Err(_) => std::io::stdout().as_raw_fd_owned(),
+    }
+}
+
+trait AsRawFdOwned {
+    fn as_raw_fd_owned(&self) -> OwnedFd;
+}
+
+impl AsRawFdOwned for std::io::Stdout {
+    fn as_raw_fd_owned(&self) -> OwnedFd {
+        // Only reached when /dev/null cannot be opened; a dup of our stdout
+        // is a harmless sink.
+        std::os::fd::AsFd::as_fd(self)
+            .try_clone_to_owned()
+            .unwrap_or_else(|_| std::process::abort())
+    }
+}
+
+/// Everything the child does between fork and exec, prepared in advance so
+/// the hook itself allocates nothing.
+struct ChildSetup {
+    stdio: [RawFd; 3],
+    tty_slave: Option<RawFd>,
+    umask: libc::mode_t,
+    cwd: CString,
+    run_as: Option<(u32, u32)>,
+}
+
+impl ChildSetup {
+    fn new(launch: &Launch, stdio: &Stdio, run_as: Option<(u32, u32)>) -> Self {
+        let cwd_path = Path::new(std::ffi::OsStr::from_bytes(&launch.cwd));
+        // The job's cwd is central's; the node enters the same path when it
+        // has it (forwarded path resolution comes with file access).
+        let cwd = if cwd_path.is_dir() {
+            CString::new(launch.cwd.clone()).unwrap_or_else(|_| c"/".to_owned())
+        } else {
+            c"/".to_owned()
+        };
+        let (stdio, tty_slave) = match stdio {
+            Stdio::Pipes { child, .. } => (
+                [
+                    child[0].as_raw_fd(),
+                    child[1].as_raw_fd(),
+                    child[2].as_raw_fd(),
+                ],
+                None,
+            ),
+            Stdio::Tty(p) => ([-1; 3], Some(p.slave.as_raw_fd())),
+        };
+        Self {
+            stdio,
+            tty_slave,
+            umask: launch.umask as libc::mode_t,
+            cwd,
+            run_as,
+        }
+    }
+
+    fn apply(&self) -> std::io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY (whole block): raw system calls on descriptors and strings
+        // prepared before the fork; nothing allocates.
+        unsafe {
+            match self.tty_slave {
+                Some(slave) => pty::attach_controlling_terminal(slave)?,
+                None => {
+                    check(libc::setpgid(0, 0))?;
+                    for (i, fd) in self.stdio.iter().enumerate() {
+                        check(libc::dup2(*fd, i as libc::c_int))?;
+                    }
+                }
+            }
+            libc::umask(self.umask);
+            if libc::chdir(self.cwd.as_ptr()) < 0 {
+                check(libc::chdir(c"/".as_ptr()))?;
+            }
+            if let Some((uid, gid)) = self.run_as {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the job's output and sends it to the home in order.
+fn relay_output(net: &Net, home: Peer, ends: OutputEnds) {
+    let mut seq = 0u64;
+    let mut open: Vec<(u8, Option<std::fs::File>)> = match ends {
+        OutputEnds::Pipes(o, e) => vec![(1, Some(o.into())), (2, Some(e.into()))],
+        OutputEnds::Tty(m) => vec![(1, Some(m.into()))],
+    };
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    while open.iter().any(|(_, f)| f.is_some()) {
+        let mut fds: Vec<nix::poll::PollFd<'_>> = Vec::new();
+        let mut which = Vec::new();
+        for (i, (_, f)) in open.iter().enumerate() {
+            if let Some(f) = f {
+                fds.push(nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(f),
+                    nix::poll::PollFlags::POLLIN,
+                ));
+                which.push(i);
+            }
+        }
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("poll on job output: {e}");
+                return;
+            }
+        }
+        let ready: Vec<usize> = fds
+            .iter()
+            .zip(&which)
+            .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, i)| *i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let (fd, slot) = &mut open[i];
+            let Some(f) = slot else { continue };
+            let n = match f.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    // EOF (or EIO on a pty whose slave side is gone).
+                    *slot = None;
+                    continue;
+                }
+                Ok(n) => n,
+            };
+            let msg = ToHome::Output {
+                seq,
+                fd: *fd,
+                data: buf[..n].to_vec(),
+            };
+            seq += 1;
+            match ask::<_, HomeReply>(net, home, &msg, OUTPUT_TIMEOUT) {
+                Ok(HomeReply::Closed) => *slot = None,
+                Ok(_) => {}
+                Err(e) => {
+                    log::info!("output relay stops: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Serves the home's requests while the job runs: stdin, resize, signals;
+/// and kills the job when the home is lost.
+fn dispatch(net: &Net, home: Peer, control: &JobControl, input: InputEnd, stop: &Receiver<()>) {
+    let (tx, rx): (Sender<(Incoming, Vec<u8>)>, Receiver<(Incoming, Vec<u8>)>) =
+        crossbeam_channel::bounded(4);
+    let (fd, is_tty) = match input {
+        InputEnd::Pipe(fd) => (fd, false),
+        InputEnd::Tty(fd) => (fd, true),
+    };
+    let tty_fd = fd.as_raw_fd();
+    // A blocked write (the program does not read stdin) must not hold up
+    // signals, so stdin has its own writer.
+    let writer = std::thread::spawn(move || {
+        let mut sink = Some(std::fs::File::from(fd));
+        for (req, data) in rx {
+            if data.is_empty() {
+                if !is_tty {
+                    sink = None; // EOF: close the pipe.
+                }
+            } else if let Some(f) = &mut sink {
+                if f.write_all(&data).is_err() {
+                    sink = None; // The program closed its stdin.
+                }
+            }
+            respond(req, &NodeReply::Ok);
+        }
+    });
+    loop {
+        select! {
+            recv(stop) -> _ => break,
+            recv(net.lost()) -> peer => {
+                if peer.is_ok_and(|p| p == home) {
+                    log::warn!("job's home {} is lost: killing the job", home.addr);
+                    control.kill("the job's home (diatom exec) went away".into());
+                }
+            }
+            recv(net.requests()) -> req => {
+                let Ok(req) = req else { break };
+                match rpc::decode::<ToNode>(&req.payload) {
+                    Ok(ToNode::Stdin { data, .. }) => {
+                        if tx.send((req, data)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(ToNode::Resize { rows, cols }) => {
+                        if is_tty {
+                            let _ = pty::set_window_size(tty_fd, WindowSize { rows, cols, ..Default::default() });
+                        }
+                        respond(req, &NodeReply::Ok);
+                    }
+                    Ok(ToNode::Signal(sig)) => {
+                        control.signal(sig);
+                        respond(req, &NodeReply::Ok);
+                    }
+                    Ok(ToNode::Launch(_)) => respond(req, &NodeReply::Failed("already launched".into())),
+                    Err(e) => respond(req, &NodeReply::Failed(e.to_string())),
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
+}

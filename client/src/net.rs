@@ -1,0 +1,90 @@
+//! The daemons' view of a protocol endpoint: a `dscp_dicp` driver shared
+//! between threads, with errors flattened to one line for callers that only
+//! report them.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use dscp_dicp::driver::{Driver, DriverConfig};
+use dscp_dicp::{Keyring, Peer};
+
+pub use dscp_dicp::driver::Incoming;
+
+/// A shared endpoint: one socket, one driver thread, any number of callers.
+#[derive(Debug, Clone)]
+pub struct Net {
+    driver: Arc<Driver>,
+}
+
+impl Net {
+    /// Runs an endpoint on `socket` with `keys`.
+    pub fn open(socket: UdpSocket, keys: Keyring) -> std::io::Result<Net> {
+        let driver = Driver::from_socket(socket, keys, DriverConfig::default())?;
+        Ok(Net {
+            driver: Arc::new(driver),
+        })
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.driver
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// One request and its response, or an error line.
+    pub fn call(&self, peer: Peer, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
+        self.driver
+            .call(peer, payload, timeout)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Requests from peers, each delivered once.
+    pub fn requests(&self) -> &Receiver<Incoming> {
+        self.driver.incoming()
+    }
+
+    /// Watched peers that went silent (or restarted).
+    pub fn lost(&self) -> &Receiver<Peer> {
+        self.driver.lost()
+    }
+
+    /// Keeps `peer` alive with keepalives and reports it on [`Net::lost`]
+    /// when it goes silent.
+    pub fn watch(&self, peer: Peer) {
+        if let Err(e) = self.driver.watch(peer) {
+            log::warn!("cannot watch {peer}: {e}");
+        }
+    }
+
+    /// Datagrams dropped so far, by reason.
+    pub fn dropped(&self) -> Vec<(String, u64)> {
+        self.driver.dropped().into_iter().collect()
+    }
+}
+
+/// Answers a request with a typed message; a reply that cannot be sent
+/// (peer gone, endpoint closed) is only logged: the peer retries or is lost.
+pub fn reply<T: serde::Serialize>(req: Incoming, msg: &T) {
+    let peer = req.peer;
+    let sent = crate::rpc::encode(msg)
+        .map_err(|e| e.to_string())
+        .and_then(|p| req.respond(p).map_err(|e| e.to_string()));
+    if let Err(e) = sent {
+        log::debug!("reply to {peer}: {e}");
+    }
+}
+
+/// A typed call: encodes `msg`, waits for the answer and decodes it.
+pub fn ask<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
+    net: &Net,
+    peer: Peer,
+    msg: &Q,
+    timeout: Duration,
+) -> Result<R, String> {
+    let payload = crate::rpc::encode(msg).map_err(|e| e.to_string())?;
+    let answer = net.call(peer, payload, timeout)?;
+    crate::rpc::decode(&answer).map_err(|e| e.to_string())
+}
