@@ -110,44 +110,82 @@ fn main() {
         );
     }
     println!();
-    let mut header = "| workload | native | Diatom | stops |".to_string();
-    let mut rule = "|---|---|---|---|".to_string();
-    if strace.is_some() {
-        header.push_str(" strace -f | strace -f --seccomp-bpf |");
-        rule.push_str("---|---|");
-    }
-    println!("{header}\n{rule}");
     // One unmeasured round warms the page cache for every workload.
     for w in &workloads {
         run(Mode::Native, &w.script, &set, None);
     }
+    let mut rows = Vec::new();
     for w in &workloads {
-        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
+        let mut wall: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
+        let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
         let mut stops = 0;
         for _ in 0..runs {
             for (i, m) in modes.iter().enumerate() {
-                let (t, s) = run(
+                let r = run(
                     *m,
                     &w.script,
                     &set,
                     strace.as_ref().map(|(n, _)| n.as_str()),
                 );
-                times[i].push(t);
+                wall[i].push(r.wall);
+                cpu[i].push(r.cpu);
                 if *m == Mode::Diatom {
-                    stops = s;
+                    stops = r.stops;
                 }
             }
         }
-        let med: Vec<f64> = times.iter_mut().map(|v| median(v)).collect();
-        let mut line = format!("| {} | {:.3} s |", w.name.replace('|', "\\|"), med[0]);
-        for (i, m) in modes.iter().enumerate().skip(1) {
-            line.push_str(&format!(" {:.3} s ({:.2}x) |", med[i], med[i] / med[0]));
-            if *m == Mode::Diatom {
-                line.push_str(&format!(" {stops} |"));
-            }
-        }
-        println!("{line}");
+        rows.push((w.name, stops, wall, cpu));
     }
+    for (title, pick_cpu) in [
+        ("Wall-clock time", false),
+        ("CPU time (user+sys of tracee, tracer, strace)", true),
+    ] {
+        println!("{title}:\n");
+        let mut header = "| workload | native | Diatom | stops |".to_string();
+        let mut rule = "|---|---|---|---|".to_string();
+        if strace.is_some() {
+            header.push_str(" strace -f | strace -f --seccomp-bpf |");
+            rule.push_str("---|---|");
+        }
+        println!("{header}\n{rule}");
+        for (name, stops, wall, cpu) in &mut rows {
+            let cells = if pick_cpu { cpu } else { wall };
+            let med: Vec<f64> = cells.iter_mut().map(|v| median(v)).collect();
+            let mut line = format!("| {} | {:.3} s |", name.replace('|', "\\|"), med[0]);
+            for (i, m) in modes.iter().enumerate().skip(1) {
+                line.push_str(&format!(" {:.3} s ({:.2}x) |", med[i], med[i] / med[0]));
+                if *m == Mode::Diatom {
+                    line.push_str(&format!(" {stops} |"));
+                }
+            }
+            println!("{line}");
+        }
+        println!();
+    }
+}
+
+/// One measured run.
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    stops: u64,
+}
+
+/// User + system time of this process (`RUSAGE_SELF`) or of its reaped
+/// children (`RUSAGE_CHILDREN`).
+fn cpu_time(who: i32) -> Duration {
+    // SAFETY: getrusage fills a zeroed struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn total_cpu() -> Duration {
+    cpu_time(libc::RUSAGE_SELF) + cpu_time(libc::RUSAGE_CHILDREN)
 }
 
 fn median(v: &mut [Duration]) -> f64 {
@@ -155,8 +193,9 @@ fn median(v: &mut [Duration]) -> f64 {
     v[v.len() / 2].as_secs_f64()
 }
 
-/// Runs the script once in `mode`; returns the wall time and (Diatom) stops.
-fn run(mode: Mode, script: &str, set: &SyscallSet, strace: Option<&str>) -> (Duration, u64) {
+/// Runs the script once in `mode`.
+fn run(mode: Mode, script: &str, set: &SyscallSet, strace: Option<&str>) -> Measured {
+    let c0 = total_cpu();
     let t0 = Instant::now();
     let mut stops = 0;
     let ok = match mode {
@@ -210,7 +249,11 @@ fn run(mode: Mode, script: &str, set: &SyscallSet, strace: Option<&str>) -> (Dur
     if !ok {
         eprintln!("warning: {script:?} failed in one run");
     }
-    (t, stops)
+    Measured {
+        wall: t,
+        cpu: total_cpu().saturating_sub(c0),
+        stops,
+    }
 }
 
 fn quiet(c: &mut StdCommand) -> bool {
