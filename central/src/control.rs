@@ -141,7 +141,7 @@ pub fn recv<T: DeserializeOwned>(stream: &UnixStream) -> Result<(T, Vec<OwnedFd>
 
 /// What `diatom` asks of central.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", content = "body", rename_all = "snake_case")]
 pub enum Request {
     /// Place a job: central picks a node, registers the job, issues its
     /// session key and answers [`Response::Granted`] with the UDP socket.
@@ -184,7 +184,7 @@ pub struct ExecRequest {
 
 /// Central's answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", content = "body", rename_all = "snake_case")]
 pub enum Response {
     /// The job is placed. One descriptor accompanies this frame: a UDP socket
     /// bound to central's port and connected to the node's per-job address.

@@ -213,7 +213,7 @@ impl Node {
         };
         let mut keys = Keyring::new();
         keys.insert(job, &key);
-        let net = match Net::open(sock, keys) {
+        let net = match Net::open_session(sock, keys) {
             Ok(n) => n,
             Err(e) => return DscpReply::Refused(format!("cannot open the job's endpoint: {e}")),
         };

@@ -12,6 +12,11 @@ use dscp_dicp::{Keyring, Peer};
 
 pub use dscp_dicp::driver::Incoming;
 
+/// A job session's peer silent this long is lost.
+pub const SESSION_IDLE: Duration = Duration::from_millis(3000);
+/// Keepalive interval on a job session.
+pub const SESSION_KEEPALIVE: Duration = Duration::from_millis(400);
+
 /// A shared endpoint: one socket, one driver thread, any number of callers.
 #[derive(Debug, Clone)]
 pub struct Net {
@@ -19,9 +24,24 @@ pub struct Net {
 }
 
 impl Net {
-    /// Runs an endpoint on `socket` with `keys`.
+    /// Runs a daemon's endpoint on `socket` with `keys` (the protocol's
+    /// default liveness: a peer silent for 6 s is lost).
     pub fn open(socket: UdpSocket, keys: Keyring) -> std::io::Result<Net> {
-        let driver = Driver::from_socket(socket, keys, DriverConfig::default())?;
+        Self::open_with(socket, keys, DriverConfig::default())
+    }
+
+    /// Runs a job's endpoint (home or node side): a peer silent for
+    /// [`SESSION_IDLE`] is lost, so a vanished node or home is noticed
+    /// within the 5 s the interface promises even with a few keepalives lost.
+    pub fn open_session(socket: UdpSocket, keys: Keyring) -> std::io::Result<Net> {
+        let mut cfg = DriverConfig::default();
+        cfg.endpoint.idle_timeout = SESSION_IDLE;
+        cfg.endpoint.keepalive_interval = SESSION_KEEPALIVE;
+        Self::open_with(socket, keys, cfg)
+    }
+
+    fn open_with(socket: UdpSocket, keys: Keyring, cfg: DriverConfig) -> std::io::Result<Net> {
+        let driver = Driver::from_socket(socket, keys, cfg)?;
         Ok(Net {
             driver: Arc::new(driver),
         })

@@ -157,7 +157,8 @@ fn home(
         .map_err(|e| format!("central sent a bad session key: {e}"))?;
     let mut keys = Keyring::new();
     keys.insert(grant.job, &key);
-    let net = Net::open(sock, keys).map_err(|e| format!("cannot open the job's endpoint: {e}"))?;
+    let net = Net::open_session(sock, keys)
+        .map_err(|e| format!("cannot open the job's endpoint: {e}"))?;
     Ok(session::run(HomeJob {
         net,
         node: Peer {
