@@ -236,9 +236,15 @@ impl Node {
         let spawned = std::thread::Builder::new()
             .name(format!("job-{job}"))
             .spawn(move || {
-                let event = runner::run(setup, &control);
+                let reported = std::cell::Cell::new(false);
+                let event = runner::run(setup, &control, &|e| {
+                    reported.set(true);
+                    me.report(job, e.clone());
+                });
                 lock(&me.jobs).remove(&job);
-                me.report(job, event);
+                if !reported.get() {
+                    me.report(job, event);
+                }
             });
         match spawned {
             Ok(_) => DscpReply::Accepted { port },

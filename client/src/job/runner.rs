@@ -88,10 +88,12 @@ impl JobControl {
     }
 }
 
-/// Runs the job to its end and returns how it ended.
-pub fn run(setup: JobSetup, control: &JobControl) -> JobEvent {
+/// Runs the job to its end and returns how it ended. `report` tells
+/// central, before the home hears of the end, so that `diatom ps` run after
+/// `diatom exec` returned already shows the job finished.
+pub fn run(setup: JobSetup, control: &JobControl, report: &dyn Fn(&JobEvent)) -> JobEvent {
     let job = setup.job;
-    let event = match run_inner(&setup, control) {
+    let event = match run_inner(&setup, control, report) {
         Ok(e) => e,
         Err(why) => JobEvent::Failed(why),
     };
@@ -100,7 +102,11 @@ pub fn run(setup: JobSetup, control: &JobControl) -> JobEvent {
     event
 }
 
-fn run_inner(setup: &JobSetup, control: &JobControl) -> Result<JobEvent, String> {
+fn run_inner(
+    setup: &JobSetup,
+    control: &JobControl,
+    report: &dyn Fn(&JobEvent),
+) -> Result<JobEvent, String> {
     let net = &setup.net;
     let (req, launch) = wait_launch(net)?;
     let home = req.peer;
