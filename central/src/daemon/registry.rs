@@ -93,15 +93,16 @@ impl Registry {
     }
 
     /// Records a heartbeat (or registration). Returns true when the node
-    /// was unknown or down before.
+    /// was unknown or down before, or comes from a new address (it
+    /// restarted): central then records it afresh.
     pub fn heartbeat(&mut self, now: Instant, report: NodeReport) -> bool {
         match self.nodes.get_mut(&report.name) {
             Some(n) => {
-                let was_up = n.up;
+                let fresh = !n.up || n.report.addr != report.addr;
                 n.report = report;
                 n.last_seen = now;
                 n.up = true;
-                !was_up
+                fresh
             }
             None => {
                 let name = report.name.clone();
@@ -227,6 +228,11 @@ mod tests {
         assert_eq!(r.pick(Some("a")).unwrap_err(), PickError::Down("a".into()));
         assert!(r.heartbeat(t0 + Duration::from_secs(6), report("a", 1, 0.0)));
         assert_eq!(r.pick(None).unwrap().report.name, "a");
+        // A restart at another address is news too.
+        let mut moved = report("a", 1, 0.0);
+        moved.addr = "10.0.0.9:12036".parse().unwrap();
+        assert!(r.heartbeat(t0 + Duration::from_secs(7), moved));
+        assert_eq!(r.get("a").unwrap().report.addr.port(), 12036);
     }
 
     #[test]

@@ -186,6 +186,7 @@ fn run_inner(
             },
             Err(e) => JobEvent::Failed(e.to_string()),
         };
+        report(&event);
         if let Err(e) = ask::<_, HomeReply>(
             net,
             home,
