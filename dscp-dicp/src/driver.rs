@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -59,9 +59,18 @@ impl Default for DriverConfig {
 
 type Reply = Result<Vec<u8>, DriverError>;
 
+struct Waiter {
+    tx: Sender<Reply>,
+    /// The eventfd of a thread pumping the socket while it waits.
+    wake: Option<RawFd>,
+}
+
 struct State {
     ep: Endpoint,
-    waiters: HashMap<RequestId, Sender<Reply>>,
+    waiters: HashMap<RequestId, Waiter>,
+    /// Eventfds of threads pumping the socket while waiting for a request.
+    incoming_wakers: Vec<RawFd>,
+    rx_buf: Vec<u8>,
 }
 
 struct Shared {
@@ -71,9 +80,14 @@ struct Shared {
     shutdown: AtomicBool,
     /// When the driver thread will wake on its own (ns since `base`).
     sleeping_until: AtomicU64,
+    /// Threads currently receiving from the socket themselves while they
+    /// wait; while there are any, the driver thread leaves the socket to
+    /// them (two threads woken per datagram would fight over the lock).
+    pumpers: AtomicUsize,
     base: Instant,
     stats: Stats,
     incoming: Sender<Incoming>,
+    incoming_rx: Receiver<Incoming>,
     lost: Sender<Peer>,
 }
 
@@ -166,13 +180,7 @@ impl Driver {
             libc::SO_SNDBUF,
             cfg.send_buffer,
         );
-        // SAFETY: eventfd has no memory preconditions; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        let wake = new_eventfd()?;
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let ep = Endpoint::new(cfg.endpoint.clone(), keys, seed);
@@ -183,13 +191,17 @@ impl Driver {
             state: Mutex::new(State {
                 ep,
                 waiters: HashMap::new(),
+                incoming_wakers: Vec::new(),
+                rx_buf: vec![0; 65_536],
             }),
             socket,
             wake,
             shutdown: AtomicBool::new(false),
             sleeping_until: AtomicU64::new(0),
+            pumpers: AtomicUsize::new(0),
             base: Instant::now(),
             incoming: in_tx,
+            incoming_rx: in_rx.clone(),
             lost: lost_tx,
         });
         let s = Arc::clone(&shared);
@@ -236,10 +248,13 @@ impl Drop for Driver {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Unanswered requests hold the shared state alive (and with it the
+        // socket): drop them.
+        while self.handle.shared.incoming_rx.try_recv().is_ok() {}
         // Fail whoever still waits.
         let mut st = self.handle.shared.lock();
         for (_, w) in st.waiters.drain() {
-            let _ = w.send(Err(DriverError::Closed));
+            let _ = w.tx.send(Err(DriverError::Closed));
         }
     }
 }
@@ -258,7 +273,7 @@ impl Handle {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let id = self.shared.with_endpoint(|st, now| {
             let id = st.ep.send_request(now, peer, payload)?;
-            st.waiters.insert(id, tx);
+            st.waiters.insert(id, Waiter { tx, wake: None });
             Ok::<_, EndpointError>(id)
         })?;
         Ok(PendingCall {
@@ -289,6 +304,36 @@ impl Handle {
     ) -> Result<Response, DriverError> {
         let answer = self.call(peer, req.encode()?, timeout)?;
         Ok(Response::decode(&answer)?)
+    }
+
+    /// Whether the driver has shut down (its [`Driver`] was dropped).
+    pub fn is_closed(&self) -> bool {
+        self.shared.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// The next request from a peer, waiting up to `timeout`. Like
+    /// [`Driver::incoming`], but the calling thread receives from the
+    /// socket itself while it waits, which saves a thread hand-off per
+    /// request on the serving side.
+    pub fn next_incoming(&self, timeout: Duration) -> Option<Incoming> {
+        let deadline = Instant::now() + timeout;
+        let Some(efd) = thread_waker() else {
+            return self.shared.incoming_rx.recv_timeout(timeout).ok();
+        };
+        self.shared.lock().incoming_wakers.push(efd);
+        let pumping = Pumping::new(&self.shared);
+        let got = loop {
+            if let Ok(inc) = self.shared.incoming_rx.try_recv() {
+                break Some(inc);
+            }
+            if Instant::now() >= deadline || self.shared.shutdown.load(Ordering::SeqCst) {
+                break None;
+            }
+            self.shared.pump(efd, deadline);
+        };
+        drop(pumping);
+        self.shared.lock().incoming_wakers.retain(|fd| *fd != efd);
+        got
     }
 
     /// Watches a peer: keep it alive with pings while idle and report it on
@@ -336,14 +381,42 @@ impl Handle {
 
 impl PendingCall {
     /// Waits up to `timeout` for the answer; on timeout the call is
-    /// cancelled.
+    /// cancelled. While waiting, the calling thread receives from the
+    /// socket itself (alongside the driver thread), so an answer costs no
+    /// thread hand-off.
     pub fn wait(mut self, timeout: Duration) -> Result<Vec<u8>, DriverError> {
-        let res = match self.rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(DriverError::Timeout),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(DriverError::Closed),
+        let deadline = Instant::now() + timeout;
+        let efd = thread_waker();
+        if let Some(fd) = efd {
+            if let Some(w) = self.shared.lock().waiters.get_mut(&self.id) {
+                w.wake = Some(fd);
+            }
+        }
+        let pumping = efd.map(|_| Pumping::new(&self.shared));
+        let res = loop {
+            match self.rx.try_recv() {
+                Ok(r) => break r,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    break Err(DriverError::Closed)
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                break Err(DriverError::Timeout);
+            }
+            match efd {
+                Some(fd) => self.shared.pump(fd, deadline),
+                None => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.rx.recv_timeout(left) {
+                        Ok(r) => break r,
+                        Err(_) => continue,
+                    }
+                }
+            }
         };
-        self.done = res.is_ok() || !matches!(res, Err(DriverError::Timeout));
+        drop(pumping);
+        self.done = !matches!(res, Err(DriverError::Timeout));
         res
     }
 
@@ -419,9 +492,51 @@ impl Shared {
     }
 
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
-        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        signal(self.wake.as_raw_fd());
+    }
+
+    /// Receives and handles every datagram waiting on the socket (bounded,
+    /// so timers and callers get a turn), sending and routing as it goes.
+    fn receive(self: &Arc<Self>, st: &mut State) {
+        let mut buf = std::mem::take(&mut st.rx_buf);
+        for _ in 0..256 {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    st.ep.handle_datagram(now, from, &buf[..n]);
+                    self.flush(st, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors surface here on connected sockets; the
+                    // protocol treats them as loss.
+                    log::debug!("recv: {e}");
+                    break;
+                }
+            }
+        }
+        st.rx_buf = buf;
+    }
+
+    /// One round of a waiting thread's receive loop: sleeps until the socket
+    /// is readable, its eventfd is signalled (what it waits for was routed
+    /// by another thread) or the deadline, then receives what is there.
+    fn pump(self: &Arc<Self>, efd: RawFd, deadline: Instant) {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(50));
+        let rev = poll_fds(
+            &[(self.socket.as_raw_fd(), libc::POLLIN), (efd, libc::POLLIN)],
+            Some(wait),
+        );
+        if rev[1] != 0 {
+            drain(efd);
+        }
+        if rev[0] != 0 {
+            let mut st = self.lock();
+            self.receive(&mut st);
+        }
     }
 
     /// Sends every queued datagram and routes every event.
@@ -439,19 +554,25 @@ impl Shared {
                         shared: Arc::clone(self),
                     };
                     let _ = self.incoming.send(inc);
+                    let me = thread_waker();
+                    for fd in st.incoming_wakers.iter().filter(|fd| Some(**fd) != me) {
+                        signal(*fd);
+                    }
                 }
                 Event::Response { id, payload } => {
                     if let Some(w) = st.waiters.remove(&id) {
-                        let _ = w.send(Ok(payload));
+                        let _ = w.tx.send(Ok(payload));
+                        wake_other(w.wake);
                     }
                 }
                 Event::RequestFailed { id, reason } => {
                     if let Some(w) = st.waiters.remove(&id) {
-                        let _ = w.send(Err(match reason {
+                        let _ = w.tx.send(Err(match reason {
                             FailReason::PeerLost => DriverError::PeerLost,
                             FailReason::PeerRestarted => DriverError::PeerRestarted,
                             FailReason::Closed => DriverError::Closed,
                         }));
+                        wake_other(w.wake);
                     }
                 }
                 Event::PeerLost { peer } => {
@@ -460,6 +581,61 @@ impl Shared {
             }
         }
     }
+}
+
+/// Counts a thread as receiving from the socket for its lifetime.
+struct Pumping<'a>(&'a Shared);
+
+impl<'a> Pumping<'a> {
+    fn new(shared: &'a Shared) -> Pumping<'a> {
+        shared.pumpers.fetch_add(1, Ordering::SeqCst);
+        Pumping(shared)
+    }
+}
+
+impl Drop for Pumping<'_> {
+    fn drop(&mut self) {
+        self.0.pumpers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no memory preconditions; the result is checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// This thread's eventfd, used to wake it while it pumps a socket. Lives as
+/// long as the thread.
+fn thread_waker() -> Option<RawFd> {
+    thread_local! {
+        static WAKER: Option<OwnedFd> = new_eventfd().ok();
+    }
+    WAKER.with(|w| w.as_ref().map(|fd| fd.as_raw_fd()))
+}
+
+/// Signals a waiting thread, unless it is the current one (a thread that
+/// routes its own answer needs no wake-up).
+fn wake_other(fd: Option<RawFd>) {
+    if let Some(fd) = fd.filter(|fd| Some(*fd) != thread_waker()) {
+        signal(fd);
+    }
+}
+
+fn signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64 to an eventfd.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+fn drain(fd: RawFd) {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into a valid u64 from a nonblocking eventfd.
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
 }
 
 /// Sends one datagram. A full send buffer is waited out briefly; other
@@ -537,9 +713,12 @@ fn set_buffer(socket: &UdpSocket, force: libc::c_int, normal: libc::c_int, size:
     }
 }
 
+/// How often the driver thread checks whether the threads receiving in its
+/// place are still there.
+const PUMPER_RECHECK: Duration = Duration::from_millis(2);
+
 /// The driver thread.
 fn run(shared: &Arc<Shared>, max_sleep: Duration) {
-    let mut buf = vec![0u8; 65_536];
     let fd = shared.socket.as_raw_fd();
     let wake = shared.wake.as_raw_fd();
     loop {
@@ -565,31 +744,21 @@ fn run(shared: &Arc<Shared>, max_sleep: Duration) {
             .unwrap_or(deadline)
             .min(deadline);
         let wait = deadline.saturating_duration_since(Instant::now());
-        let rev = poll_fds(&[(fd, libc::POLLIN), (wake, libc::POLLIN)], Some(wait));
+        let rev = if shared.pumpers.load(Ordering::SeqCst) > 0 {
+            // Waiting threads receive; look again soon in case they stop
+            // (this bounds the delay of unsolicited datagrams then).
+            let r = poll_fds(&[(wake, libc::POLLIN)], Some(wait.min(PUMPER_RECHECK)));
+            [0, r[0]]
+        } else {
+            poll_fds(&[(fd, libc::POLLIN), (wake, libc::POLLIN)], Some(wait))
+        };
         shared.sleeping_until.store(0, Ordering::SeqCst);
         if rev[1] != 0 {
-            let mut v = 0u64;
-            // SAFETY: reads 8 bytes into a valid u64 from our eventfd.
-            unsafe { libc::read(wake, (&mut v as *mut u64).cast(), 8) };
+            drain(wake);
         }
         let mut st = shared.lock();
-        // Receive what is there (bounded, so timers and callers get a turn).
-        for _ in 0..256 {
-            match shared.socket.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    st.ep.handle_datagram(now, from, &buf[..n]);
-                    shared.flush(&mut st, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // ICMP errors surface here on connected sockets; the
-                    // protocol treats them as loss.
-                    log::debug!("recv: {e}");
-                    break;
-                }
-            }
+        if rev[0] != 0 {
+            shared.receive(&mut st);
         }
         let now = Instant::now();
         if st.ep.poll_timeout().is_some_and(|t| t <= now) {

@@ -645,8 +645,9 @@ impl Conn {
             self.take_chunk(c, retx);
             chunks.push(c);
         }
-        // A pending (not yet due) ack rides along if it fits.
-        if !acked && self.ack_pending > 0 && !self.rx_pns.is_empty() {
+        // A pending (not yet due) ack rides along on data if it fits (an ack
+        // alone waits until it is due: that is what delaying it is for).
+        if !acked && !chunks.is_empty() && self.ack_pending > 0 && !self.rx_pns.is_empty() {
             let n = frame::MAX_ACK_RANGES.min(KEEP_RX_RANGES);
             if buf.len() + frame::ack_len(n) <= limit {
                 self.put_ack(now, buf);

@@ -188,6 +188,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(msg)
 }
 
+/// Decodes `bytes` as a `T` and, if that works, checks that its encoding
+/// decodes and re-encodes to the same bytes (the canonical form is stable;
+/// the input itself may use non-minimal varints). `None`: not a `T`. For
+/// fuzzing and tests.
+pub fn canonical_round_trip<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Option<bool> {
+    let m: T = decode(bytes).ok()?;
+    let canon = encode(&m).ok()?;
+    let again: Result<T, _> = decode(&canon);
+    Some(
+        again
+            .ok()
+            .and_then(|a| encode(&a).ok())
+            .is_some_and(|b| b == canon),
+    )
+}
+
 impl Request {
     /// Encodes the request.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {

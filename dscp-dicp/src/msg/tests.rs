@@ -152,14 +152,14 @@ proptest! {
     /// Arbitrary bytes never panic any decoder.
     #[test]
     fn decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = Request::decode(&b);
-        let _ = Response::decode(&b);
-        let _ = decode::<DscpRequest>(&b);
-        let _ = decode::<DicpRequest>(&b);
-        let _ = decode::<job::Request>(&b);
-        let _ = decode::<fs::Request>(&b);
-        let _ = decode::<net::Request>(&b);
-        let _ = decode::<proc::Request>(&b);
+        prop_assert_ne!(canonical_round_trip::<Request>(&b), Some(false));
+        prop_assert_ne!(canonical_round_trip::<Response>(&b), Some(false));
+        prop_assert_ne!(canonical_round_trip::<DscpRequest>(&b), Some(false));
+        prop_assert_ne!(canonical_round_trip::<DicpRequest>(&b), Some(false));
+        prop_assert_ne!(canonical_round_trip::<job::Request>(&b), Some(false));
+        prop_assert_ne!(canonical_round_trip::<fs::Request>(&b), Some(false));
+        prop_assert_ne!(canonical_round_trip::<net::Request>(&b), Some(false));
+        prop_assert_ne!(canonical_round_trip::<proc::Request>(&b), Some(false));
     }
 
     /// Mutated valid encodings never panic either (reaches deeper states).

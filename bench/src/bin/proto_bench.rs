@@ -1,0 +1,321 @@
+//! Protocol benchmark over real UDP on loopback, side by side in one run:
+//! request/response latency of the driver against a raw UDP ping-pong, and
+//! one 256 MiB message through the driver (encrypted, reliable) against a
+//! raw UDP blast and a TCP loopback copy.
+//!
+//! `cargo run --release -p diatom-bench --bin proto_bench [-- ROUND_TRIPS MIB]`
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dscp_dicp::{Driver, DriverConfig, Key, Keyring, Peer, CLUSTER_KEY_ID};
+
+const SMALL: usize = 64;
+const T: Duration = Duration::from_secs(120);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn mbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn localhost() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Raw UDP ping-pong: each side blocks in recv and answers at once.
+fn raw_pingpong(n: usize) -> Vec<Duration> {
+    let a = UdpSocket::bind(localhost()).expect("bind");
+    let b = UdpSocket::bind(localhost()).expect("bind");
+    let a_addr = a.local_addr().expect("addr");
+    let b_addr = b.local_addr().expect("addr");
+    let echo = thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..n {
+            let (len, from) = b.recv_from(&mut buf).expect("recv");
+            b.send_to(&buf[..len], from).expect("send");
+        }
+    });
+    let _ = a_addr;
+    let msg = [7u8; SMALL];
+    let mut buf = [0u8; 2048];
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        a.send_to(&msg, b_addr).expect("send");
+        a.recv_from(&mut buf).expect("recv");
+        rtts.push(t.elapsed());
+    }
+    echo.join().expect("echo thread");
+    rtts
+}
+
+/// A driver that answers every request with its payload, or with `[1]`
+/// when `one_byte`; the serving thread receives from the socket itself
+/// (`next_incoming`).
+fn echo_server(key: &Key, cfg: DriverConfig, one_byte: bool) -> Driver {
+    let d = Driver::bind(localhost(), Keyring::with_cluster_key(key), cfg).expect("bind");
+    let h = d.handle();
+    thread::spawn(move || loop {
+        let Some(inc) = h.next_incoming(Duration::from_secs(1)) else {
+            if h.is_closed() {
+                return;
+            }
+            continue;
+        };
+        let payload = if one_byte {
+            vec![1]
+        } else {
+            inc.payload.clone()
+        };
+        if inc.respond(payload).is_err() {
+            return;
+        }
+    });
+    d
+}
+
+fn driver_pingpong(n: usize) -> Vec<Duration> {
+    let key = Key::generate();
+    let server = echo_server(&key, DriverConfig::default(), false);
+    let client = Driver::bind(
+        localhost(),
+        Keyring::with_cluster_key(&key),
+        DriverConfig::default(),
+    )
+    .expect("bind");
+    let peer = Peer {
+        addr: server.local_addr().expect("addr"),
+        key_id: CLUSTER_KEY_ID,
+    };
+    let msg = vec![7u8; SMALL];
+    for _ in 0..200 {
+        client.call(peer, msg.clone(), T).expect("warm-up call");
+    }
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        client.call(peer, msg.clone(), T).expect("call");
+        rtts.push(t.elapsed());
+    }
+    rtts
+}
+
+/// Raw UDP blast of `total` bytes in 64000-byte datagrams; returns bytes
+/// received and the receiver's time from first to last datagram.
+fn raw_udp_blast(total: usize) -> (usize, Duration) {
+    const DGRAM: usize = 64_000;
+    let rx = UdpSocket::bind(localhost()).expect("bind");
+    let addr = rx.local_addr().expect("addr");
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let recv = thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut got = 0usize;
+        let mut first = None;
+        let mut last = Instant::now();
+        while let Ok(n) = rx.recv(&mut buf) {
+            first.get_or_insert_with(Instant::now);
+            last = Instant::now();
+            got += n;
+            if got >= total {
+                break;
+            }
+        }
+        (got, last - first.unwrap_or(last))
+    });
+    let tx = UdpSocket::bind(localhost()).expect("bind");
+    let data = vec![1u8; DGRAM];
+    let mut sent = 0;
+    while sent < total {
+        tx.send_to(&data, addr).expect("send");
+        sent += DGRAM;
+    }
+    recv.join().expect("receiver")
+}
+
+/// TCP loopback copy of `total` bytes; receiver-side time.
+fn tcp_copy(total: usize) -> Duration {
+    let l = TcpListener::bind(localhost()).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let recv = thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        let t = Instant::now();
+        while got < total {
+            let n = s.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        t.elapsed()
+    });
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let chunk = vec![1u8; 1 << 20];
+    let mut sent = 0;
+    while sent < total {
+        s.write_all(&chunk).expect("write");
+        sent += chunk.len();
+    }
+    recv.join().expect("receiver")
+}
+
+/// The AEAD alone: seal then open `total` bytes in 65000-byte datagrams on
+/// one core (the ceiling for one sending and one receiving thread).
+fn crypto_only(total: usize) -> (Duration, Duration) {
+    use dscp_dicp::wire::{Header, PacketKind, VERSION};
+    let ring = Keyring::with_cluster_key(&Key::generate());
+    let body = vec![3u8; 65_000 - 48];
+    let n = total / body.len();
+    let mut sealed = Vec::with_capacity(n);
+    let t = Instant::now();
+    for i in 0..n {
+        let h = Header {
+            version: VERSION,
+            kind: PacketKind::Data,
+            key_id: 0,
+            sender_id: 1,
+            counter: i as u64,
+        };
+        sealed.push(ring.seal(&h, &body).expect("seal"));
+    }
+    let seal = t.elapsed();
+    let t = Instant::now();
+    let mut scratch = Vec::new();
+    for d in &sealed {
+        ring.open_into(d, &mut scratch).expect("open");
+    }
+    (seal, t.elapsed())
+}
+
+/// User + system CPU time of this process.
+fn cpu_time() -> Duration {
+    // SAFETY: rusage is plain data (all-zero is valid) and getrusage only
+    // writes into the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn bulk_cfg(total: usize, datagram: usize) -> DriverConfig {
+    let mut cfg = DriverConfig::default();
+    cfg.endpoint.max_message = total + 1024;
+    cfg.endpoint.reassembly_limit = total + 1024;
+    cfg.endpoint.loopback_max_datagram = datagram;
+    cfg
+}
+
+/// One `total`-byte request through the driver, answered with one byte;
+/// time from the call to the answer.
+fn driver_bulk(total: usize, datagram: usize) -> Duration {
+    let key = Key::generate();
+    let server = echo_server(&key, bulk_cfg(total, datagram), true);
+    let client = Driver::bind(
+        localhost(),
+        Keyring::with_cluster_key(&key),
+        bulk_cfg(total, datagram),
+    )
+    .expect("bind");
+    let peer = Peer {
+        addr: server.local_addr().expect("addr"),
+        key_id: CLUSTER_KEY_ID,
+    };
+    client.call(peer, vec![0; 10], T).expect("warm-up"); // first contact
+    let data = vec![5u8; total];
+    let cpu0 = cpu_time();
+    let t = Instant::now();
+    let r = client.call(peer, data, T).expect("bulk call");
+    let d = t.elapsed();
+    let cpu = cpu_time() - cpu0;
+    assert_eq!(r, vec![1]);
+    let dropped: u64 =
+        client.dropped().values().sum::<u64>() + server.dropped().values().sum::<u64>();
+    eprintln!(
+        "  ({} MiB in {datagram}-byte datagrams: {d:?}, CPU {cpu:?} = {:.2} cores, {dropped} datagrams dropped)",
+        total >> 20,
+        cpu.as_secs_f64() / d.as_secs_f64()
+    );
+    d
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let mib: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(256);
+    let total = mib << 20;
+
+    eprintln!("round trips ({n} x {SMALL} bytes)...");
+    let mut raw = raw_pingpong(n);
+    raw.sort();
+    let mut drv = driver_pingpong(n);
+    drv.sort();
+    eprintln!("bulk ({mib} MiB)...");
+    let (udp_bytes, udp_time) = raw_udp_blast(total);
+    let tcp_time = tcp_copy(total);
+    let (seal, open) = crypto_only(total);
+    let big = driver_bulk(total, 65_000);
+    let small = driver_bulk(total.min(64 << 20), 1400);
+
+    let (raw_med, raw_p99) = (percentile(&raw, 0.5), percentile(&raw, 0.99));
+    let (drv_med, drv_p99) = (percentile(&drv, 0.5), percentile(&drv, 0.99));
+    println!("## Request/response round trip, {SMALL}-byte payload, {n} round trips, loopback");
+    println!();
+    println!("| | median | p99 | median vs raw UDP |");
+    println!("|---|---|---|---|");
+    println!(
+        "| raw UDP ping-pong (blocking recv/send) | {:.1} µs | {:.1} µs | 1.00x |",
+        us(raw_med),
+        us(raw_p99)
+    );
+    println!(
+        "| dscp-dicp driver `call` (AEAD, acks, ids) | {:.1} µs | {:.1} µs | {:.2}x |",
+        us(drv_med),
+        us(drv_p99),
+        us(drv_med) / us(raw_med)
+    );
+    println!();
+    let tcp = mbps(total, tcp_time);
+    println!("## Bulk: one {mib} MiB message, loopback, receiver side");
+    println!();
+    println!("| | throughput | vs TCP |");
+    println!("|---|---|---|");
+    println!("| TCP loopback copy (1 MiB writes) | {tcp:.0} MB/s | 1.00x |");
+    println!(
+        "| raw UDP blast, 64000-byte datagrams ({:.1}% lost) | {:.0} MB/s | {:.2}x |",
+        100.0 * (1.0 - udp_bytes as f64 / total as f64),
+        mbps(udp_bytes, udp_time),
+        mbps(udp_bytes, udp_time) / tcp
+    );
+    println!(
+        "| dscp-dicp, encrypted + reliable, 65000-byte datagrams (loopback default) | {:.0} MB/s | {:.2}x |",
+        mbps(total, big),
+        mbps(total, big) / tcp
+    );
+    println!(
+        "| (ceiling) XChaCha20-Poly1305 alone, one core: seal / open | {:.0} / {:.0} MB/s | |",
+        mbps(total, seal),
+        mbps(total, open)
+    );
+    let small_total = total.min(64 << 20);
+    println!(
+        "| dscp-dicp, 1400-byte datagrams (LAN default), {} MiB | {:.0} MB/s | {:.2}x |",
+        small_total >> 20,
+        mbps(small_total, small),
+        mbps(small_total, small) / tcp
+    );
+}
