@@ -6,6 +6,7 @@ UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 CARGO      ?= cargo
 BINS       := diatom diatom-central diatom-client
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: all build test install uninstall bench clean
 
@@ -21,7 +22,7 @@ test:
 
 install: build
 	install -d $(DESTDIR)$(BINDIR)
-	for b in $(BINS); do install -m 0755 target/release/$$b $(DESTDIR)$(BINDIR)/$$b; done
+	for b in $(BINS); do install -m 0755 $(TARGET_DIR)/release/$$b $(DESTDIR)$(BINDIR)/$$b; done
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in diatom-central diatom-client; do \
 	  sed 's|@BINDIR@|$(BINDIR)|g' packaging/systemd/$$u.service > $(DESTDIR)$(UNITDIR)/$$u.service; \
