@@ -107,6 +107,27 @@ impl Keyring {
         Ok(header)
     }
 
+    /// Checks and decrypts a datagram in place (saves the copy `open_into`
+    /// makes). On success the plaintext body is
+    /// `datagram[HEADER_LEN..HEADER_LEN + len]` where `len` is returned with
+    /// the header.
+    pub fn open_in_place(&self, datagram: &mut [u8]) -> Result<(Header, usize), DropReason> {
+        let header = Header::decode(datagram)?;
+        let cipher = self.cipher(header.key_id).ok_or(DropReason::UnknownKey)?;
+        let body_len = datagram.len() - HEADER_LEN - TAG_LEN;
+        let (aad, rest) = datagram.split_at_mut(HEADER_LEN);
+        let (body, tag) = rest.split_at_mut(body_len);
+        cipher
+            .decrypt_in_place_detached(
+                &nonce(header.sender_id, header.counter),
+                aad,
+                body,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| DropReason::BadAuth)?;
+        Ok((header, body_len))
+    }
+
     /// Opens a datagram into a fresh plaintext body.
     pub fn open(&self, datagram: &[u8]) -> Result<(Header, Vec<u8>), DropReason> {
         let mut body = Vec::new();
@@ -165,6 +186,26 @@ mod tests {
         assert_eq!(
             a.seal(&header(5), b"x").unwrap_err(),
             DropReason::UnknownKey
+        );
+    }
+
+    #[test]
+    fn open_in_place_matches_open() {
+        let ring = Keyring::with_cluster_key(&Key::generate());
+        let d = ring.seal(&header(0), b"in place").unwrap();
+        let mut m = d.clone();
+        let (h, len) = ring.open_in_place(&mut m).unwrap();
+        assert_eq!(h, header(0));
+        assert_eq!(&m[HEADER_LEN..HEADER_LEN + len], b"in place");
+        let mut bad = d.clone();
+        bad[HEADER_LEN] ^= 1;
+        assert_eq!(
+            ring.open_in_place(&mut bad).unwrap_err(),
+            DropReason::BadAuth
+        );
+        assert_eq!(
+            ring.open_in_place(&mut d[..10].to_vec()).unwrap_err(),
+            DropReason::Truncated
         );
     }
 

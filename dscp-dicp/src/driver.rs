@@ -503,7 +503,7 @@ impl Shared {
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     let now = Instant::now();
-                    st.ep.handle_datagram(now, from, &buf[..n]);
+                    st.ep.handle_datagram_mut(now, from, &mut buf[..n]);
                     self.flush(st, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

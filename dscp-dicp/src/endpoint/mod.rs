@@ -414,12 +414,24 @@ impl Endpoint {
             self.stats.count(DropReason::Oversized);
             return;
         }
-        let mut body = std::mem::take(&mut self.scratch);
-        match self.keys.open_into(bytes, &mut body) {
-            Ok(h) => self.on_authentic(now, from, h, &body),
+        let mut copy = std::mem::take(&mut self.scratch);
+        copy.clear();
+        copy.extend_from_slice(bytes);
+        self.handle_datagram_mut(now, from, &mut copy);
+        self.scratch = copy;
+    }
+
+    /// Like [`Endpoint::handle_datagram`], but decrypts in the caller's
+    /// buffer (which it overwrites) instead of copying it first.
+    pub fn handle_datagram_mut(&mut self, now: Instant, from: SocketAddr, bytes: &mut [u8]) {
+        if bytes.len() > self.cfg.datagram_size_for(from) {
+            self.stats.count(DropReason::Oversized);
+            return;
+        }
+        match self.keys.open_in_place(bytes) {
+            Ok((h, len)) => self.on_authentic(now, from, h, &bytes[HEADER_LEN..HEADER_LEN + len]),
             Err(reason) => self.stats.count(reason),
         }
-        self.scratch = body;
     }
 
     fn on_authentic(&mut self, now: Instant, from: SocketAddr, h: Header, body: &[u8]) {
