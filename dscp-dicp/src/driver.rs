@@ -329,7 +329,8 @@ impl Handle {
             if Instant::now() >= deadline || self.shared.shutdown.load(Ordering::SeqCst) {
                 break None;
             }
-            self.shared.pump(efd, deadline);
+            let rx = &self.shared.incoming_rx;
+            self.shared.pump(efd, deadline, &|| !rx.is_empty());
         };
         drop(pumping);
         self.shared.lock().incoming_wakers.retain(|fd| *fd != efd);
@@ -405,7 +406,7 @@ impl PendingCall {
                 break Err(DriverError::Timeout);
             }
             match efd {
-                Some(fd) => self.shared.pump(fd, deadline),
+                Some(fd) => self.shared.pump(fd, deadline, &|| !self.rx.is_empty()),
                 None => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match self.rx.recv_timeout(left) {
@@ -495,11 +496,16 @@ impl Shared {
         signal(self.wake.as_raw_fd());
     }
 
-    /// Receives and handles every datagram waiting on the socket (bounded,
-    /// so timers and callers get a turn), sending and routing as it goes.
-    fn receive(self: &Arc<Self>, st: &mut State) {
+    /// Receives and handles the datagrams waiting on the socket (bounded,
+    /// so timers and callers get a turn), sending and routing as it goes;
+    /// stops early once `done` holds (a waiting thread got what it waits
+    /// for: the rest is left to whoever polls next, saving a syscall).
+    fn receive(self: &Arc<Self>, st: &mut State, done: &dyn Fn() -> bool) {
         let mut buf = std::mem::take(&mut st.rx_buf);
         for _ in 0..256 {
+            if done() {
+                break;
+            }
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     let now = Instant::now();
@@ -522,7 +528,7 @@ impl Shared {
     /// One round of a waiting thread's receive loop: sleeps until the socket
     /// is readable, its eventfd is signalled (what it waits for was routed
     /// by another thread) or the deadline, then receives what is there.
-    fn pump(self: &Arc<Self>, efd: RawFd, deadline: Instant) {
+    fn pump(self: &Arc<Self>, efd: RawFd, deadline: Instant, done: &dyn Fn() -> bool) {
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(50));
@@ -535,7 +541,7 @@ impl Shared {
         }
         if rev[0] != 0 {
             let mut st = self.lock();
-            self.receive(&mut st);
+            self.receive(&mut st, done);
         }
     }
 
@@ -758,7 +764,7 @@ fn run(shared: &Arc<Shared>, max_sleep: Duration) {
         }
         let mut st = shared.lock();
         if rev[0] != 0 {
-            shared.receive(&mut st);
+            shared.receive(&mut st, &|| false);
         }
         let now = Instant::now();
         if st.ep.poll_timeout().is_some_and(|t| t <= now) {
