@@ -13,9 +13,12 @@ use dscp_dicp::{Key, Keyring, Peer, CLUSTER_KEY_ID};
 use crate::cache::Cache;
 use crate::config::ClientConfig;
 use crate::job::runner::{self, JobControl, JobSetup};
-use crate::net::{ask, Incoming, Net};
-use crate::rpc;
-use crate::wire::{Dicp, DicpReply, Dscp, DscpReply, NodeInfo};
+use dscp_dicp::msg::control::{
+    DicpRequest, DicpResponse, DscpRequest, DscpResponse, JobEvent, NodeInfo, StartJob,
+};
+use dscp_dicp::msg::Request;
+
+use crate::net::{ask, reply, Incoming, Net};
 
 /// How often a node tells central it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(1000);
@@ -133,12 +136,11 @@ impl Node {
             name: self.cfg.name.clone(),
             cpus: crate::config::cpu_count(),
             slots: self.cfg.slots,
-            running: jobs.len() as u32,
-            jobs,
+            running: jobs,
             load: load_average(),
             kernel: self.kernel.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            dropped: self.net.dropped(),
+            dropped: self.net.dropped().into_iter().collect(),
             cache_bytes: self.cache.stats().bytes,
         }
     }
@@ -146,10 +148,10 @@ impl Node {
     fn heartbeat_loop(&self) {
         let mut was_ok = None;
         loop {
-            let res = ask::<_, DicpReply>(
+            let res = ask::<DicpResponse>(
                 &self.net,
                 self.central(),
-                &Dicp::Heartbeat(self.info()),
+                DicpRequest::Heartbeat(self.info()),
                 Duration::from_secs(3),
             );
             match (&res, was_ok) {
@@ -163,11 +165,11 @@ impl Node {
     }
 
     /// Tells central about a job event (best effort, retried by the protocol).
-    pub fn report(&self, job: u64, event: crate::wire::JobEvent) {
-        let res = ask::<_, DicpReply>(
+    pub fn report(&self, job: u64, event: JobEvent) {
+        let res = ask::<DicpResponse>(
             &self.net,
             self.central(),
-            &Dicp::JobEvent { job, event },
+            DicpRequest::JobEvent { job, event },
             Duration::from_secs(10),
         );
         if let Err(e) = res {
@@ -179,43 +181,75 @@ impl Node {
         if req.peer.key_id != CLUSTER_KEY_ID {
             return;
         }
-        let reply = match rpc::decode::<Dscp>(&req.payload) {
+        let answer = match req.request() {
+            Ok(Request::Dscp(r)) => self.dscp(r),
+            Ok(other) => {
+                log::warn!("unexpected request from {}: {other:?}", req.peer);
+                DscpResponse::Refused {
+                    reason: "not a DSCP request".into(),
+                }
+            }
             Err(e) => {
                 log::warn!("bad request from {}: {e}", req.peer);
-                DscpReply::Refused(e.to_string())
-            }
-            Ok(Dscp::Ping) => DscpReply::Pong,
-            Ok(Dscp::Signal { job, signal }) => match lock(&self.jobs).get(&job) {
-                Some(c) => {
-                    c.signal(signal);
-                    DscpReply::Done
+                DscpResponse::Refused {
+                    reason: e.to_string(),
                 }
-                None => DscpReply::NoSuchJob,
-            },
-            Ok(Dscp::StartJob(start)) => self.start(start),
+            }
         };
-        crate::net::reply(req, &reply);
+        reply(req, answer);
     }
 
-    fn start(self: &Arc<Self>, start: crate::wire::StartJob) -> DscpReply {
+    fn dscp(self: &Arc<Self>, req: DscpRequest) -> DscpResponse {
+        match req {
+            DscpRequest::Ping { payload } => DscpResponse::Pong { payload },
+            DscpRequest::Status => DscpResponse::Status(self.info()),
+            DscpRequest::Signal { job, signal } => self.with_job(job, |c| c.signal(signal)),
+            DscpRequest::Kill { job } => self.with_job(job, |c| c.kill("killed by central".into())),
+            DscpRequest::StartJob(start) => self.start(start),
+        }
+    }
+
+    fn with_job(&self, job: u64, f: impl FnOnce(&JobControl)) -> DscpResponse {
+        match lock(&self.jobs).get(&job) {
+            Some(c) => {
+                f(c);
+                DscpResponse::Done
+            }
+            None => DscpResponse::NoSuchJob,
+        }
+    }
+
+    fn start(self: &Arc<Self>, start: StartJob) -> DscpResponse {
         let job = start.job;
         let mut jobs = lock(&self.jobs);
         if jobs.contains_key(&job) {
-            return DscpReply::Refused(format!("job {job} already runs here"));
+            return DscpResponse::Refused {
+                reason: format!("job {job} already runs here"),
+            };
         }
         if jobs.len() >= self.cfg.slots as usize {
-            return DscpReply::Refused(format!("all {} slots are busy", self.cfg.slots));
+            return DscpResponse::Refused {
+                reason: format!("all {} slots are busy", self.cfg.slots),
+            };
         }
         let key = Key::from_bytes(start.session_key);
         let sock = match UdpSocket::bind(SocketAddr::new(self.cfg.bind.ip(), 0)) {
             Ok(s) => s,
-            Err(e) => return DscpReply::Refused(format!("cannot bind the job's socket: {e}")),
+            Err(e) => {
+                return DscpResponse::Refused {
+                    reason: format!("cannot bind the job's socket: {e}"),
+                }
+            }
         };
         let mut keys = Keyring::new();
         keys.insert(job, &key);
         let net = match Net::open_session(sock, keys) {
             Ok(n) => n,
-            Err(e) => return DscpReply::Refused(format!("cannot open the job's endpoint: {e}")),
+            Err(e) => {
+                return DscpResponse::Refused {
+                    reason: format!("cannot open the job's endpoint: {e}"),
+                }
+            }
         };
         let port = net.local_addr().port();
         let control = Arc::new(JobControl::default());
@@ -247,10 +281,12 @@ impl Node {
                 }
             });
         match spawned {
-            Ok(_) => DscpReply::Accepted { port },
+            Ok(_) => DscpResponse::Accepted { port },
             Err(e) => {
                 lock(&self.jobs).remove(&job);
-                DscpReply::Refused(format!("cannot start the job thread: {e}"))
+                DscpResponse::Refused {
+                    reason: format!("cannot start the job thread: {e}"),
+                }
             }
         }
     }

@@ -5,5 +5,3 @@ pub mod daemon;
 pub mod job;
 pub mod net;
 pub mod pty;
-pub mod rpc;
-pub mod wire;

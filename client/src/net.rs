@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use dscp_dicp::driver::{Driver, DriverConfig};
+use dscp_dicp::msg::{Request, Response};
 use dscp_dicp::{Keyring, Peer};
 
 pub use dscp_dicp::driver::Incoming;
@@ -85,26 +86,27 @@ impl Net {
     }
 }
 
-/// Answers a request with a typed message; a reply that cannot be sent
+/// Answers a request with a family message; a reply that cannot be sent
 /// (peer gone, endpoint closed) is only logged: the peer retries or is lost.
-pub fn reply<T: serde::Serialize>(req: Incoming, msg: &T) {
+pub fn reply(req: Incoming, msg: impl Into<Response>) {
     let peer = req.peer;
-    let sent = crate::rpc::encode(msg)
-        .map_err(|e| e.to_string())
-        .and_then(|p| req.respond(p).map_err(|e| e.to_string()));
-    if let Err(e) = sent {
+    if let Err(e) = req.reply(&msg.into()) {
         log::debug!("reply to {peer}: {e}");
     }
 }
 
-/// A typed call: encodes `msg`, waits for the answer and decodes it.
-pub fn ask<Q: serde::Serialize, R: serde::de::DeserializeOwned>(
+/// A typed call: sends a family request, waits for the answer and expects
+/// the same family's response.
+pub fn ask<R>(
     net: &Net,
     peer: Peer,
-    msg: &Q,
+    msg: impl Into<Request>,
     timeout: Duration,
-) -> Result<R, String> {
-    let payload = crate::rpc::encode(msg).map_err(|e| e.to_string())?;
+) -> Result<R, String>
+where
+    R: TryFrom<Response, Error = String>,
+{
+    let payload = msg.into().encode().map_err(|e| e.to_string())?;
     let answer = net.call(peer, payload, timeout)?;
-    crate::rpc::decode(&answer).map_err(|e| e.to_string())
+    R::try_from(Response::decode(&answer).map_err(|e| e.to_string())?)
 }

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use diatom_client::config::parse_size;
 use diatom_client::net::Net;
-use diatom_client::wire::JobEvent;
+use dscp_dicp::msg::control::JobEvent;
+use dscp_dicp::msg::job::{Launch, WinSize};
 use dscp_dicp::{Key, Keyring, Peer};
 
 use super::{fail, EXIT_FAILURE};
@@ -118,8 +119,8 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     let tty = args.tty.then(|| {
         crate::home::terminal::window_size(0)
             .or_else(|| crate::home::terminal::window_size(1))
-            .map(|(r, c, _, _)| (r, c))
-            .unwrap_or((24, 80))
+            .map(|(rows, cols, _, _)| WinSize { rows, cols })
+            .unwrap_or(WinSize { rows: 24, cols: 80 })
     });
     let launch =
         match session::launch_from_plan(&exec_plan, &plan.exe, plan.envp.clone(), &plan.cwd, tty) {
@@ -147,12 +148,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     exit_for(&grant, outcome)
 }
 
-fn home(
-    grant: Grant,
-    sock: UdpSocket,
-    launch: diatom_client::wire::Launch,
-    tty: bool,
-) -> Result<Outcome, String> {
+fn home(grant: Grant, sock: UdpSocket, launch: Launch, tty: bool) -> Result<Outcome, String> {
     let key = Key::from_hex(&grant.session_key)
         .map_err(|e| format!("central sent a bad session key: {e}"))?;
     let mut keys = Keyring::new();
@@ -175,13 +171,15 @@ fn exit_for(grant: &Grant, outcome: Result<Outcome, String>) -> ExitCode {
     match outcome {
         Err(e) => fail(&e),
         Ok(Outcome::Lost(why)) => fail(&why),
-        Ok(Outcome::Ended(JobEvent::Exited(c))) => ExitCode::from((c & 0xff) as u8),
-        Ok(Outcome::Ended(JobEvent::Signaled(s))) => ExitCode::from((128 + s).clamp(0, 255) as u8),
-        Ok(Outcome::Ended(JobEvent::Killed(why))) => {
-            eprintln!("diatom: job killed on {}: {why}", grant.node);
+        Ok(Outcome::Ended(JobEvent::Exited { code })) => ExitCode::from((code & 0xff) as u8),
+        Ok(Outcome::Ended(JobEvent::Signaled { signal })) => {
+            ExitCode::from((128 + signal).clamp(0, 255) as u8)
+        }
+        Ok(Outcome::Ended(JobEvent::Killed { reason })) => {
+            eprintln!("diatom: job killed on {}: {reason}", grant.node);
             ExitCode::from(137)
         }
-        Ok(Outcome::Ended(JobEvent::Failed(why))) => fail(&why),
+        Ok(Outcome::Ended(JobEvent::Failed { reason })) => fail(&reason),
         Ok(Outcome::Ended(JobEvent::Started)) => ExitCode::from(EXIT_FAILURE),
     }
 }

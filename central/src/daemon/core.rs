@@ -7,8 +7,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use diatom_client::rpc::{self, RpcError};
-use diatom_client::wire::{Dicp, DicpReply, Dscp, DscpReply, JobEvent, NodeInfo, StartJob};
+use dscp_dicp::msg::control::{
+    DicpRequest, DicpResponse, DscpRequest, DscpResponse, JobEvent, Limits, NodeInfo, StartJob,
+};
+use dscp_dicp::msg::{Request, Response};
 use dscp_dicp::{Key, Peer, CLUSTER_KEY_ID};
 use serde_json::{json, Value};
 
@@ -78,13 +80,28 @@ impl Central {
     }
 
     /// Handles a DICP request from a node (cluster key).
-    pub fn handle_node(&self, peer: Peer, payload: &[u8]) -> Result<Vec<u8>, RpcError> {
-        let msg: Dicp = rpc::decode(payload)?;
+    pub fn handle_node(&self, peer: Peer, msg: DicpRequest) -> DicpResponse {
         match msg {
-            Dicp::Heartbeat(info) => self.heartbeat(peer.addr, info),
-            Dicp::JobEvent { job, event } => self.job_event(JobId(job), &event),
+            DicpRequest::Heartbeat(info) => self.heartbeat(peer.addr, info),
+            DicpRequest::JobEvent { job, event } => self.job_event(JobId(job), &event),
         }
-        rpc::encode(&DicpReply::Ok)
+        DicpResponse::Ack
+    }
+
+    /// One DSCP request to the node at `addr` and its answer.
+    fn dscp(
+        &self,
+        addr: SocketAddr,
+        req: DscpRequest,
+        timeout: Duration,
+    ) -> Result<DscpResponse, String> {
+        let payload = Request::from(req).encode().map_err(|e| e.to_string())?;
+        let peer = Peer {
+            addr,
+            key_id: CLUSTER_KEY_ID,
+        };
+        let answer = self.net.call(peer, payload, timeout)?;
+        DscpResponse::try_from(Response::decode(&answer).map_err(|e| e.to_string())?)
     }
 
     fn heartbeat(&self, from: SocketAddr, info: NodeInfo) {
@@ -94,12 +111,12 @@ impl Central {
             addr: from,
             cpus: info.cpus,
             slots: info.slots,
-            running: info.running,
+            running: info.running.len() as u32,
             load: info.load,
         };
         let newly_up = lock(&self.registry).heartbeat(Instant::now(), report);
         let store = lock(&self.store);
-        let dropped = info.dropped.iter().cloned().collect();
+        let dropped = info.dropped.clone();
         let res = if newly_up || store.node(&info.name).ok().flatten().is_none() {
             log::info!("node {} up at {from}", info.name);
             store.upsert_node(&NodeRecord {
@@ -109,7 +126,7 @@ impl Central {
                 state_since: now_ms,
                 cpus: info.cpus,
                 slots: info.slots,
-                slots_used: info.running,
+                slots_used: info.running.len() as u32,
                 load: info.load,
                 last_seen: now_ms,
                 registered_at: now_ms,
@@ -124,7 +141,7 @@ impl Central {
                 &Heartbeat {
                     at: now_ms,
                     load: info.load,
-                    slots_used: info.running,
+                    slots_used: info.running.len() as u32,
                     dropped,
                     cache_bytes: info.cache_bytes,
                 },
@@ -142,7 +159,7 @@ impl Central {
         }) {
             for j in running {
                 let age = now_ms.saturating_sub(j.spec.start);
-                if !info.jobs.contains(&j.id.0) && age > 10_000 {
+                if !info.running.contains(&j.id.0) && age > 10_000 {
                     let end = JobEnd {
                         state: JobState::Lost,
                         exit_status: None,
@@ -164,7 +181,7 @@ impl Central {
         let store = lock(&self.store);
         let (kind, end) = match event {
             JobEvent::Started => ("started", None),
-            JobEvent::Exited(code) => (
+            JobEvent::Exited { code } => (
                 "exited",
                 Some(JobEnd {
                     state: JobState::Exited,
@@ -174,7 +191,7 @@ impl Central {
                     at: now,
                 }),
             ),
-            JobEvent::Signaled(sig) => (
+            JobEvent::Signaled { signal: sig } => (
                 "signaled",
                 Some(JobEnd {
                     state: JobState::Killed,
@@ -184,7 +201,7 @@ impl Central {
                     at: now,
                 }),
             ),
-            JobEvent::Killed(why) => (
+            JobEvent::Killed { reason: why } => (
                 "killed",
                 Some(JobEnd {
                     state: JobState::Killed,
@@ -194,7 +211,7 @@ impl Central {
                     at: now,
                 }),
             ),
-            JobEvent::Failed(why) => (
+            JobEvent::Failed { reason: why } => (
                 "failed",
                 Some(JobEnd {
                     state: JobState::Exited,
@@ -282,13 +299,15 @@ impl Central {
             })
             .map_err(|e| StartError::Fatal(format!("cannot record the job: {e}")))?;
         let key = Key::generate();
-        let start = Dscp::StartJob(StartJob {
+        let start = DscpRequest::StartJob(StartJob {
             job: job.0,
             session_key: *key.as_bytes(),
             uid: cred.uid,
             gid: cred.gid,
-            memory: req.memory,
-            pids: req.pids,
+            limits: Limits {
+                memory: req.memory,
+                pids: req.pids,
+            },
         });
         let fail = |state: JobState, why: String| {
             let _ = lock(&self.store).finish_job(
@@ -303,22 +322,10 @@ impl Central {
             );
             why
         };
-        let reply = rpc::encode(&start)
-            .map_err(|e| e.to_string())
-            .and_then(|p| {
-                self.net.call(
-                    Peer {
-                        addr,
-                        key_id: CLUSTER_KEY_ID,
-                    },
-                    p,
-                    START_TIMEOUT,
-                )
-            })
-            .and_then(|r| rpc::decode::<DscpReply>(&r).map_err(|e| e.to_string()));
+        let reply = self.dscp(addr, start, START_TIMEOUT);
         let port = match reply {
-            Ok(DscpReply::Accepted { port }) => port,
-            Ok(DscpReply::Refused(why)) => {
+            Ok(DscpResponse::Accepted { port }) => port,
+            Ok(DscpResponse::Refused { reason: why }) => {
                 let _ = lock(&self.store).finish_job(
                     job,
                     &JobEnd {
@@ -382,18 +389,11 @@ impl Central {
             .filter(|n| n.up)
             .map(|n| n.report.addr)
             .ok_or_else(|| format!("node {} is down", rec.spec.node))?;
-        let payload = rpc::encode(&Dscp::Signal { job, signal }).map_err(|e| e.to_string())?;
-        let reply = self.net.call(
-            Peer {
-                addr,
-                key_id: CLUSTER_KEY_ID,
-            },
-            payload,
-            START_TIMEOUT,
-        )?;
-        match rpc::decode::<DscpReply>(&reply).map_err(|e| e.to_string())? {
-            DscpReply::Done => Ok(()),
-            DscpReply::NoSuchJob => Err(format!("job {job} is not running on {}", rec.spec.node)),
+        match self.dscp(addr, DscpRequest::Signal { job, signal }, START_TIMEOUT)? {
+            DscpResponse::Done => Ok(()),
+            DscpResponse::NoSuchJob => {
+                Err(format!("job {job} is not running on {}", rec.spec.node))
+            }
             other => Err(format!("node answered {other:?}")),
         }
     }

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diatom_client::net::Net;
+use diatom_client::net::{reply, Net};
+use dscp_dicp::msg::Request;
 use dscp_dicp::{Key, Keyring, Peer, CLUSTER_KEY_ID};
 
 use self::core::{Caller, Central};
@@ -54,14 +55,13 @@ pub fn serve_nodes(net: &Net, central: &Central) {
         if req.peer.key_id != CLUSTER_KEY_ID {
             continue;
         }
-        let peer = req.peer;
-        match central.handle_node(peer, &req.payload) {
-            Ok(reply) => {
-                if let Err(e) = req.respond(reply) {
-                    log::debug!("reply to {peer}: {e}");
-                }
+        match req.request() {
+            Ok(Request::Dicp(msg)) => {
+                let answer = central.handle_node(req.peer, msg);
+                reply(req, answer);
             }
-            Err(e) => log::warn!("bad request from {}: {e}", peer.addr),
+            Ok(other) => log::warn!("unexpected request from {}: {other:?}", req.peer.addr),
+            Err(e) => log::warn!("bad request from {}: {e}", req.peer.addr),
         }
     }
 }

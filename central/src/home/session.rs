@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{select, Sender};
 use diatom_client::net::{ask, reply as respond, Net};
-use diatom_client::rpc;
-use diatom_client::wire::{FileStamp, HomeReply, JobEvent, Launch, NodeReply, ToHome, ToNode};
+use dscp_dicp::msg::control::JobEvent;
+use dscp_dicp::msg::job::{FileStamp, Launch, Request as Job, Response as JobReply, WinSize};
+use dscp_dicp::msg::{Blob, Request};
 use dscp_dicp::Peer;
 use nix::sys::signal::Signal;
 
@@ -54,20 +55,24 @@ pub fn stamp(meta: &std::fs::Metadata) -> FileStamp {
     }
 }
 
+fn blob(p: &Path) -> Blob {
+    Blob(p.as_os_str().as_bytes().to_vec())
+}
+
 /// Builds the launch request from the closure and the caller's world.
 pub fn launch_from_plan(
     plan: &ExecPlan,
     exe: &Path,
     envp: Vec<Vec<u8>>,
     cwd: &Path,
-    tty: Option<(u16, u16)>,
+    tty: Option<WinSize>,
 ) -> Result<Launch, String> {
     let mut files = Vec::with_capacity(plan.files.len());
     for f in &plan.files {
         let meta = std::fs::metadata(&f.path).map_err(|e| format!("{}: {e}", f.path.display()))?;
-        files.push((f.path.as_os_str().as_bytes().to_vec(), stamp(&meta)));
+        files.push((blob(&f.path), stamp(&meta)));
     }
-    let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+    let bytes = |p: &Path| blob(p);
     // The kernel shows the resolved file as /proc/self/exe.
     let exe = std::fs::canonicalize(exe).map_err(|e| format!("{}: {e}", exe.display()))?;
     // SAFETY: umask is process-wide and has no getter; set and restore it
@@ -81,8 +86,12 @@ pub fn launch_from_plan(
         .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
         .unwrap_or_default();
     Ok(Launch {
-        argv: plan.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        envp,
+        argv: plan
+            .argv
+            .iter()
+            .map(|a| Blob(a.as_bytes().to_vec()))
+            .collect(),
+        envp: envp.into_iter().map(Blob).collect(),
         cwd: bytes(cwd),
         umask: umask as u32,
         exe: bytes(&exe),
@@ -91,8 +100,9 @@ pub fn launch_from_plan(
         libraries: plan
             .libraries
             .iter()
-            .map(|(n, p)| (n.as_bytes().to_vec(), bytes(p)))
+            .map(|(n, p)| (Blob(n.as_bytes().to_vec()), bytes(p)))
             .collect(),
+        preload: plan.preload.iter().map(|p| bytes(p)).collect(),
         files,
         groups,
         tty,
@@ -102,7 +112,7 @@ pub fn launch_from_plan(
 /// Reads the files a node asked for, checking each still has the stamp the
 /// launch promised (a file replaced meanwhile must not be cached under the
 /// old identity).
-fn read_files(list: &[(Vec<u8>, FileStamp)]) -> Vec<Result<Vec<u8>, String>> {
+fn read_files(list: &[(Blob, FileStamp)]) -> Vec<Result<Blob, String>> {
     list.iter()
         .map(|(path, want)| {
             let p = Path::new(std::ffi::OsStr::from_bytes(path));
@@ -114,7 +124,7 @@ fn read_files(list: &[(Vec<u8>, FileStamp)]) -> Vec<Result<Vec<u8>, String>> {
             let mut data = Vec::with_capacity(meta.size() as usize);
             f.read_to_end(&mut data)
                 .map_err(|e| format!("{}: {e}", p.display()))?;
-            Ok(data)
+            Ok(Blob(data))
         })
         .collect()
 }
@@ -137,9 +147,9 @@ fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>) {
                 if req.peer != node {
                     continue;
                 }
-                match rpc::decode::<ToHome>(&req.payload) {
-                    Ok(ToHome::Fetch(list)) => respond(req, &HomeReply::Files(read_files(&list))),
-                    Ok(ToHome::Output { fd, data, .. }) => {
+                match req.request() {
+                    Ok(Request::Job(Job::Fetch(list))) => respond(req, JobReply::Files(read_files(&list))),
+                    Ok(Request::Job(Job::Output { fd, data, .. })) => {
                         let idx = usize::from(fd.min(2));
                         let res = if closed[idx] {
                             Err(std::io::ErrorKind::BrokenPipe.into())
@@ -149,18 +159,19 @@ fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>) {
                             stdout.write_all(&data).and_then(|()| stdout.flush())
                         };
                         match res {
-                            Ok(()) => respond(req, &HomeReply::Ok),
+                            Ok(()) => respond(req, JobReply::Ok),
                             Err(_) => {
                                 closed[idx] = true;
-                                respond(req, &HomeReply::Closed);
+                                respond(req, JobReply::Closed);
                             }
                         }
                     }
-                    Ok(ToHome::Exit(event)) => {
-                        respond(req, &HomeReply::Ok);
+                    Ok(Request::Job(Job::Exit(event))) => {
+                        respond(req, JobReply::Ok);
                         let _ = done.send(Outcome::Ended(event));
                         return;
                     }
+                    Ok(other) => respond(req, JobReply::Failed { reason: format!("unexpected request {other:?}") }),
                     Err(e) => log::warn!("bad request from the node: {e}"),
                 }
             }
@@ -179,21 +190,22 @@ fn pump_stdin(net: &Net, node: Peer) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => 0,
         };
-        let msg = ToNode::Stdin {
+        let msg = Job::Stdin {
             seq,
-            data: buf[..n].to_vec(),
+            data: Blob(buf[..n].to_vec()),
         };
         seq += 1;
-        let sent = ask::<_, NodeReply>(net, node, &msg, Duration::from_secs(3600));
+        let sent = ask::<JobReply>(net, node, msg, Duration::from_secs(3600));
         if sent.is_err() || n == 0 {
             return;
         }
     }
 }
 
-fn send_to_node(net: &Net, node: Peer, msg: &ToNode) {
-    if let Err(e) = ask::<_, NodeReply>(net, node, msg, Duration::from_secs(5)) {
-        log::info!("could not send {msg:?} to the node: {e}");
+fn send_to_node(net: &Net, node: Peer, msg: Job) {
+    let what = format!("{msg:?}");
+    if let Err(e) = ask::<JobReply>(net, node, msg, Duration::from_secs(5)) {
+        log::info!("could not send {what} to the node: {e}");
     }
 }
 
@@ -216,19 +228,23 @@ pub fn run(job: HomeJob) -> Outcome {
         .name("home-serve".into())
         .spawn(move || serve(&serve_net, node, &serve_name, &serve_done));
     if let Err(e) = spawned {
-        return Outcome::Ended(JobEvent::Failed(format!("cannot start a thread: {e}")));
+        return Outcome::Ended(JobEvent::Failed {
+            reason: format!("cannot start a thread: {e}"),
+        });
     }
-    let started = ask::<_, NodeReply>(
+    let started = ask::<JobReply>(
         &net,
         node,
-        &ToNode::Launch(Box::new(launch)),
+        Job::Launch(Box::new(launch)),
         Duration::from_secs(300),
     );
     match started {
-        Ok(NodeReply::Started) => {}
-        Ok(NodeReply::Failed(why)) => return Outcome::Ended(JobEvent::Failed(why)),
-        Ok(NodeReply::Ok) => {
-            return Outcome::Ended(JobEvent::Failed("node did not start the job".into()))
+        Ok(JobReply::Started) => {}
+        Ok(JobReply::Failed { reason }) => return Outcome::Ended(JobEvent::Failed { reason }),
+        Ok(other) => {
+            return Outcome::Ended(JobEvent::Failed {
+                reason: format!("the node answered the launch with {other:?}"),
+            })
         }
         Err(e) => {
             // The serve thread may know better (node lost).
@@ -253,10 +269,10 @@ pub fn run(job: HomeJob) -> Outcome {
             if let Some((rows, cols, _, _)) =
                 terminal::window_size(0).or_else(|| terminal::window_size(1))
             {
-                send_to_node(&sig_net, node, &ToNode::Resize { rows, cols });
+                send_to_node(&sig_net, node, Job::Resize(WinSize { rows, cols }));
             }
         } else {
-            send_to_node(&sig_net, node, &ToNode::Signal(sig as i32));
+            send_to_node(&sig_net, node, Job::Signal(sig as i32));
         }
     });
     let outcome = done_rx

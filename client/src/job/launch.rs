@@ -32,6 +32,8 @@ pub struct LocalExec {
     pub loader: Option<PathBuf>,
     /// Libraries to expose to the loader.
     pub libraries: Vec<LibraryLink>,
+    /// Cache objects to preload (`LD_PRELOAD`, `/etc/ld.so.preload` on central).
+    pub preload: Vec<PathBuf>,
     /// argv as the kernel would build it on central (after `#!` processing).
     pub argv: Vec<OsString>,
 }
@@ -84,8 +86,14 @@ pub fn prepare(exec: &LocalExec, lib_dir: &Path) -> io::Result<ExecLine> {
         argv0,
         OsStr::new("--library-path").to_os_string(),
         lib_dir.as_os_str().to_os_string(),
-        exec.program.as_os_str().to_os_string(),
     ];
+    if !exec.preload.is_empty() {
+        // ld.so splits --preload at spaces and colons; cache paths have neither.
+        let list: Vec<&OsStr> = exec.preload.iter().map(|p| p.as_os_str()).collect();
+        argv.push(OsStr::new("--preload").to_os_string());
+        argv.push(list.join(OsStr::new(" ")));
+    }
+    argv.push(exec.program.as_os_str().to_os_string());
     argv.extend(exec.argv.iter().skip(1).cloned());
     Ok(ExecLine {
         path: loader.clone(),
@@ -103,6 +111,7 @@ mod tests {
             program: "/c/obj/ab".into(),
             loader: None,
             libraries: vec![],
+            preload: vec![],
             argv: vec!["prog".into(), "x".into()],
         };
         let l = prepare(&e, Path::new("/nonexistent")).unwrap();
@@ -120,6 +129,7 @@ mod tests {
                 name: "libc.so.6".into(),
                 object: "/c/obj/libc".into(),
             }],
+            preload: vec![],
             argv: vec!["ls".into(), "-l".into()],
         };
         let l = prepare(&e, &dir).unwrap();
@@ -172,6 +182,7 @@ mod tests {
                 name: "libc.so.6".into(),
                 object: std::fs::canonicalize(libc).unwrap(),
             }],
+            preload: vec![],
             argv: vec!["myecho".into(), "hello".into()],
         };
         let l = prepare(&e, &dir).unwrap();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 use dscp_dicp::Peer;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -23,8 +23,11 @@ use super::launch::{self, LibraryLink, LocalExec};
 use crate::cache::{Cache, FileIdentity};
 use crate::net::{ask, reply as respond, Incoming, Net};
 use crate::pty::{self, Pty, WindowSize};
-use crate::rpc;
-use crate::wire::{FileStamp, HomeReply, JobEvent, Launch, NodeReply, StartJob, ToHome, ToNode};
+use dscp_dicp::msg::control::{JobEvent, StartJob};
+use dscp_dicp::msg::job::{
+    FileStamp, Launch, Request as Job, Response as JobReply, WinSize as WireWinSize,
+};
+use dscp_dicp::msg::{Blob, Request};
 
 /// How long a node waits for the home's launch after accepting a job.
 const LAUNCH_WAIT: Duration = Duration::from_secs(20);
@@ -95,7 +98,7 @@ pub fn run(setup: JobSetup, control: &JobControl, report: &dyn Fn(&JobEvent)) ->
     let job = setup.job;
     let event = match run_inner(&setup, control, report) {
         Ok(e) => e,
-        Err(why) => JobEvent::Failed(why),
+        Err(why) => JobEvent::Failed { reason: why },
     };
     log::info!("job {job} ended: {event:?}");
     let _ = std::fs::remove_dir_all(&setup.job_dir);
@@ -114,7 +117,7 @@ fn run_inner(
     let exec = match fetch_and_plan(setup, home, &launch) {
         Ok(e) => e,
         Err(why) => {
-            respond(req, &NodeReply::Failed(why.clone()));
+            respond(req, failed(why.clone()));
             return Err(why);
         }
     };
@@ -122,7 +125,7 @@ fn run_inner(
         Ok(s) => s,
         Err(e) => {
             let why = format!("cannot make the job's stdio: {e}");
-            respond(req, &NodeReply::Failed(why.clone()));
+            respond(req, failed(why.clone()));
             return Err(why);
         }
     };
@@ -133,11 +136,11 @@ fn run_inner(
         gid: setup.start.gid,
         groups: launch.groups.clone(),
     };
-    let handler = JobHandler::new(identity, launch.exe.clone());
+    let handler = JobHandler::new(identity, launch.exe.0.clone());
     let mut cmd = tracer::Command::new(&line.path);
     cmd.args(line.argv.iter().skip(1))
         .arg0(line.argv.first().cloned().unwrap_or_default())
-        .envp(launch.envp.iter().map(|e| OsString::from_vec(e.clone())))
+        .envp(launch.envp.iter().map(|e| OsString::from_vec(e.0.clone())))
         .kill_descendants_on_exit(true);
     let child = ChildSetup::new(&launch, &stdio, setup.run_as);
     // SAFETY: the hook only makes raw system calls on values prepared
@@ -149,7 +152,7 @@ fn run_inner(
         Ok(t) => t,
         Err(e) => {
             let why = format!("cannot start {}: {e}", String::from_utf8_lossy(&launch.exe));
-            respond(req, &NodeReply::Failed(why.clone()));
+            respond(req, failed(why.clone()));
             return Err(why);
         }
     };
@@ -157,7 +160,7 @@ fn run_inner(
     tracer.handler_mut().set_first_process(pid);
     control.pgid.store(pid.as_raw(), Ordering::SeqCst);
     let (parent_ends, input) = stdio.into_parent();
-    respond(req, &NodeReply::Started);
+    respond(req, JobReply::Started);
 
     // Output relay and request dispatch run beside the tracer.
     let (out_done_tx, out_done_rx) = crossbeam_channel::bounded::<()>(1);
@@ -179,20 +182,18 @@ fn run_inner(
             log::warn!("job {}: output relay did not finish", setup.job);
         }
         let event = match status {
-            Ok(tracer::ExitStatus::Exited(c)) => JobEvent::Exited(c),
+            Ok(tracer::ExitStatus::Exited(code)) => JobEvent::Exited { code },
             Ok(tracer::ExitStatus::Signaled { signal, .. }) => match control.kill_reason() {
-                Some(why) => JobEvent::Killed(why),
-                None => JobEvent::Signaled(signal),
+                Some(reason) => JobEvent::Killed { reason },
+                None => JobEvent::Signaled { signal },
             },
-            Err(e) => JobEvent::Failed(e.to_string()),
+            Err(e) => JobEvent::Failed {
+                reason: e.to_string(),
+            },
         };
         report(&event);
-        if let Err(e) = ask::<_, HomeReply>(
-            net,
-            home,
-            &ToHome::Exit(event.clone()),
-            Duration::from_secs(5),
-        ) {
+        if let Err(e) = ask::<JobReply>(net, home, Job::Exit(event.clone()), Duration::from_secs(5))
+        {
             log::info!("job {}: home did not take the exit: {e}", setup.job);
         }
         let _ = stop_tx.send(());
@@ -200,6 +201,10 @@ fn run_inner(
     });
     let _ = relay.join();
     Ok(status)
+}
+
+fn failed(reason: String) -> JobReply {
+    JobReply::Failed { reason }
 }
 
 fn wait_launch(net: &Net) -> Result<(Incoming, Launch), String> {
@@ -210,13 +215,13 @@ fn wait_launch(net: &Net) -> Result<(Incoming, Launch), String> {
             .requests()
             .recv_timeout(left)
             .map_err(|_| "the job's home never launched it".to_string())?;
-        match rpc::decode::<ToNode>(&req.payload) {
-            Ok(ToNode::Launch(l)) => return Ok((req, *l)),
+        match req.request() {
+            Ok(Request::Job(Job::Launch(l))) => return Ok((req, *l)),
             Ok(other) => {
                 log::debug!("request before launch: {other:?}");
-                respond(req, &NodeReply::Failed("not launched yet".into()));
+                respond(req, failed("not launched yet".into()));
             }
-            Err(e) => respond(req, &NodeReply::Failed(e.to_string())),
+            Err(e) => respond(req, failed(e.to_string())),
         }
     }
 }
@@ -234,7 +239,7 @@ fn identity_of(s: &FileStamp) -> FileIdentity {
 /// Makes sure every file of the launch is cached (fetching the missing
 /// ones from the home in one request) and maps them to cache objects.
 fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<LocalExec, String> {
-    let mut objects: HashMap<Vec<u8>, PathBuf> = HashMap::new();
+    let mut objects: HashMap<Blob, PathBuf> = HashMap::new();
     let mut missing = Vec::new();
     for (path, stamp) in &launch.files {
         let p = Path::new(std::ffi::OsStr::from_bytes(path));
@@ -246,21 +251,21 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
         }
     }
     if !missing.is_empty() {
-        let reply = ask(
+        let reply = ask::<JobReply>(
             &setup.net,
             home,
-            &ToHome::Fetch(missing.clone()),
+            Job::Fetch(missing.clone()),
             Duration::from_secs(120),
         )
         .map_err(|e| format!("cannot fetch the program's files: {e}"))?;
-        let HomeReply::Files(files) = reply else {
+        let JobReply::Files(files) = reply else {
             return Err("the home answered a fetch with something else".into());
         };
         if files.len() != missing.len() {
             return Err("the home sent the wrong number of files".into());
         }
         for ((path, stamp), data) in missing.into_iter().zip(files) {
-            let data = data?;
+            let data = data?.0;
             let p = Path::new(std::ffi::OsStr::from_bytes(&path));
             let obj = setup
                 .cache
@@ -269,7 +274,7 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
             objects.insert(path, obj.path);
         }
     }
-    let object = |p: &Vec<u8>| {
+    let object = |p: &Blob| {
         objects.get(p).cloned().ok_or_else(|| {
             format!(
                 "{} is not among the shipped files",
@@ -280,18 +285,24 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
     let mut libraries = Vec::new();
     for (name, path) in &launch.libraries {
         libraries.push(LibraryLink {
-            name: OsString::from_vec(name.clone()),
+            name: OsString::from_vec(name.0.clone()),
             object: object(path)?,
         });
     }
+    let preload = launch
+        .preload
+        .iter()
+        .map(object)
+        .collect::<Result<_, _>>()?;
     Ok(LocalExec {
+        preload,
         program: object(&launch.program)?,
         loader: launch.interpreter.as_ref().map(object).transpose()?,
         libraries,
         argv: launch
             .argv
             .iter()
-            .map(|a| OsString::from_vec(a.clone()))
+            .map(|a| OsString::from_vec(a.0.clone()))
             .collect(),
     })
 }
@@ -324,8 +335,8 @@ fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Stdio {
-    fn new(tty: Option<(u16, u16)>) -> std::io::Result<Self> {
-        if let Some((rows, cols)) = tty {
+    fn new(tty: Option<WireWinSize>) -> std::io::Result<Self> {
+        if let Some(WireWinSize { rows, cols }) = tty {
             let pty = Pty::open(WindowSize {
                 rows,
                 cols,
@@ -411,7 +422,7 @@ impl ChildSetup {
         // The job's cwd is central's; the node enters the same path when it
         // has it (forwarded path resolution comes with file access).
         let cwd = if cwd_path.is_dir() {
-            CString::new(launch.cwd.clone()).unwrap_or_else(|_| c"/".to_owned())
+            CString::new(launch.cwd.0.clone()).unwrap_or_else(|_| c"/".to_owned())
         } else {
             c"/".to_owned()
         };
@@ -515,14 +526,14 @@ fn relay_output(net: &Net, home: Peer, ends: OutputEnds) {
                 }
                 Ok(n) => n,
             };
-            let msg = ToHome::Output {
+            let msg = Job::Output {
                 seq,
                 fd: *fd,
-                data: buf[..n].to_vec(),
+                data: Blob(buf[..n].to_vec()),
             };
             seq += 1;
-            match ask::<_, HomeReply>(net, home, &msg, OUTPUT_TIMEOUT) {
-                Ok(HomeReply::Closed) => *slot = None,
+            match ask::<JobReply>(net, home, msg, OUTPUT_TIMEOUT) {
+                Ok(JobReply::Closed) => *slot = None,
                 Ok(_) => {}
                 Err(e) => {
                     log::info!("output relay stops: {e}");
@@ -536,8 +547,7 @@ fn relay_output(net: &Net, home: Peer, ends: OutputEnds) {
 /// Serves the home's requests while the job runs: stdin, resize, signals;
 /// and kills the job when the home is lost.
 fn dispatch(net: &Net, home: Peer, control: &JobControl, input: InputEnd, stop: &Receiver<()>) {
-    let (tx, rx): (Sender<(Incoming, Vec<u8>)>, Receiver<(Incoming, Vec<u8>)>) =
-        crossbeam_channel::bounded(4);
+    let (tx, rx) = crossbeam_channel::bounded::<(Incoming, Vec<u8>)>(4);
     let (fd, is_tty) = match input {
         InputEnd::Pipe(fd) => (fd, false),
         InputEnd::Tty(fd) => (fd, true),
@@ -557,7 +567,7 @@ fn dispatch(net: &Net, home: Peer, control: &JobControl, input: InputEnd, stop: 
                     sink = None; // The program closed its stdin.
                 }
             }
-            respond(req, &NodeReply::Ok);
+            respond(req, JobReply::Ok);
         }
     });
     loop {
@@ -571,24 +581,25 @@ fn dispatch(net: &Net, home: Peer, control: &JobControl, input: InputEnd, stop: 
             }
             recv(net.requests()) -> req => {
                 let Ok(req) = req else { break };
-                match rpc::decode::<ToNode>(&req.payload) {
-                    Ok(ToNode::Stdin { data, .. }) => {
-                        if tx.send((req, data)).is_err() {
+                match req.request() {
+                    Ok(Request::Job(Job::Stdin { data, .. })) => {
+                        if tx.send((req, data.0)).is_err() {
                             break;
                         }
                     }
-                    Ok(ToNode::Resize { rows, cols }) => {
+                    Ok(Request::Job(Job::Resize(WireWinSize { rows, cols }))) => {
                         if is_tty {
                             let _ = pty::set_window_size(tty_fd, WindowSize { rows, cols, ..Default::default() });
                         }
-                        respond(req, &NodeReply::Ok);
+                        respond(req, JobReply::Ok);
                     }
-                    Ok(ToNode::Signal(sig)) => {
+                    Ok(Request::Job(Job::Signal(sig))) => {
                         control.signal(sig);
-                        respond(req, &NodeReply::Ok);
+                        respond(req, JobReply::Ok);
                     }
-                    Ok(ToNode::Launch(_)) => respond(req, &NodeReply::Failed("already launched".into())),
-                    Err(e) => respond(req, &NodeReply::Failed(e.to_string())),
+                    Ok(Request::Job(Job::Launch(_))) => respond(req, failed("already launched".into())),
+                    Ok(other) => respond(req, failed(format!("unexpected request {other:?}"))),
+                    Err(e) => respond(req, failed(e.to_string())),
                 }
             }
         }

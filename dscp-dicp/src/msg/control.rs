@@ -1,6 +1,6 @@
-//! Control messages. DSCP (central to node): ping, status, start a job,
-//! signal it, kill it. DICP control (node to central): register, heartbeat,
-//! job events.
+//! The control families: DSCP (central to node: ping, status, start a job,
+//! signal or kill it) and DICP control (node to central: heartbeats, which
+//! also register a node central does not know, and job events).
 
 use std::collections::BTreeMap;
 
@@ -8,140 +8,94 @@ use serde::{Deserialize, Serialize};
 
 use super::Blob;
 
-/// A job's id, unique per central; also the key id of its session key.
+/// A job's number, unique in the cluster for ever (central assigns it).
 pub type JobId = u64;
 
-/// DSCP requests, central to node.
+/// Central to node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DscpRequest {
-    /// Liveness probe; the node echoes the payload.
+    /// Liveness and round-trip probe; echoed in [`DscpResponse::Pong`].
     Ping {
         /// Echoed back.
         payload: Blob,
     },
-    /// The node's current status.
+    /// The node's state ([`DscpResponse::Status`]).
     Status,
-    /// Start a job.
-    StartJob(Box<JobSpec>),
-    /// Send a signal to the job's process group.
+    /// Start a job: open a per-job endpoint keyed with the session key and
+    /// wait for the home's launch ([`super::job::Request::Launch`]).
+    StartJob(StartJob),
+    /// Send a signal to every process of a job.
     Signal {
         /// Which job.
         job: JobId,
         /// Signal number.
         signal: i32,
     },
-    /// Kill the job and all its processes.
+    /// Kill a job (SIGKILL to all of it).
     Kill {
         /// Which job.
         job: JobId,
     },
 }
 
-/// DSCP replies.
+/// What central tells a node about a new job. The program, its
+/// environment and files never pass through central: the home sends them
+/// to the node directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartJob {
+    /// Job id, also the session key's id.
+    pub job: JobId,
+    /// The job's session key.
+    pub session_key: [u8; 32],
+    /// The caller's uid on central.
+    pub uid: u32,
+    /// The caller's gid on central.
+    pub gid: u32,
+    /// Resource limits asked for (the node caps them).
+    pub limits: Limits,
+}
+
+/// Per-job resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory, bytes.
+    pub memory: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+}
+
+/// Node to central, answers to [`DscpRequest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DscpResponse {
-    /// Answer to `Ping`.
+    /// Answer to Ping.
     Pong {
         /// The ping's payload.
         payload: Blob,
     },
-    /// Answer to `Status`.
-    Status(NodeStatus),
-    /// The job was accepted and is starting.
-    Started {
-        /// Which job.
-        job: JobId,
+    /// The node's state.
+    Status(NodeInfo),
+    /// The job's endpoint listens on this UDP port of the node.
+    Accepted {
+        /// Port.
+        port: u16,
     },
-    /// Done (signal, kill).
-    Ok,
-    /// Refused, with the reason (no such job, no free slot, ...).
+    /// The node will not do it (slots full, unknown job state); one line.
     Refused {
-        /// One line for the user.
+        /// Why.
         reason: String,
     },
+    /// Done.
+    Done,
+    /// No such job runs on this node.
+    NoSuchJob,
 }
 
-/// Everything a node needs to start a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// The job's id (and its session key's id).
-    pub job_id: JobId,
-    /// The fresh session key for the job's DICP traffic.
-    pub session_key: [u8; 32],
-    /// Where the job's home listens (its DICP peer).
-    pub home: std::net::SocketAddr,
-    /// The node's name, as central knows it.
-    pub node: String,
-    /// The user's name on central.
-    pub user: String,
-    /// Program path as resolved on central.
-    pub program: Blob,
-    /// Arguments, `argv[0]` included.
-    pub argv: Vec<Blob>,
-    /// Environment, `KEY=VALUE` each.
-    pub envp: Vec<Blob>,
-    /// Working directory on central.
-    pub cwd: Blob,
-    /// The caller's umask.
-    pub umask: u32,
-    /// The caller's real and effective user id.
-    pub uid: u32,
-    /// The caller's real and effective group id.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
-    /// Resource limits.
-    pub limits: Limits,
-    /// A pseudo-terminal, if asked for (`-t`).
-    pub tty: Option<WinSize>,
-}
-
-/// Per-job limits (`None`: the node's default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Limits {
-    /// Memory in bytes.
-    pub memory: Option<u64>,
-    /// Number of processes.
-    pub pids: Option<u64>,
-}
-
-/// A terminal's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct WinSize {
-    /// Rows.
-    pub rows: u16,
-    /// Columns.
-    pub cols: u16,
-}
-
-/// A node's state as reported by `Status` and heartbeats.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// The node's name.
-    pub name: String,
-    /// CPUs on the node.
-    pub cpus: u32,
-    /// Job slots.
-    pub slots: u32,
-    /// Slots in use.
-    pub slots_used: u32,
-    /// One-minute load average.
-    pub load: f32,
-    /// Jobs running.
-    pub running: Vec<JobId>,
-    /// Dropped-datagram counters by reason.
-    pub dropped: BTreeMap<String, u64>,
-    /// diatom-client version.
-    pub version: String,
-}
-
-/// DICP control requests, node to central.
+/// Node to central.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DicpRequest {
-    /// A node announces itself (at start and after central restarts).
-    Register(Register),
-    /// Periodic liveness and load.
-    Heartbeat(Heartbeat),
+    /// Liveness and load; registers a node central does not know (so a
+    /// restarted central learns its nodes again without asking).
+    Heartbeat(NodeInfo),
     /// Something happened to a job.
     JobEvent {
         /// Which job.
@@ -151,44 +105,34 @@ pub enum DicpRequest {
     },
 }
 
-/// A node's registration.
+/// A node's description and load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Register {
-    /// Node name (unique in the cluster).
+pub struct NodeInfo {
+    /// Node name.
     pub name: String,
     /// CPUs.
     pub cpus: u32,
-    /// Job slots offered.
+    /// Job slots.
     pub slots: u32,
-    /// Memory in bytes.
-    pub memory: u64,
-    /// diatom-client version.
-    pub version: String,
-    /// `uname -srm` of the node.
-    pub kernel: String,
-}
-
-/// A node's heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// One-minute load average.
-    pub load: f32,
-    /// Slots in use.
-    pub slots_used: u32,
-    /// Jobs running.
+    /// Jobs running now.
     pub running: Vec<JobId>,
-    /// Dropped-datagram counters by reason.
+    /// One-minute load average.
+    pub load: f64,
+    /// `uname -sr` of the node.
+    pub kernel: String,
+    /// `diatom-client` version.
+    pub version: String,
+    /// Datagrams the node dropped, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Bytes in the node's file cache.
+    pub cache_bytes: u64,
 }
 
-/// What happened to a job.
+/// A job's start or end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobEvent {
-    /// The first process started.
-    Started {
-        /// Its pid on the node.
-        pid: u32,
-    },
+    /// The first process runs.
+    Started,
     /// The first process exited.
     Exited {
         /// Exit code.
@@ -199,31 +143,21 @@ pub enum JobEvent {
         /// Signal number.
         signal: i32,
     },
-    /// The node killed the job (limit, lost home, `diatom kill`).
+    /// The node killed the job (limit, home lost); one line.
     Killed {
-        /// One line for the user.
+        /// Why.
         reason: String,
     },
-    /// The job could not start.
+    /// The job could not start; one line.
     Failed {
-        /// One line for the user.
+        /// Why.
         reason: String,
     },
 }
 
-/// DICP control replies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Central's answer to [`DicpRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DicpResponse {
-    /// Registration accepted.
-    Registered {
-        /// How often to send heartbeats, in milliseconds.
-        heartbeat_ms: u32,
-    },
-    /// Received.
+    /// Noted.
     Ack,
-    /// Refused, with the reason.
-    Refused {
-        /// One line.
-        reason: String,
-    },
 }

@@ -1,81 +1,117 @@
-//! A job's stdio and terminal between its node and its home. Streams carry
-//! sequence numbers (byte offsets) so the receiver can order and de-duplicate
-//! chunks sent as concurrent requests; acks return a window for flow control.
+//! A job's session between its home (on central) and its node, sealed with
+//! the job's session key: the launch, the files the start needs, stdio,
+//! terminal size, signals and the exit. Variants say which way they go.
 
 use serde::{Deserialize, Serialize};
 
-use super::control::{JobId, WinSize};
+use super::control::JobEvent;
 use super::Blob;
 
-/// Which output stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Stream {
-    /// File descriptor 1.
-    Stdout,
-    /// File descriptor 2.
-    Stderr,
+/// The identity of a central file that decides whether a node's cached
+/// copy is still valid (close-to-open consistency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct FileStamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode.
+    pub ino: u64,
+    /// Device.
+    pub dev: u64,
 }
 
-/// Job stdio requests.
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WinSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// Everything a node needs to start a job's first process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// argv as the kernel builds it after `#!` processing.
+    pub argv: Vec<Blob>,
+    /// The environment, `KEY=VALUE`.
+    pub envp: Vec<Blob>,
+    /// The caller's cwd on central.
+    pub cwd: Blob,
+    /// The caller's umask.
+    pub umask: u32,
+    /// The program the user asked for, resolved (what `/proc/self/exe` shows).
+    pub exe: Blob,
+    /// The ELF finally executed (central path).
+    pub program: Blob,
+    /// Its loader; None when static.
+    pub interpreter: Option<Blob>,
+    /// Library names as requested, and the central path each resolved to.
+    pub libraries: Vec<(Blob, Blob)>,
+    /// Libraries to preload (`LD_PRELOAD`, `/etc/ld.so.preload`), central paths.
+    pub preload: Vec<Blob>,
+    /// Every file the start needs, with its stamp.
+    pub files: Vec<(Blob, FileStamp)>,
+    /// The caller's supplementary groups.
+    pub groups: Vec<u32>,
+    /// `-t`: a pty of this size.
+    pub tty: Option<WinSize>,
+}
+
+/// Session requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Node to home: program output; `offset` is the stream position of
-    /// the first byte.
-    Output {
-        /// Which job.
-        job: JobId,
-        /// Which stream.
-        stream: Stream,
-        /// Stream offset of `data[0]`.
-        offset: u64,
-        /// The bytes.
-        data: Blob,
-    },
-    /// Node to home: the stream ended at `offset`.
-    OutputEof {
-        /// Which job.
-        job: JobId,
-        /// Which stream.
-        stream: Stream,
-        /// Total bytes written to the stream.
-        offset: u64,
-    },
-    /// Home to node: input for the program.
+    /// Home to node: start the program. Answered once the node has the
+    /// files it needs (asking for missing ones with [`Request::Fetch`]
+    /// meanwhile) and the first process runs, or failed to.
+    Launch(Box<Launch>),
+    /// Home to node: bytes for stdin, in order; empty means EOF.
     Stdin {
-        /// Which job.
-        job: JobId,
-        /// Stream offset of `data[0]`.
-        offset: u64,
+        /// Chunk number, from 0.
+        seq: u64,
         /// The bytes.
         data: Blob,
     },
-    /// Home to node: stdin ended at `offset`.
-    StdinEof {
-        /// Which job.
-        job: JobId,
-        /// Total bytes of stdin.
-        offset: u64,
+    /// Home to node: the caller's terminal changed size (`-t`).
+    Resize(WinSize),
+    /// Home to node: a signal for the job's process group.
+    Signal(i32),
+    /// Node to home: send these files' contents (paths and the stamps the
+    /// node expects).
+    Fetch(Vec<(Blob, FileStamp)>),
+    /// Node to home: output, in order (`seq` counts chunks across both
+    /// streams, so stdout and stderr interleave as they were read).
+    Output {
+        /// Chunk number, from 0.
+        seq: u64,
+        /// 1 for stdout, 2 for stderr.
+        fd: u8,
+        /// The bytes.
+        data: Blob,
     },
-    /// Home to node: the terminal was resized.
-    Resize {
-        /// Which job.
-        job: JobId,
-        /// The new size.
-        size: WinSize,
-    },
+    /// Node to home: the job ended (sent after the last output).
+    Exit(JobEvent),
 }
 
-/// Job stdio replies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Session responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    /// Everything up to `offset` is consumed; the receiver accepts up to
-    /// `window` more bytes beyond it.
-    Ack {
-        /// Stream position consumed.
-        offset: u64,
-        /// Bytes the receiver will accept beyond `offset`.
-        window: u64,
+    /// Done.
+    Ok,
+    /// Node to home: the first process runs.
+    Started,
+    /// Node to home: it could not start, or the request was refused; one line.
+    Failed {
+        /// Why.
+        reason: String,
     },
-    /// The job is gone.
-    NoSuchJob,
+    /// Home to node: the files asked for, in order: contents, or one line
+    /// when a file changed or cannot be read.
+    Files(Vec<Result<Blob, String>>),
+    /// Home to node: this output can no longer be written (the caller's
+    /// stdout is closed); the node closes the job's pipe so it gets EPIPE.
+    Closed,
 }

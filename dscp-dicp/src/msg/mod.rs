@@ -38,7 +38,8 @@ pub enum Request {
     Dscp(control::DscpRequest),
     /// DICP control: node to central.
     Dicp(control::DicpRequest),
-    /// Job stdio and terminal, both directions between node and home.
+    /// A job's session, both directions between node and home: launch,
+    /// files for the start, stdio, terminal, signals, exit.
     Job(job::Request),
     /// File operations, node to home.
     Fs(fs::Request),
@@ -55,7 +56,7 @@ pub enum Response {
     Dscp(control::DscpResponse),
     /// DICP control replies.
     Dicp(control::DicpResponse),
-    /// Job stdio replies.
+    /// Job session replies.
     Job(job::Response),
     /// File replies.
     Fs(fs::Response),
@@ -232,6 +233,40 @@ impl Response {
         })
     }
 }
+
+/// Wraps each family's messages into [`Request`]/[`Response`] and back, so
+/// callers can send a family message and get a family answer.
+macro_rules! family {
+    ($variant:ident, $req:ty, $resp:ty) => {
+        impl From<$req> for Request {
+            fn from(r: $req) -> Request {
+                Request::$variant(r)
+            }
+        }
+        impl From<$resp> for Response {
+            fn from(r: $resp) -> Response {
+                Response::$variant(r)
+            }
+        }
+        impl TryFrom<Response> for $resp {
+            type Error = String;
+            fn try_from(r: Response) -> Result<$resp, String> {
+                match r {
+                    Response::$variant(x) => Ok(x),
+                    Response::Error(e) => Err(format!("{:?}: {}", e.kind, e.message)),
+                    other => Err(format!("unexpected answer {other:?}")),
+                }
+            }
+        }
+    };
+}
+
+family!(Dscp, control::DscpRequest, control::DscpResponse);
+family!(Dicp, control::DicpRequest, control::DicpResponse);
+family!(Job, job::Request, job::Response);
+family!(Fs, fs::Request, fs::Response);
+family!(Net, net::Request, net::Response);
+family!(Proc, proc::Request, proc::Response);
 
 #[cfg(test)]
 mod tests;

@@ -8,62 +8,66 @@ use super::control::*;
 use super::*;
 
 fn samples() -> (Vec<Request>, Vec<Response>) {
-    let spec = JobSpec {
-        job_id: 7,
-        session_key: [9; 32],
-        home: "10.0.0.1:12036".parse().unwrap(),
-        node: "n1".into(),
-        user: "alice".into(),
-        program: "/bin/echo".into(),
+    let info = NodeInfo {
+        name: "n1".into(),
+        cpus: 2,
+        slots: 2,
+        running: vec![7],
+        load: 0.5,
+        kernel: "Linux 6.1".into(),
+        version: "0.1.0".into(),
+        dropped: BTreeMap::from([("bad_auth".to_string(), 3)]),
+        cache_bytes: 1 << 20,
+    };
+    let launch = job::Launch {
         argv: vec!["echo".into(), Blob(vec![0xff, 0])],
         envp: vec!["A=b".into()],
         cwd: "/home/alice".into(),
         umask: 0o22,
-        uid: 1000,
-        gid: 1000,
+        exe: "/bin/echo".into(),
+        program: "/bin/echo".into(),
+        interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+        libraries: vec![("libc.so.6".into(), "/lib/x86_64-linux-gnu/libc.so.6".into())],
+        preload: vec![],
+        files: vec![(
+            "/bin/echo".into(),
+            job::FileStamp {
+                size: 5,
+                ..Default::default()
+            },
+        )],
         groups: vec![1000, 27],
-        limits: Limits {
-            memory: Some(1 << 30),
-            pids: None,
-        },
-        tty: Some(WinSize { rows: 24, cols: 80 }),
+        tty: Some(job::WinSize { rows: 24, cols: 80 }),
     };
     let reqs = vec![
         Request::Dscp(DscpRequest::Ping {
             payload: "x".into(),
         }),
         Request::Dscp(DscpRequest::Status),
-        Request::Dscp(DscpRequest::StartJob(Box::new(spec))),
+        Request::Dscp(DscpRequest::StartJob(StartJob {
+            job: 7,
+            session_key: [9; 32],
+            uid: 1000,
+            gid: 1000,
+            limits: Limits {
+                memory: Some(1 << 30),
+                pids: None,
+            },
+        })),
         Request::Dscp(DscpRequest::Signal { job: 7, signal: 15 }),
         Request::Dscp(DscpRequest::Kill { job: 7 }),
-        Request::Dicp(DicpRequest::Register(Register {
-            name: "n1".into(),
-            cpus: 2,
-            slots: 2,
-            memory: 1 << 34,
-            version: "0.1.0".into(),
-            kernel: "Linux 6.1 x86_64".into(),
-        })),
-        Request::Dicp(DicpRequest::Heartbeat(Heartbeat {
-            load: 0.5,
-            slots_used: 1,
-            running: vec![7],
-            dropped: BTreeMap::from([("bad_auth".to_string(), 3)]),
-        })),
+        Request::Dicp(DicpRequest::Heartbeat(info.clone())),
         Request::Dicp(DicpRequest::JobEvent {
             job: 7,
             event: JobEvent::Exited { code: 3 },
         }),
+        Request::Job(job::Request::Launch(Box::new(launch))),
         Request::Job(job::Request::Output {
-            job: 7,
-            stream: job::Stream::Stderr,
-            offset: 10,
+            seq: 10,
+            fd: 2,
             data: Blob(vec![1; 100_000]),
         }),
-        Request::Job(job::Request::Resize {
-            job: 7,
-            size: WinSize { rows: 1, cols: 2 },
-        }),
+        Request::Job(job::Request::Resize(job::WinSize { rows: 1, cols: 2 })),
         Request::Fs(fs::Request::Open {
             path: "/etc/passwd".into(),
             flags: 0,
@@ -84,11 +88,12 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
         Response::Dscp(DscpResponse::Refused {
             reason: "no slot".into(),
         }),
-        Response::Dicp(DicpResponse::Registered { heartbeat_ms: 1000 }),
-        Response::Job(job::Response::Ack {
-            offset: 5,
-            window: 1 << 20,
-        }),
+        Response::Dscp(DscpResponse::Status(info)),
+        Response::Dicp(DicpResponse::Ack),
+        Response::Job(job::Response::Files(vec![
+            Ok(Blob(vec![1; 300])),
+            Err("gone".into()),
+        ])),
         Response::Fs(fs::Response::Data(Blob(vec![7; 5000]))),
         Response::Fs(fs::Response::Stat(fs::FileStat {
             size: 5,
