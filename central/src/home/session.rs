@@ -12,7 +12,9 @@ use std::time::Duration;
 use crossbeam_channel::{select, Sender};
 use diatom_client::net::{ask, reply as respond, Net};
 use dscp_dicp::msg::control::JobEvent;
-use dscp_dicp::msg::job::{FileStamp, Launch, Request as Job, Response as JobReply, WinSize};
+use dscp_dicp::msg::job::{
+    ExecImage, FileStamp, Launch, Request as Job, Response as JobReply, WinSize,
+};
 use dscp_dicp::msg::{Blob, Request};
 use dscp_dicp::Peer;
 use nix::sys::signal::Signal;
@@ -86,24 +88,26 @@ pub fn launch_from_plan(
         .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
         .unwrap_or_default();
     Ok(Launch {
-        argv: plan
-            .argv
-            .iter()
-            .map(|a| Blob(a.as_bytes().to_vec()))
-            .collect(),
+        image: ExecImage {
+            argv: plan
+                .argv
+                .iter()
+                .map(|a| Blob(a.as_bytes().to_vec()))
+                .collect(),
+            program: bytes(&plan.program),
+            interpreter: plan.interpreter.as_deref().map(bytes),
+            libraries: plan
+                .libraries
+                .iter()
+                .map(|(n, p)| (Blob(n.as_bytes().to_vec()), bytes(p)))
+                .collect(),
+            preload: plan.preload.iter().map(|p| bytes(p)).collect(),
+            files,
+        },
         envp: envp.into_iter().map(Blob).collect(),
         cwd: bytes(cwd),
         umask: umask as u32,
         exe: bytes(&exe),
-        program: bytes(&plan.program),
-        interpreter: plan.interpreter.as_deref().map(bytes),
-        libraries: plan
-            .libraries
-            .iter()
-            .map(|(n, p)| (Blob(n.as_bytes().to_vec()), bytes(p)))
-            .collect(),
-        preload: plan.preload.iter().map(|p| bytes(p)).collect(),
-        files,
         groups,
         tty,
     })

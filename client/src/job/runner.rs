@@ -241,7 +241,7 @@ fn identity_of(s: &FileStamp) -> FileIdentity {
 fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<LocalExec, String> {
     let mut objects: HashMap<Blob, PathBuf> = HashMap::new();
     let mut missing = Vec::new();
-    for (path, stamp) in &launch.files {
+    for (path, stamp) in &launch.image.files {
         let p = Path::new(std::ffi::OsStr::from_bytes(path));
         match setup.cache.lookup(p, &identity_of(stamp)) {
             Some(obj) => {
@@ -283,23 +283,25 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
         })
     };
     let mut libraries = Vec::new();
-    for (name, path) in &launch.libraries {
+    for (name, path) in &launch.image.libraries {
         libraries.push(LibraryLink {
             name: OsString::from_vec(name.0.clone()),
             object: object(path)?,
         });
     }
     let preload = launch
+        .image
         .preload
         .iter()
         .map(object)
         .collect::<Result<_, _>>()?;
     Ok(LocalExec {
         preload,
-        program: object(&launch.program)?,
-        loader: launch.interpreter.as_ref().map(object).transpose()?,
+        program: object(&launch.image.program)?,
+        loader: launch.image.interpreter.as_ref().map(object).transpose()?,
         libraries,
         argv: launch
+            .image
             .argv
             .iter()
             .map(|a| OsString::from_vec(a.0.clone()))

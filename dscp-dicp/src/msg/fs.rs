@@ -1,54 +1,197 @@
-//! File operations a job's node asks its home for. The first few; more
-//! variants get appended here as the tracer forwards more calls.
+//! File operations a job's node forwards to its home, which performs them
+//! on central with the caller's own permissions.
+//!
+//! Paths are always absolute central paths: the node resolves the job's
+//! relative paths, its cwd and its directory descriptors before asking
+//! (see `docs/files.md`), so the home never guesses the job's state.
+//! Errors are the `errno` central's kernel gave ([`Response::Errno`]), so
+//! the program sees exactly what it would have seen on central.
 
 use serde::{Deserialize, Serialize};
 
+use super::job::{ExecImage, FileStamp};
 use super::Blob;
 
-/// A handle to a file opened on central, chosen by the home.
+/// A file the home holds open for writing on the node's behalf.
 pub type Handle = u64;
 
 /// File requests, node to home.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// `stat`/`lstat` of a path.
+    /// `stat` (follow) or `lstat`.
     Stat {
-        /// The path, as the program named it, resolved on central.
+        /// Absolute central path.
         path: Blob,
-        /// Follow a final symlink (`stat`) or not (`lstat`).
+        /// Follow a final symlink.
         follow: bool,
     },
-    /// `openat`-like: open a path.
-    Open {
-        /// The path.
+    /// `faccessat2(AT_FDCWD, path, mode, flags)`.
+    Access {
+        /// Absolute central path.
         path: Blob,
-        /// `O_*` flags.
+        /// `R_OK | W_OK | X_OK` or `F_OK`.
+        mode: u32,
+        /// `AT_EACCESS`, `AT_SYMLINK_NOFOLLOW`.
+        flags: u32,
+    },
+    /// `readlink`.
+    Readlink {
+        /// Absolute central path.
+        path: Blob,
+    },
+    /// Open a path as the program asked (`O_*` flags; `mode` already has
+    /// the job's umask applied). A read-only open of a regular file
+    /// returns its stamp so the node serves reads from its cache; an open
+    /// that may write returns a [`Handle`] for write-back.
+    Open {
+        /// Absolute central path.
+        path: Blob,
+        /// `O_*` flags as the program passed them.
         flags: i32,
-        /// Mode for `O_CREAT`.
+        /// Creation mode, umask applied.
         mode: u32,
     },
-    /// Read from an open file.
+    /// Bytes of a regular file for the node cache: `len` bytes at `offset`
+    /// of the file at `path`, refused with `ESTALE` when the file no
+    /// longer has `stamp`.
     Read {
-        /// Which file.
-        handle: Handle,
-        /// Where.
+        /// Absolute central path (canonical, as [`Response::Opened`] gave it).
+        path: Blob,
+        /// The stamp the node expects.
+        stamp: FileStamp,
+        /// Start.
         offset: u64,
-        /// At most this many bytes.
+        /// Most bytes to return.
         len: u32,
     },
-    /// Write to an open file.
+    /// A directory's entries, each with its metadata (`lstat`), so listing
+    /// and walking a tree costs one round trip per directory.
+    ReadDir {
+        /// Absolute central path.
+        path: Blob,
+    },
+    /// `mkdir` (mode with umask applied).
+    Mkdir {
+        /// Absolute central path.
+        path: Blob,
+        /// Mode.
+        mode: u32,
+    },
+    /// `unlink`.
+    Unlink {
+        /// Absolute central path.
+        path: Blob,
+    },
+    /// `rmdir`.
+    Rmdir {
+        /// Absolute central path.
+        path: Blob,
+    },
+    /// `renameat2`.
+    Rename {
+        /// From.
+        from: Blob,
+        /// To.
+        to: Blob,
+        /// `RENAME_*` flags.
+        flags: u32,
+    },
+    /// `linkat`.
+    Link {
+        /// Existing file.
+        from: Blob,
+        /// New name.
+        to: Blob,
+        /// Follow a symlink `from` (`AT_SYMLINK_FOLLOW`).
+        follow: bool,
+    },
+    /// `symlink`.
+    Symlink {
+        /// The link's content.
+        target: Blob,
+        /// Absolute central path of the new link.
+        path: Blob,
+    },
+    /// `chmod` / `fchmodat`.
+    Chmod {
+        /// Absolute central path.
+        path: Blob,
+        /// Mode.
+        mode: u32,
+    },
+    /// `chown` family (`u32::MAX` leaves an id unchanged).
+    Chown {
+        /// Absolute central path.
+        path: Blob,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Follow a final symlink.
+        follow: bool,
+    },
+    /// `truncate`.
+    Truncate {
+        /// Absolute central path.
+        path: Blob,
+        /// New length.
+        len: u64,
+    },
+    /// `utimensat` (times as `(sec, nsec)` with the kernel's `UTIME_NOW` /
+    /// `UTIME_OMIT` nanosecond markers passed through).
+    Utimens {
+        /// Absolute central path.
+        path: Blob,
+        /// Access time.
+        atime: (i64, i64),
+        /// Modification time.
+        mtime: (i64, i64),
+        /// Follow a final symlink.
+        follow: bool,
+    },
+    /// `statfs`.
+    Statfs {
+        /// Absolute central path.
+        path: Blob,
+    },
+    /// Write-back: bytes written by the job to an open file.
     Write {
-        /// Which file.
+        /// From [`Response::Opened`].
         handle: Handle,
         /// Where.
         offset: u64,
         /// The bytes.
         data: Blob,
     },
-    /// Close an open file.
-    Close {
-        /// Which file.
+    /// Write-back: the file's length after the job's writes (`ftruncate`,
+    /// or a file that shrank).
+    SetLen {
+        /// From [`Response::Opened`].
         handle: Handle,
+        /// Length.
+        len: u64,
+    },
+    /// `fsync` / `fdatasync` of a written file.
+    Sync {
+        /// From [`Response::Opened`].
+        handle: Handle,
+    },
+    /// The job closed its last descriptor of a written file; errors of
+    /// deferred writes surface here, as `close` reports them on NFS.
+    Close {
+        /// From [`Response::Opened`].
+        handle: Handle,
+    },
+    /// What it takes to exec `path` with `argv` and `envp`: `#!` and
+    /// `PT_INTERP` resolved, libraries found, as the kernel and loader on
+    /// central would (the node then fetches what its cache lacks).
+    Exec {
+        /// Absolute central path.
+        path: Blob,
+        /// argv as the program passed it.
+        argv: Vec<Blob>,
+        /// The environment as the program passed it.
+        envp: Vec<Blob>,
     },
 }
 
@@ -71,6 +214,8 @@ pub struct FileStat {
     pub rdev: u64,
     /// Size in bytes.
     pub size: u64,
+    /// Preferred I/O size.
+    pub blksize: u64,
     /// Allocated 512-byte blocks.
     pub blocks: u64,
     /// Last access, nanoseconds since the epoch.
@@ -81,24 +226,82 @@ pub struct FileStat {
     pub ctime_ns: i64,
 }
 
+impl FileStat {
+    /// The cache identity of a regular file with this metadata.
+    pub fn stamp(&self) -> FileStamp {
+        FileStamp {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            ino: self.ino,
+            dev: self.dev,
+        }
+    }
+}
+
+/// One directory entry with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The name (no `/`; `.` and `..` are not listed).
+    pub name: Blob,
+    /// `lstat` of the entry; None when it vanished while listing.
+    pub stat: Option<FileStat>,
+    /// The symlink's target, for symlinks.
+    pub link: Option<Blob>,
+}
+
+/// `struct statfs`, the fields programs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatFs {
+    /// File system type magic.
+    pub kind: i64,
+    /// Block size.
+    pub bsize: i64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Blocks free to unprivileged users.
+    pub bavail: u64,
+    /// Inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Longest name.
+    pub namelen: i64,
+    /// Fragment size.
+    pub frsize: i64,
+    /// Mount flags (`ST_*`).
+    pub flags: i64,
+}
+
 /// File replies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
+    /// Done.
+    Ok,
     /// Metadata.
     Stat(FileStat),
-    /// Opened, with the file's metadata at open.
+    /// A symlink's content.
+    Link(Blob),
+    /// Opened.
     Opened {
-        /// The handle for later calls.
-        handle: Handle,
-        /// Metadata at open time.
+        /// The path with every symlink resolved (what `/proc/self/fd/N`
+        /// shows), so `*at` calls on this descriptor resolve correctly.
+        canonical: Blob,
+        /// Metadata at open.
         stat: FileStat,
+        /// For opens that may write: the home's handle for write-back.
+        handle: Option<Handle>,
     },
-    /// Bytes read (fewer than asked at end of file).
+    /// File bytes (fewer than asked at end of file).
     Data(Blob),
-    /// Bytes written.
-    Written(u64),
-    /// Closed.
-    Closed,
-    /// The call failed with this errno.
+    /// A directory's entries.
+    Dir(Vec<DirEntry>),
+    /// `statfs`.
+    Statfs(StatFs),
+    /// What to fetch and run for an exec.
+    Exec(Box<ExecImage>),
+    /// The call failed with this errno (central's).
     Errno(i32),
 }

@@ -32,19 +32,13 @@ pub struct WinSize {
     pub cols: u16,
 }
 
-/// Everything a node needs to start a job's first process.
+/// What it takes to start a program from central's files: the argv the
+/// kernel builds after `#!` processing, the ELF, its loader and libraries,
+/// and every file with the stamp the node cache checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Launch {
+pub struct ExecImage {
     /// argv as the kernel builds it after `#!` processing.
     pub argv: Vec<Blob>,
-    /// The environment, `KEY=VALUE`.
-    pub envp: Vec<Blob>,
-    /// The caller's cwd on central.
-    pub cwd: Blob,
-    /// The caller's umask.
-    pub umask: u32,
-    /// The program the user asked for, resolved (what `/proc/self/exe` shows).
-    pub exe: Blob,
     /// The ELF finally executed (central path).
     pub program: Blob,
     /// Its loader; None when static.
@@ -55,6 +49,21 @@ pub struct Launch {
     pub preload: Vec<Blob>,
     /// Every file the start needs, with its stamp.
     pub files: Vec<(Blob, FileStamp)>,
+}
+
+/// Everything a node needs to start a job's first process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// The program's files.
+    pub image: ExecImage,
+    /// The environment, `KEY=VALUE`.
+    pub envp: Vec<Blob>,
+    /// The caller's cwd on central.
+    pub cwd: Blob,
+    /// The caller's umask.
+    pub umask: u32,
+    /// The program the user asked for, resolved (what `/proc/self/exe` shows).
+    pub exe: Blob,
     /// The caller's supplementary groups.
     pub groups: Vec<u32>,
     /// `-t`: a pty of this size.

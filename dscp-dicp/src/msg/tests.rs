@@ -19,12 +19,8 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
         dropped: BTreeMap::from([("bad_auth".to_string(), 3)]),
         cache_bytes: 1 << 20,
     };
-    let launch = job::Launch {
+    let image = job::ExecImage {
         argv: vec!["echo".into(), Blob(vec![0xff, 0])],
-        envp: vec!["A=b".into()],
-        cwd: "/home/alice".into(),
-        umask: 0o22,
-        exe: "/bin/echo".into(),
         program: "/bin/echo".into(),
         interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
         libraries: vec![("libc.so.6".into(), "/lib/x86_64-linux-gnu/libc.so.6".into())],
@@ -36,6 +32,13 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
                 ..Default::default()
             },
         )],
+    };
+    let launch = job::Launch {
+        image: image.clone(),
+        envp: vec!["A=b".into()],
+        cwd: "/home/alice".into(),
+        umask: 0o22,
+        exe: "/bin/echo".into(),
         groups: vec![1000, 27],
         tty: Some(job::WinSize { rows: 24, cols: 80 }),
     };
@@ -74,9 +77,15 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             mode: 0,
         }),
         Request::Fs(fs::Request::Read {
-            handle: 1,
+            path: "/etc/passwd".into(),
+            stamp: job::FileStamp::default(),
             offset: 0,
             len: 4096,
+        }),
+        Request::Fs(fs::Request::Exec {
+            path: "/bin/sh".into(),
+            argv: vec!["sh".into()],
+            envp: vec![],
         }),
         Request::Net(net::Request::Connect {
             sock: 1,
@@ -95,6 +104,12 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             Err("gone".into()),
         ])),
         Response::Fs(fs::Response::Data(Blob(vec![7; 5000]))),
+        Response::Fs(fs::Response::Exec(Box::new(image))),
+        Response::Fs(fs::Response::Dir(vec![fs::DirEntry {
+            name: "a".into(),
+            stat: Some(fs::FileStat::default()),
+            link: None,
+        }])),
         Response::Fs(fs::Response::Stat(fs::FileStat {
             size: 5,
             ..Default::default()
