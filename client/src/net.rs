@@ -38,6 +38,9 @@ impl Net {
         let mut cfg = DriverConfig::default();
         cfg.endpoint.idle_timeout = SESSION_IDLE;
         cfg.endpoint.keepalive_interval = SESSION_KEEPALIVE;
+        // A session key is made for one job and never used before, so no
+        // older datagram can carry it: skip the first-contact challenge.
+        cfg.endpoint.challenge_first_contact = false;
         Self::open_with(socket, keys, cfg)
     }
 

@@ -157,6 +157,7 @@ pub struct ReplayGuard {
     capacity: usize,
     tick: u64,
     resend_after: Duration,
+    trust_first: bool,
 }
 
 impl std::fmt::Debug for ReplayGuard {
@@ -178,7 +179,16 @@ impl ReplayGuard {
             capacity: capacity.max(1),
             tick: 0,
             resend_after,
+            trust_first: false,
         }
+    }
+
+    /// Starts a pair's window at its first authentic datagram instead of
+    /// challenging it. Sound only for keys that did not exist before this
+    /// guard (a job's fresh session key): no older datagram can carry them.
+    pub fn trusting_first_contact(mut self, yes: bool) -> ReplayGuard {
+        self.trust_first = yes;
+        self
     }
 
     /// Number of pairs with a window.
@@ -205,6 +215,20 @@ impl ReplayGuard {
             };
         }
         let tick = self.tick;
+        if self.trust_first {
+            if self.windows.len() >= self.capacity {
+                evict_lru(&mut self.windows, |t| t.used);
+            }
+            self.windows.insert(
+                (sender, key),
+                Tracked {
+                    window: ReplayWindow::starting_after(counter),
+                    used: tick,
+                    request_floor: 0,
+                },
+            );
+            return Verdict::Fresh;
+        }
         if let Some(p) = self.pending.get_mut(&(sender, key)) {
             p.used = tick;
             if now.saturating_duration_since(p.sent) < self.resend_after {
@@ -287,6 +311,33 @@ fn evict_lru<V>(map: &mut HashMap<(u64, u64), V>, used: impl Fn(&V) -> u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusting_first_contact_starts_the_window_at_once() {
+        let now = Instant::now();
+        let mut g = ReplayGuard::new(8, Duration::from_millis(100)).trusting_first_contact(true);
+        let fail = || -> u64 { panic!("no challenge in trusting mode") };
+        assert_eq!(g.check(now, 1, 9, 5, fail), Verdict::Fresh);
+        // The same datagram again is a replay; later ones are fresh once.
+        assert_eq!(
+            g.check(now, 1, 9, 5, fail),
+            Verdict::Replay(Rejected::Duplicate)
+        );
+        assert_eq!(g.check(now, 1, 9, 6, fail), Verdict::Fresh);
+        assert_eq!(
+            g.check(now, 1, 9, 6, fail),
+            Verdict::Replay(Rejected::Duplicate)
+        );
+        // Earlier counters than the first one seen count as seen (lost and
+        // resent by the sender under new counters).
+        assert!(matches!(g.check(now, 1, 9, 4, fail), Verdict::Replay(_)));
+        // The default guard challenges.
+        let mut c = ReplayGuard::new(8, Duration::from_millis(100));
+        assert!(matches!(
+            c.check(now, 1, 9, 5, || 77),
+            Verdict::Unverified(Some(77))
+        ));
+    }
 
     #[test]
     fn window_edges() {

@@ -55,6 +55,12 @@ pub struct Config {
     pub max_peers: usize,
     /// (sender, key) replay windows tracked at once (LRU beyond that).
     pub replay_capacity: usize,
+    /// Challenge a sender on first contact before accepting its data (see
+    /// [`crate::replay`]). Only an endpoint whose keys are all fresh — a
+    /// job session's, made for it and never used before — may turn this off:
+    /// nothing sealed with such a key can predate the endpoint, so a window
+    /// may start at the first authentic datagram, saving a round trip.
+    pub challenge_first_contact: bool,
     /// A watched peer silent this long is lost.
     pub idle_timeout: Duration,
     /// How often an otherwise quiet, watched connection pings its peer.
@@ -87,6 +93,7 @@ impl Default for Config {
             max_requests_per_peer: 4096,
             max_peers: 4096,
             replay_capacity: 8192,
+            challenge_first_contact: true,
             idle_timeout: Duration::from_secs(6),
             keepalive_interval: Duration::from_secs(1),
             keepalive: false,
@@ -247,7 +254,8 @@ impl Endpoint {
         let sender_id = rng.next_u64() | 1; // never 0: 0 means "unknown"
         let resend = cfg.initial_rtt.min(Duration::from_millis(10));
         Endpoint {
-            replay: ReplayGuard::new(cfg.replay_capacity, resend),
+            replay: ReplayGuard::new(cfg.replay_capacity, resend)
+                .trusting_first_contact(!cfg.challenge_first_contact),
             cfg,
             keys,
             sender_id,
