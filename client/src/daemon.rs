@@ -13,6 +13,7 @@ use dscp_dicp::{Key, Keyring, Peer, CLUSTER_KEY_ID};
 use crate::cache::Cache;
 use crate::config::ClientConfig;
 use crate::job::runner::{self, JobControl, JobSetup};
+use crate::records::JobLog;
 use dscp_dicp::msg::control::{
     DicpRequest, DicpResponse, DscpRequest, DscpResponse, JobEvent, NodeInfo, StartJob,
 };
@@ -29,6 +30,7 @@ pub struct Node {
     cfg: ClientConfig,
     net: Net,
     cache: Cache,
+    records: JobLog,
     jobs: Mutex<HashMap<u64, Arc<JobControl>>>,
     kernel: String,
 }
@@ -84,6 +86,10 @@ impl Node {
         std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| state_err(e.to_string()))?;
         let cache = Cache::open(&cfg.state_dir).map_err(|e| state_err(e.to_string()))?;
+        let (records, lost) = JobLog::open(&cfg.state_dir).map_err(|e| state_err(e.to_string()))?;
+        if !lost.is_empty() {
+            log::warn!("jobs {lost:?} were running when this node stopped: recorded as lost");
+        }
         let uts = nix::sys::utsname::uname().ok();
         let kernel = uts
             .map(|u| {
@@ -98,6 +104,7 @@ impl Node {
             cfg,
             net,
             cache,
+            records,
             jobs: Mutex::new(HashMap::new()),
             kernel,
         }))
@@ -166,6 +173,7 @@ impl Node {
 
     /// Tells central about a job event (best effort, retried by the protocol).
     pub fn report(&self, job: u64, event: JobEvent) {
+        self.records.ended(job, &event);
         let res = ask::<DicpResponse>(
             &self.net,
             self.central(),
@@ -254,6 +262,7 @@ impl Node {
         let port = net.local_addr().port();
         let control = Arc::new(JobControl::default());
         jobs.insert(job, Arc::clone(&control));
+        self.records.accepted(job, start.uid);
         drop(jobs);
         let setup = JobSetup {
             job,

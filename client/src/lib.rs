@@ -5,3 +5,4 @@ pub mod daemon;
 pub mod job;
 pub mod net;
 pub mod pty;
+pub mod records;
