@@ -3,6 +3,7 @@
 //! own permissions, cwd and umask, until it exits.
 
 pub mod closure;
+pub mod fs;
 pub mod session;
 pub mod signals;
 pub mod terminal;

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Sender};
@@ -20,6 +20,8 @@ use dscp_dicp::Peer;
 use nix::sys::signal::Signal;
 
 use super::closure::ExecPlan;
+use super::fs::sys::time_ns;
+use super::fs::FileService;
 use super::{signals, terminal};
 
 /// Everything the home knows when it launches a job.
@@ -50,8 +52,8 @@ pub enum Outcome {
 pub fn stamp(meta: &std::fs::Metadata) -> FileStamp {
     FileStamp {
         size: meta.size(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
         ino: meta.ino(),
         dev: meta.dev(),
     }
@@ -59,6 +61,36 @@ pub fn stamp(meta: &std::fs::Metadata) -> FileStamp {
 
 fn blob(p: &Path) -> Blob {
     Blob(p.as_os_str().as_bytes().to_vec())
+}
+
+/// The image of an exec closure: argv, program, loader, libraries and
+/// every file with its stamp, taken from a fresh `stat` of each file
+/// (following symlinks, as the kernel and loader open them). One function
+/// for the launch and for the job's later execs (`home::fs`), so both stamp
+/// files alike; the error names the file that could not be stat'ed.
+pub fn exec_image(plan: &ExecPlan) -> Result<ExecImage, (PathBuf, std::io::Error)> {
+    let mut files = Vec::with_capacity(plan.files.len());
+    for f in &plan.files {
+        let meta = std::fs::metadata(&f.path).map_err(|e| (f.path.clone(), e))?;
+        files.push((blob(&f.path), stamp(&meta)));
+    }
+    let bytes = |p: &Path| blob(p);
+    Ok(ExecImage {
+        argv: plan
+            .argv
+            .iter()
+            .map(|a| Blob(a.as_bytes().to_vec()))
+            .collect(),
+        program: bytes(&plan.program),
+        interpreter: plan.interpreter.as_deref().map(bytes),
+        libraries: plan
+            .libraries
+            .iter()
+            .map(|(n, p)| (Blob(n.as_bytes().to_vec()), bytes(p)))
+            .collect(),
+        preload: plan.preload.iter().map(|p| bytes(p)).collect(),
+        files,
+    })
 }
 
 /// Builds the launch request from the closure and the caller's world.
@@ -69,11 +101,7 @@ pub fn launch_from_plan(
     cwd: &Path,
     tty: Option<WinSize>,
 ) -> Result<Launch, String> {
-    let mut files = Vec::with_capacity(plan.files.len());
-    for f in &plan.files {
-        let meta = std::fs::metadata(&f.path).map_err(|e| format!("{}: {e}", f.path.display()))?;
-        files.push((blob(&f.path), stamp(&meta)));
-    }
+    let image = exec_image(plan).map_err(|(p, e)| format!("{}: {e}", p.display()))?;
     let bytes = |p: &Path| blob(p);
     // The kernel shows the resolved file as /proc/self/exe.
     let exe = std::fs::canonicalize(exe).map_err(|e| format!("{}: {e}", exe.display()))?;
@@ -88,22 +116,7 @@ pub fn launch_from_plan(
         .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
         .unwrap_or_default();
     Ok(Launch {
-        image: ExecImage {
-            argv: plan
-                .argv
-                .iter()
-                .map(|a| Blob(a.as_bytes().to_vec()))
-                .collect(),
-            program: bytes(&plan.program),
-            interpreter: plan.interpreter.as_deref().map(bytes),
-            libraries: plan
-                .libraries
-                .iter()
-                .map(|(n, p)| (Blob(n.as_bytes().to_vec()), bytes(p)))
-                .collect(),
-            preload: plan.preload.iter().map(|p| bytes(p)).collect(),
-            files,
-        },
+        image,
         envp: envp.into_iter().map(Blob).collect(),
         cwd: bytes(cwd),
         umask: umask as u32,
@@ -134,7 +147,7 @@ fn read_files(list: &[(Blob, FileStamp)]) -> Vec<Result<Blob, String>> {
 }
 
 /// Serves the node's requests until the exit arrives or the node is lost.
-fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>) {
+fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>, files: &mut FileService) {
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     let mut closed = [false; 3];
@@ -153,6 +166,7 @@ fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>) {
                 }
                 match req.request() {
                     Ok(Request::Job(Job::Fetch(list))) => respond(req, JobReply::Files(read_files(&list))),
+                    Ok(Request::Fs(r)) => respond(req, files.handle(r)),
                     Ok(Request::Job(Job::Output { fd, data, .. })) => {
                         let idx = usize::from(fd.min(2));
                         let res = if closed[idx] {
@@ -223,14 +237,17 @@ pub fn run(job: HomeJob) -> Outcome {
         launch,
         tty,
     } = job;
+    let t0 = std::time::Instant::now();
     net.watch(node);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Outcome>(2);
     let serve_net = net.clone();
     let serve_name = node_name.clone();
     let serve_done = done_tx.clone();
+    // After the launch read the caller's umask (FileService::new sets it to 0).
+    let mut files = FileService::new();
     let spawned = std::thread::Builder::new()
         .name("home-serve".into())
-        .spawn(move || serve(&serve_net, node, &serve_name, &serve_done));
+        .spawn(move || serve(&serve_net, node, &serve_name, &serve_done, &mut files));
     if let Err(e) = spawned {
         return Outcome::Ended(JobEvent::Failed {
             reason: format!("cannot start a thread: {e}"),
@@ -243,7 +260,7 @@ pub fn run(job: HomeJob) -> Outcome {
         Duration::from_secs(300),
     );
     match started {
-        Ok(JobReply::Started) => {}
+        Ok(JobReply::Started) => log::debug!("job started on {node_name} after {:?}", t0.elapsed()),
         Ok(JobReply::Failed { reason }) => return Outcome::Ended(JobEvent::Failed { reason }),
         Ok(other) => {
             return Outcome::Ended(JobEvent::Failed {
@@ -282,6 +299,7 @@ pub fn run(job: HomeJob) -> Outcome {
     let outcome = done_rx
         .recv()
         .unwrap_or_else(|_| Outcome::Lost(format!("lost contact with node {node_name}")));
+    log::debug!("outcome after {:?}", t0.elapsed());
     drop(raw);
     outcome
 }

@@ -1,0 +1,448 @@
+//! The home's file service: performs each forwarded file request
+//! ([`dscp_dicp::msg::fs`]) on central, as the caller, and answers with
+//! central's result or errno (see `docs/files.md`, the contract).
+//!
+//! The home is the `diatom exec` process, so it already runs with the
+//! caller's uid, gids and supplementary groups: the kernel applies the
+//! caller's permissions to every call here, and nothing is checked by hand.
+//! Every request names an absolute central path (the node resolves the
+//! job's cwd and directory descriptors); a relative one is refused with
+//! `EINVAL`. Calls are raw system calls on byte paths, so symlinks are
+//! followed exactly where the program's own call would follow them.
+//!
+//! # Process-wide settings
+//! [`FileService::new`] sets the home's umask to 0: the node applies the
+//! job's umask to the modes it forwards (`Open`, `Mkdir`), and the job may
+//! change its umask at any time, so the home must not apply a second one.
+//! umask is per process (threads share it), and the home creates no other
+//! files, so this is safe once the caller's umask has been read for the
+//! launch ([`super::session::launch_from_plan`] does that before). It also
+//! raises the soft `RLIMIT_NOFILE` towards the hard limit so that
+//! [`MAX_HANDLES`] write handles can be open at once.
+//!
+//! # Opens
+//! - An open that cannot write (`O_RDONLY` without `O_CREAT`/`O_TRUNC`,
+//!   any `O_PATH` probe, directories) answers the canonical path and the
+//!   `fstat` and closes the descriptor: the node serves reads from its
+//!   cache, fetching data with `Read`, which checks the stamp again.
+//! - An open that may write a regular file keeps the descriptor in a
+//!   handle table (at most [`MAX_HANDLES`], then `EMFILE`) for write-back
+//!   (`Write`, `SetLen`, `Sync`, `Close`). `O_APPEND` is cleared on the
+//!   home's descriptor after the open (the node sends absolute offsets of
+//!   its local copy, where appends already happened; `pwrite` on an
+//!   `O_APPEND` file would ignore the offset); it stays set only on an
+//!   append-only inode, which refuses clearing it, where every write
+//!   appends anyway. A may-write open of anything else (a FIFO, a device)
+//!   answers its stat and no handle: such files have no data to write back.
+//! - The home always adds `O_CLOEXEC`, `O_NOCTTY` and `O_NONBLOCK` (the
+//!   last so a FIFO or device cannot block the home; it changes nothing
+//!   for regular files and directories), and drops `O_DIRECT` (write-back
+//!   buffers are not aligned; durability comes from `Sync`) and `O_ASYNC`.
+//! - `O_TMPFILE` is refused with `EOPNOTSUPP`: the file has no name, so
+//!   it could only ever be reached through the handle, and giving it a
+//!   name later (`linkat` of `/proc/self/fd/N`) is not expressible in the
+//!   protocol. Programs fall back to a named temporary file on
+//!   `EOPNOTSUPP`, as they must on file systems without it.
+//!
+//! # Listings
+//! `ReadDir` answers every entry with its `lstat` (and a symlink's
+//! target) in one reply. A listing larger than [`MAX_DIR_ENTRIES`]
+//! entries or about [`MAX_DIR_BYTES`] encoded is refused with `EOVERFLOW`
+//! rather than truncated: the protocol has no continuation, and a
+//! silently shortened listing would make `find`, `rm -r` or a build see a
+//! different tree than central has.
+//!
+//! # Limits
+//! `Read` returns at most [`MAX_READ`] bytes per request (fewer means end
+//! of file only when the reply is shorter than both `len` and this cap).
+
+mod exec;
+pub mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use dscp_dicp::msg::fs::{DirEntry, FileStat, Handle, Request, Response};
+use dscp_dicp::msg::job::FileStamp;
+use dscp_dicp::msg::Blob;
+
+use super::closure::Resolver;
+use sys::SysResult;
+
+/// Most write handles open at once per job.
+pub const MAX_HANDLES: usize = 4096;
+/// Most bytes one `Read` returns.
+pub const MAX_READ: u32 = 16 << 20;
+/// Most entries one `ReadDir` returns (else `EOVERFLOW`).
+pub const MAX_DIR_ENTRIES: usize = 200_000;
+/// Most estimated encoded bytes of one `ReadDir` reply (else `EOVERFLOW`);
+/// well under the protocol's 64 MiB message limit.
+pub const MAX_DIR_BYTES: usize = 40 << 20;
+/// Encoded size of an entry beyond its name and link, at most.
+const DIR_ENTRY_OVERHEAD: usize = 128;
+
+/// Performs a job's file requests on central as the caller; one per job.
+/// Dropping it closes every write handle still open (the job ended).
+#[derive(Debug)]
+pub struct FileService {
+    handles: HashMap<Handle, OwnedFd>,
+    next: Handle,
+    max_handles: usize,
+    resolver: &'static Resolver,
+}
+
+impl FileService {
+    /// A service for one job. Sets the process's umask to 0 and raises its
+    /// descriptor limit (see the module docs): create it after the caller's
+    /// umask was read for the launch.
+    pub fn new() -> FileService {
+        nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        raise_nofile_limit();
+        FileService {
+            handles: HashMap::new(),
+            next: 1,
+            max_handles: MAX_HANDLES,
+            resolver: Resolver::system(),
+        }
+    }
+
+    /// Write handles currently open.
+    pub fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Performs one request and answers it; never panics.
+    pub fn handle(&mut self, req: Request) -> Response {
+        let res = match req {
+            Request::Stat { path, follow } => stat(&path, follow).map(Response::Stat),
+            Request::Access { path, mode, flags } => access(&path, mode, flags),
+            Request::Readlink { path } => sys::abs_path(&path)
+                .and_then(|p| sys::readlink_at(libc::AT_FDCWD, &p))
+                .map(|l| Response::Link(Blob(l))),
+            Request::Open { path, flags, mode } => self.open(&path, flags, mode),
+            Request::Read {
+                path,
+                stamp,
+                offset,
+                len,
+            } => read(&path, &stamp, offset, len).map(|d| Response::Data(Blob(d))),
+            Request::ReadDir { path } => read_dir(&path).map(Response::Dir),
+            Request::Mkdir { path, mode } => on_path(&path, |p| {
+                // SAFETY: p is NUL-terminated.
+                sys::check(|| unsafe { libc::mkdir(p.as_ptr(), mode) })
+            }),
+            Request::Unlink { path } => on_path(&path, |p| {
+                // SAFETY: p is NUL-terminated.
+                sys::check(|| unsafe { libc::unlink(p.as_ptr()) })
+            }),
+            Request::Rmdir { path } => on_path(&path, |p| {
+                // SAFETY: p is NUL-terminated.
+                sys::check(|| unsafe { libc::rmdir(p.as_ptr()) })
+            }),
+            Request::Rename { from, to, flags } => rename(&from, &to, flags),
+            Request::Link { from, to, follow } => link(&from, &to, follow),
+            Request::Symlink { target, path } => symlink(&target, &path),
+            Request::Chmod { path, mode } => on_path(&path, |p| {
+                // SAFETY: p is NUL-terminated.
+                sys::check(|| unsafe { libc::fchmodat(libc::AT_FDCWD, p.as_ptr(), mode, 0) })
+            }),
+            Request::Chown {
+                path,
+                uid,
+                gid,
+                follow,
+            } => on_path(&path, |p| {
+                let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+                // SAFETY: p is NUL-terminated; u32::MAX is (uid_t)-1, "unchanged".
+                sys::check(|| unsafe {
+                    libc::fchownat(libc::AT_FDCWD, p.as_ptr(), uid, gid, flags)
+                })
+            }),
+            Request::Truncate { path, len } => on_path(&path, |p| {
+                let len = sys::off(len)?;
+                // SAFETY: p is NUL-terminated.
+                sys::check(|| unsafe { libc::truncate(p.as_ptr(), len) })
+            }),
+            Request::Utimens {
+                path,
+                atime,
+                mtime,
+                follow,
+            } => utimens(&path, atime, mtime, follow),
+            Request::Statfs { path } => sys::abs_path(&path)
+                .and_then(|p| sys::statfs(&p))
+                .map(Response::Statfs),
+            Request::Write {
+                handle,
+                offset,
+                data,
+            } => self
+                .fd(handle)
+                .and_then(|fd| sys::pwrite_all(fd, offset, &data))
+                .map(|()| Response::Ok),
+            Request::SetLen { handle, len } => self.fd(handle).and_then(|fd| {
+                let len = sys::off(len)?;
+                // SAFETY: fd is open (owned by the table).
+                sys::check(|| unsafe { libc::ftruncate(fd, len) }).map(|()| Response::Ok)
+            }),
+            Request::Sync { handle } => self.fd(handle).and_then(|fd| {
+                // SAFETY: fd is open (owned by the table).
+                sys::check(|| unsafe { libc::fsync(fd) }).map(|()| Response::Ok)
+            }),
+            Request::Close { handle } => self.close(handle).map(|()| Response::Ok),
+            Request::Exec { path, argv, envp } => {
+                return exec::exec(self.resolver, &path, &argv, &envp)
+            }
+        };
+        res.unwrap_or_else(Response::Errno)
+    }
+
+    fn fd(&self, handle: Handle) -> SysResult<libc::c_int> {
+        self.handles
+            .get(&handle)
+            .map(AsRawFd::as_raw_fd)
+            .ok_or(libc::EBADF)
+    }
+
+    fn close(&mut self, handle: Handle) -> SysResult<()> {
+        let fd = self.handles.remove(&handle).ok_or(libc::EBADF)?;
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        // Not retried on EINTR: Linux has closed the descriptor anyway.
+        // SAFETY: raw was owned by the table and is closed exactly once.
+        if unsafe { libc::close(raw) } == 0 {
+            Ok(())
+        } else {
+            Err(sys::errno())
+        }
+    }
+
+    fn open(&mut self, path: &[u8], flags: i32, mode: u32) -> SysResult<Response> {
+        let p = sys::abs_path(path)?;
+        if flags & libc::O_TMPFILE == libc::O_TMPFILE {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let probe = flags & libc::O_PATH != 0;
+        let may_write = !probe
+            && (flags & libc::O_ACCMODE != libc::O_RDONLY
+                || flags & (libc::O_CREAT | libc::O_TRUNC) != 0);
+        // Refuse before the open creates or truncates anything.
+        if may_write && self.handles.len() >= self.max_handles {
+            return Err(libc::EMFILE);
+        }
+        let oflags = (flags & !(libc::O_DIRECT | libc::O_ASYNC))
+            | libc::O_CLOEXEC
+            | libc::O_NOCTTY
+            | libc::O_NONBLOCK;
+        let fd = sys::open(&p, oflags, mode)?;
+        let stat = sys::fstat(&fd)?;
+        let canonical = sys::fd_path(&fd).unwrap_or_else(|_| path.to_vec());
+        let regular = stat.mode & libc::S_IFMT == libc::S_IFREG;
+        let handle = if may_write && regular {
+            keep_writing(&fd, oflags);
+            let h = self.next;
+            self.next += 1;
+            self.handles.insert(h, fd);
+            Some(h)
+        } else {
+            None
+        };
+        Ok(Response::Opened {
+            canonical: Blob(canonical),
+            stat,
+            handle,
+        })
+    }
+}
+
+impl Default for FileService {
+    fn default() -> FileService {
+        FileService::new()
+    }
+}
+
+/// Prepares a write handle's descriptor for absolute-offset write-back:
+/// clears `O_APPEND` (kept on an append-only inode, which refuses) and
+/// `O_NONBLOCK`.
+fn keep_writing(fd: &OwnedFd, oflags: i32) {
+    let cleared = oflags & !(libc::O_APPEND | libc::O_NONBLOCK);
+    // SAFETY: fd is open.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, cleared) } != 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, oflags & !libc::O_NONBLOCK) };
+    }
+}
+
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = (MAX_HANDLES + 1024) as u64;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+        }
+    }
+}
+
+/// Runs a call returning nothing on an absolute path.
+fn on_path(path: &[u8], f: impl FnOnce(&std::ffi::CStr) -> SysResult<()>) -> SysResult<Response> {
+    let p = sys::abs_path(path)?;
+    f(&p).map(|()| Response::Ok)
+}
+
+fn stat(path: &[u8], follow: bool) -> SysResult<FileStat> {
+    let p = sys::abs_path(path)?;
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    sys::stat_at(libc::AT_FDCWD, &p, flags)
+}
+
+/// `faccessat2`, or glibc's `faccessat` (which emulates the flags) where
+/// the kernel lacks it.
+fn access(path: &[u8], mode: u32, flags: u32) -> SysResult<Response> {
+    let p = sys::abs_path(path)?;
+    let mode = libc::c_int::try_from(mode).map_err(|_| libc::EINVAL)?;
+    let flags = libc::c_int::try_from(flags).map_err(|_| libc::EINVAL)?;
+    // SAFETY: p is NUL-terminated; the syscall takes (int, char*, int, int).
+    let r = sys::check(|| unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            mode,
+            flags,
+        ) as libc::c_int
+    });
+    match r {
+        Err(libc::ENOSYS) => sys::check(|| unsafe {
+            // SAFETY: as above.
+            libc::faccessat(libc::AT_FDCWD, p.as_ptr(), mode, flags)
+        }),
+        r => r,
+    }
+    .map(|()| Response::Ok)
+}
+
+fn read(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> SysResult<Vec<u8>> {
+    let p = sys::abs_path(path)?;
+    let fd = sys::open(
+        &p,
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
+        0,
+    )?;
+    let st = sys::fstat(&fd)?;
+    if st.stamp() != *stamp {
+        return Err(libc::ESTALE);
+    }
+    if st.mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(libc::EINVAL);
+    }
+    sys::off(offset)?;
+    let left = st.size.saturating_sub(offset);
+    let want = u64::from(len.min(MAX_READ)).min(left);
+    sys::pread_full(
+        &fd,
+        offset,
+        usize::try_from(want).map_err(|_| libc::EINVAL)?,
+    )
+}
+
+fn read_dir(path: &[u8]) -> SysResult<Vec<DirEntry>> {
+    let p = sys::abs_path(path)?;
+    let fd = sys::open(
+        &p,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        0,
+    )?;
+    let mut dir = sys::Dir::from_fd(fd)?;
+    let dfd = dir.fd();
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(name) = dir.next_name()? {
+        let raw = name.as_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        // An entry that vanished meanwhile, or one in a directory the
+        // caller may read but not search, has no stat.
+        let stat = sys::stat_at(dfd, &name, libc::AT_SYMLINK_NOFOLLOW).ok();
+        let link = match stat {
+            Some(s) if s.mode & libc::S_IFMT == libc::S_IFLNK => {
+                sys::readlink_at(dfd, &name).ok().map(Blob)
+            }
+            _ => None,
+        };
+        bytes += raw.len() + link.as_ref().map_or(0, |l| l.len()) + DIR_ENTRY_OVERHEAD;
+        if entries.len() >= MAX_DIR_ENTRIES || bytes > MAX_DIR_BYTES {
+            return Err(libc::EOVERFLOW);
+        }
+        entries.push(DirEntry {
+            name: Blob(raw.to_vec()),
+            stat,
+            link,
+        });
+    }
+    Ok(entries)
+}
+
+fn rename(from: &[u8], to: &[u8], flags: u32) -> SysResult<Response> {
+    let (f, t) = (sys::abs_path(from)?, sys::abs_path(to)?);
+    // SAFETY: both paths are NUL-terminated.
+    let r = sys::check(|| unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        ) as libc::c_int
+    });
+    match r {
+        // Kernels before 3.15: plain rename does what flags 0 asks.
+        // SAFETY: as above.
+        Err(libc::ENOSYS) if flags == 0 => {
+            sys::check(|| unsafe { libc::rename(f.as_ptr(), t.as_ptr()) })
+        }
+        r => r,
+    }
+    .map(|()| Response::Ok)
+}
+
+fn link(from: &[u8], to: &[u8], follow: bool) -> SysResult<Response> {
+    let (f, t) = (sys::abs_path(from)?, sys::abs_path(to)?);
+    let flags = if follow { libc::AT_SYMLINK_FOLLOW } else { 0 };
+    // SAFETY: both paths are NUL-terminated.
+    sys::check(|| unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    })
+    .map(|()| Response::Ok)
+}
+
+fn symlink(target: &[u8], path: &[u8]) -> SysResult<Response> {
+    // The target is content, not a path resolved here: relative is fine.
+    let t = sys::c_bytes(target)?;
+    let p = sys::abs_path(path)?;
+    // SAFETY: both are NUL-terminated.
+    sys::check(|| unsafe { libc::symlink(t.as_ptr(), p.as_ptr()) }).map(|()| Response::Ok)
+}
+
+fn utimens(path: &[u8], atime: (i64, i64), mtime: (i64, i64), follow: bool) -> SysResult<Response> {
+    let p = sys::abs_path(path)?;
+    // UTIME_NOW / UTIME_OMIT arrive in tv_nsec and pass through as is; an
+    // out-of-range nanosecond count is the kernel's EINVAL.
+    let ts = |(sec, nsec): (i64, i64)| libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as _,
+    };
+    let times = [ts(atime), ts(mtime)];
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: p is NUL-terminated; times holds two timespecs.
+    sys::check(|| unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), flags) })
+        .map(|()| Response::Ok)
+}
