@@ -34,6 +34,8 @@
 //!   append-only inode, which refuses clearing it, where every write
 //!   appends anyway. A may-write open of anything else (a FIFO, a device)
 //!   answers its stat and no handle: such files have no data to write back.
+//!   Because the home opens non-blocking, a FIFO opened for writing with
+//!   no reader on central answers `ENXIO` where the program would block.
 //! - The home always adds `O_CLOEXEC`, `O_NOCTTY` and `O_NONBLOCK` (the
 //!   last so a FIFO or device cannot block the home; it changes nothing
 //!   for regular files and directories), and drops `O_DIRECT` (write-back
@@ -55,6 +57,9 @@
 //! # Limits
 //! `Read` returns at most [`MAX_READ`] bytes per request (fewer means end
 //! of file only when the reply is shorter than both `len` and this cap).
+//! Requests are served one at a time by the caller (the home's serve
+//! loop), so a long `Read`, `ReadDir`, `Sync` or `Exec` delays the job's
+//! other traffic (output included) for its duration.
 
 mod exec;
 pub mod sys;
@@ -128,7 +133,9 @@ impl FileService {
                 offset,
                 len,
             } => read(&path, &stamp, offset, len).map(|d| Response::Data(Blob(d))),
-            Request::ReadDir { path } => read_dir(&path).map(Response::Dir),
+            Request::ReadDir { path } => {
+                read_dir(&path, MAX_DIR_ENTRIES, MAX_DIR_BYTES).map(Response::Dir)
+            }
             Request::Mkdir { path, mode } => on_path(&path, |p| {
                 // SAFETY: p is NUL-terminated.
                 sys::check(|| unsafe { libc::mkdir(p.as_ptr(), mode) })
@@ -242,7 +249,8 @@ impl FileService {
         let handle = if may_write && regular {
             keep_writing(&fd, oflags);
             let h = self.next;
-            self.next += 1;
+            // Handles are never reused (a stale one is EBADF, not another file).
+            self.next = h.checked_add(1).ok_or(libc::EMFILE)?;
             self.handles.insert(h, fd);
             Some(h)
         } else {
@@ -346,7 +354,9 @@ fn read(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> SysResult<Vec<
     )
 }
 
-fn read_dir(path: &[u8]) -> SysResult<Vec<DirEntry>> {
+/// The entries of a directory, or `EOVERFLOW` past `max_entries` entries
+/// or `max_bytes` estimated bytes.
+fn read_dir(path: &[u8], max_entries: usize, max_bytes: usize) -> SysResult<Vec<DirEntry>> {
     let p = sys::abs_path(path)?;
     let fd = sys::open(
         &p,
@@ -372,7 +382,7 @@ fn read_dir(path: &[u8]) -> SysResult<Vec<DirEntry>> {
             _ => None,
         };
         bytes += raw.len() + link.as_ref().map_or(0, |l| l.len()) + DIR_ENTRY_OVERHEAD;
-        if entries.len() >= MAX_DIR_ENTRIES || bytes > MAX_DIR_BYTES {
+        if entries.len() >= max_entries || bytes > max_bytes {
             return Err(libc::EOVERFLOW);
         }
         entries.push(DirEntry {

@@ -733,6 +733,20 @@ fn read_dir_lists_entries_with_metadata() {
 }
 
 #[test]
+fn oversized_listings_are_refused_not_truncated() {
+    let t = TempDir::new();
+    for n in ["a", "b", "c"] {
+        write(&t.path(n), b"", 0o644);
+    }
+    let dir = t.blob("").0;
+    assert_eq!(read_dir(&dir, 3, 1 << 20).map(|e| e.len()), Ok(3));
+    assert_eq!(read_dir(&dir, 2, 1 << 20), Err(libc::EOVERFLOW));
+    let fits = 3 * (1 + DIR_ENTRY_OVERHEAD);
+    assert_eq!(read_dir(&dir, 10, fits).map(|e| e.len()), Ok(3));
+    assert_eq!(read_dir(&dir, 10, fits - 1), Err(libc::EOVERFLOW));
+}
+
+#[test]
 fn mutations_and_their_errnos() {
     let t = TempDir::new();
     let mut s = FileService::new();
