@@ -19,7 +19,7 @@ use dscp_dicp::msg::control::{
 };
 use dscp_dicp::msg::Request;
 
-use crate::net::{ask, reply, Incoming, Net};
+use crate::net::{ask, reply, Incoming, Net, PendingCall};
 
 /// How often a node tells central it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(1000);
@@ -173,15 +173,24 @@ impl Node {
 
     /// Tells central about a job event (best effort, retried by the protocol).
     pub fn report(&self, job: u64, event: JobEvent) {
+        if let Some(call) = self.start_report(job, event) {
+            finish_report(job, call);
+        }
+    }
+
+    /// Starts telling central about a job's end without waiting for the
+    /// answer (see [`finish_report`]).
+    pub fn start_report(&self, job: u64, event: JobEvent) -> Option<PendingCall> {
         self.records.ended(job, &event);
-        let res = ask::<DicpResponse>(
-            &self.net,
-            self.central(),
-            DicpRequest::JobEvent { job, event },
-            Duration::from_secs(10),
-        );
-        if let Err(e) = res {
-            log::warn!("job {job}: cannot report to central: {e}");
+        match self
+            .net
+            .start(self.central(), DicpRequest::JobEvent { job, event })
+        {
+            Ok(call) => Some(call),
+            Err(e) => {
+                log::warn!("job {job}: cannot report to central: {e}");
+                None
+            }
         }
     }
 
@@ -282,7 +291,7 @@ impl Node {
                 let reported = std::cell::Cell::new(false);
                 let event = runner::run(setup, &control, &|e| {
                     reported.set(true);
-                    me.report(job, e.clone());
+                    me.start_report(job, e.clone())
                 });
                 lock(&me.jobs).remove(&job);
                 if !reported.get() {
@@ -298,6 +307,13 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// Waits for central's acknowledgement of a job report.
+pub fn finish_report(job: u64, call: PendingCall) {
+    if let Err(e) = call.wait(Duration::from_secs(10)) {
+        log::warn!("job {job}: central did not acknowledge its end: {e}");
     }
 }
 

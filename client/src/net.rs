@@ -11,7 +11,7 @@ use dscp_dicp::driver::{Driver, DriverConfig};
 use dscp_dicp::msg::{Request, Response};
 use dscp_dicp::{Keyring, Peer};
 
-pub use dscp_dicp::driver::Incoming;
+pub use dscp_dicp::driver::{Incoming, PendingCall};
 
 /// A job session's peer silent this long is lost.
 pub const SESSION_IDLE: Duration = Duration::from_millis(3000);
@@ -63,6 +63,13 @@ impl Net {
         self.driver
             .call(peer, payload, timeout)
             .map_err(|e| e.to_string())
+    }
+
+    /// Sends a request without waiting: the answer is collected later from
+    /// the returned call (so one thread can have several in flight).
+    pub fn start(&self, peer: Peer, msg: impl Into<Request>) -> Result<PendingCall, String> {
+        let payload = msg.into().encode().map_err(|e| e.to_string())?;
+        self.driver.start(peer, payload).map_err(|e| e.to_string())
     }
 
     /// Requests from peers, each delivered once.

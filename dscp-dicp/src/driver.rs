@@ -601,7 +601,12 @@ impl<'a> Pumping<'a> {
 
 impl Drop for Pumping<'_> {
     fn drop(&mut self) {
-        self.0.pumpers.fetch_sub(1, Ordering::SeqCst);
+        // The last receiving thread leaves: the driver thread, which only
+        // watches its eventfd while others receive, must take the socket
+        // back now, not at its next recheck (datagrams may already wait).
+        if self.0.pumpers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.wake();
+        }
     }
 }
 

@@ -112,6 +112,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     let env_pairs: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let t0 = std::time::Instant::now();
     let exec_plan = match exec_closure(&plan.exe, &plan.argv, &env_pairs) {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -139,11 +140,19 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
         memory: plan.memory,
         pids: plan.pids,
     };
+    log::debug!("closure ready after {:?}", t0.elapsed());
     let (grant, sock, placement) = match place(cli, &req) {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
+    log::debug!(
+        "job {} placed on {} after {:?}",
+        grant.job,
+        grant.node,
+        t0.elapsed()
+    );
     let outcome = home(grant.clone(), sock, launch, args.tty);
+    log::debug!("job {} ended after {:?}", grant.job, t0.elapsed());
     drop(placement);
     exit_for(&grant, outcome)
 }

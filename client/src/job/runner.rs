@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use super::handler::{Identity, JobHandler};
 use super::launch::{self, LibraryLink, LocalExec};
 use crate::cache::{Cache, FileIdentity};
-use crate::net::{ask, reply as respond, Incoming, Net};
+use crate::net::{ask, reply as respond, Incoming, Net, PendingCall};
 use crate::pty::{self, Pty, WindowSize};
 use dscp_dicp::msg::control::{JobEvent, StartJob};
 use dscp_dicp::msg::job::{
@@ -94,7 +94,11 @@ impl JobControl {
 /// Runs the job to its end and returns how it ended. `report` tells
 /// central, before the home hears of the end, so that `diatom ps` run after
 /// `diatom exec` returned already shows the job finished.
-pub fn run(setup: JobSetup, control: &JobControl, report: &dyn Fn(&JobEvent)) -> JobEvent {
+pub fn run(
+    setup: JobSetup,
+    control: &JobControl,
+    report: &dyn Fn(&JobEvent) -> Option<PendingCall>,
+) -> JobEvent {
     let job = setup.job;
     let event = match run_inner(&setup, control, report) {
         Ok(e) => e,
@@ -108,10 +112,12 @@ pub fn run(setup: JobSetup, control: &JobControl, report: &dyn Fn(&JobEvent)) ->
 fn run_inner(
     setup: &JobSetup,
     control: &JobControl,
-    report: &dyn Fn(&JobEvent),
+    report: &dyn Fn(&JobEvent) -> Option<PendingCall>,
 ) -> Result<JobEvent, String> {
     let net = &setup.net;
     let (req, launch) = wait_launch(net)?;
+    let t0 = std::time::Instant::now();
+    log::debug!("job {}: launch received", setup.job);
     let home = req.peer;
     net.watch(home);
     let exec = match fetch_and_plan(setup, home, &launch) {
@@ -161,6 +167,7 @@ fn run_inner(
     control.pgid.store(pid.as_raw(), Ordering::SeqCst);
     let (parent_ends, input) = stdio.into_parent();
     respond(req, JobReply::Started);
+    log::debug!("job {}: spawned after {:?}", setup.job, t0.elapsed());
 
     // Output relay and request dispatch run beside the tracer.
     let (out_done_tx, out_done_rx) = crossbeam_channel::bounded::<()>(1);
@@ -176,6 +183,7 @@ fn run_inner(
     let status = std::thread::scope(|s| {
         s.spawn(|| dispatch(net, home, control, input, &stop_rx));
         let status = tracer.run();
+        log::debug!("job {}: exited after {:?}", setup.job, t0.elapsed());
         // Output first, then the exit: wait for the relay to drain the pipes
         // (every job process is dead, so they reach EOF).
         if out_done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
@@ -191,10 +199,20 @@ fn run_inner(
                 reason: e.to_string(),
             },
         };
-        report(&event);
+        // Central first (on the wire before the exit), so `diatom ps` after
+        // `diatom exec` returns shows the end; its answer is awaited after.
+        let reported = report(&event);
         if let Err(e) = ask::<JobReply>(net, home, Job::Exit(event.clone()), Duration::from_secs(5))
         {
             log::info!("job {}: home did not take the exit: {e}", setup.job);
+        }
+        log::debug!(
+            "job {}: exit acknowledged after {:?}",
+            setup.job,
+            t0.elapsed()
+        );
+        if let Some(call) = reported {
+            crate::daemon::finish_report(setup.job, call);
         }
         let _ = stop_tx.send(());
         event
