@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use diatom_client::config::{load_table, resolve_addr, ConfigError, DEFAULT_KEY, DIATOM_PORT};
+use diatom_client::config::{load_table, ConfigError, DaemonFlags};
 use serde::Deserialize;
 
 use crate::cli::DEFAULT_SOCKET;
@@ -18,27 +18,12 @@ use crate::cli::DEFAULT_SOCKET;
     about = "Diatom central daemon: node registry, scheduling, job table, persistent state"
 )]
 pub struct CentralFlags {
-    /// Configuration file (TOML, table [central]).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// UDP address to listen on [default: 0.0.0.0:12036].
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Cluster key file [default: /etc/diatom/cluster.key].
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    /// State directory holding the SQLite database [default: /var/lib/diatom/central].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// Flags both daemons take.
+    #[command(flatten)]
+    pub common: DaemonFlags,
     /// Control socket for `diatom` [default: /run/diatom/central.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// More logging on stderr (repeat for more).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Less logging: errors only.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// The `[central]` table.
@@ -67,24 +52,17 @@ pub struct CentralConfig {
 impl CentralConfig {
     /// Merges flags over the file's `[central]` table and validates.
     pub fn resolve(flags: &CentralFlags) -> Result<Self, ConfigError> {
-        let file: CentralFile = load_table(flags.config.as_deref(), "central")?;
-        let bind = flags
-            .bind
-            .clone()
-            .or(file.bind)
-            .unwrap_or_else(|| format!("0.0.0.0:{DIATOM_PORT}"));
+        let file: CentralFile = load_table(flags.common.config.as_deref(), "central")?;
+        let common = flags.common.merge(
+            file.bind,
+            file.key,
+            file.state_dir,
+            "/var/lib/diatom/central",
+        )?;
         Ok(Self {
-            bind: resolve_addr("--bind", &bind)?,
-            key: flags
-                .key
-                .clone()
-                .or(file.key)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY)),
-            state_dir: flags
-                .state_dir
-                .clone()
-                .or(file.state_dir)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/diatom/central")),
+            bind: common.bind,
+            key: common.key,
+            state_dir: common.state_dir,
             socket: flags
                 .socket
                 .clone()

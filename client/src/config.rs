@@ -186,6 +186,70 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
+/// Flags both daemons take.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct DaemonFlags {
+    /// Configuration file (TOML; a flag wins over it) [default: $DIATOM_CONFIG or /etc/diatom/diatom.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// UDP address to listen on [default: 0.0.0.0:12036].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Cluster key file [default: /etc/diatom/cluster.key].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// State directory [default: /var/lib/diatom/central or /var/lib/diatom/client].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More logging on stderr (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging: errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The settings both daemons share, after merging flags over a file table.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// UDP address.
+    pub bind: SocketAddr,
+    /// Cluster key file.
+    pub key: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+}
+
+impl DaemonFlags {
+    /// Merges these flags over a file table's `bind`, `key` and `state_dir`.
+    pub fn merge(
+        &self,
+        bind: Option<String>,
+        key: Option<PathBuf>,
+        state_dir: Option<PathBuf>,
+        default_state_dir: &str,
+    ) -> Result<DaemonSettings, ConfigError> {
+        let bind = self
+            .bind
+            .clone()
+            .or(bind)
+            .unwrap_or_else(|| format!("0.0.0.0:{DIATOM_PORT}"));
+        Ok(DaemonSettings {
+            bind: resolve_addr("--bind", &bind)?,
+            key: self
+                .key
+                .clone()
+                .or(key)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY)),
+            state_dir: self
+                .state_dir
+                .clone()
+                .or(state_dir)
+                .unwrap_or_else(|| PathBuf::from(default_state_dir)),
+        })
+    }
+}
+
 /// Raw flags of `diatom-client`, as clap parses them.
 #[derive(Debug, Default, clap::Parser)]
 #[command(
@@ -194,21 +258,12 @@ pub fn format_size(bytes: u64) -> String {
     about = "Diatom node daemon: runs jobs from central in a sandbox under the tracer"
 )]
 pub struct ClientFlags {
-    /// Configuration file (TOML, table [client]).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Flags both daemons take.
+    #[command(flatten)]
+    pub common: DaemonFlags,
     /// Central daemon, HOST[:PORT] (port defaults to 12036).
     #[arg(long, value_name = "HOST[:PORT]")]
     pub central: Option<String>,
-    /// UDP address to listen on [default: 0.0.0.0:12036].
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Cluster key file [default: /etc/diatom/cluster.key].
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    /// State directory: file cache and job records [default: /var/lib/diatom/client].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
     /// Node name [default: the host name].
     #[arg(long)]
     pub name: Option<String>,
@@ -221,12 +276,6 @@ pub struct ClientFlags {
     /// Most processes and threads any one job may have [default: 4096].
     #[arg(long, value_name = "N")]
     pub job_pids: Option<u64>,
-    /// More logging on stderr (repeat for more).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Less logging: errors only.
-    #[arg(short, long)]
-    pub quiet: bool,
 }
 
 /// The `[client]` table of the configuration file.
@@ -270,17 +319,18 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Merges flags over the file's `[client]` table and validates.
     pub fn resolve(flags: &ClientFlags) -> Result<Self, ConfigError> {
-        let file: ClientFile = load_table(flags.config.as_deref(), "client")?;
+        let file: ClientFile = load_table(flags.common.config.as_deref(), "client")?;
+        let common = flags.common.merge(
+            file.bind,
+            file.key,
+            file.state_dir,
+            "/var/lib/diatom/client",
+        )?;
         let central = flags
             .central
             .clone()
             .or(file.central)
             .ok_or(ConfigError::Missing("--central HOST[:PORT]"))?;
-        let bind = flags
-            .bind
-            .clone()
-            .or(file.bind)
-            .unwrap_or_else(|| format!("0.0.0.0:{DIATOM_PORT}"));
         let slots = flags.slots.or(file.slots).unwrap_or_else(cpu_count);
         if slots == 0 {
             return Err(ConfigError::Range {
@@ -301,17 +351,9 @@ impl ClientConfig {
         }
         Ok(Self {
             central: resolve_addr("--central", &central)?,
-            bind: resolve_addr("--bind", &bind)?,
-            key: flags
-                .key
-                .clone()
-                .or(file.key)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY)),
-            state_dir: flags
-                .state_dir
-                .clone()
-                .or(file.state_dir)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/diatom/client")),
+            bind: common.bind,
+            key: common.key,
+            state_dir: common.state_dir,
             name: flags.name.clone().or(file.name).unwrap_or_else(host_name),
             slots,
             job_memory,
@@ -432,7 +474,10 @@ mod tests {
         )
         .unwrap();
         let flags = ClientFlags {
-            config: Some(file.clone()),
+            common: DaemonFlags {
+                config: Some(file.clone()),
+                ..Default::default()
+            },
             name: Some("flag".into()),
             ..Default::default()
         };
@@ -442,7 +487,10 @@ mod tests {
         assert_eq!(c.job_memory, 1 << 30);
         assert_eq!(c.central, "127.0.0.1:5".parse().unwrap());
         let missing = ClientFlags {
-            config: Some(dir.join("nope.toml")),
+            common: DaemonFlags {
+                config: Some(dir.join("nope.toml")),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(matches!(

@@ -24,7 +24,7 @@ fn run(flags: &ClientFlags) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let flags = ClientFlags::parse();
-    init_logging(flags.verbose, flags.quiet);
+    init_logging(flags.common.verbose, flags.common.quiet);
     match run(&flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,8 +17,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+    diatom_bench::median(&mut v)
 }
 
 fn time(cmd: &mut Command) -> Duration {
@@ -144,13 +143,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(21usize);
+    let runs = diatom_bench::runs_arg(21);
     let dir = std::env::temp_dir().join(format!("diatom-exec-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let mut d = Daemons::start(&dir, 22036);

@@ -43,12 +43,7 @@ enum Mode {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5usize);
+    let runs = diatom_bench::runs_arg(5);
     let py = if std::path::Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
@@ -189,8 +184,7 @@ fn total_cpu() -> Duration {
 }
 
 fn median(v: &mut [Duration]) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64()
+    diatom_bench::median(v).as_secs_f64()
 }
 
 /// Runs the script once in `mode`.

@@ -28,7 +28,7 @@ fn run(flags: &CentralFlags) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let flags = CentralFlags::parse();
-    diatom_client::config::init_logging(flags.verbose, flags.quiet);
+    diatom_client::config::init_logging(flags.common.verbose, flags.common.quiet);
     match run(&flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
