@@ -7,7 +7,8 @@
 //!    against 64-bit numbers),
 //! 2. kills it for x32 call numbers,
 //! 3. returns `SECCOMP_RET_TRACE` for subscribed calls (after the argument
-//!    test of a [`Rule::UnlessArgHasBits`] member), and
+//!    test of a [`Rule::UnlessArgHasBits`] or [`Rule::UnlessArgBelow`]
+//!    member), and
 //! 4. `SECCOMP_RET_ALLOW` for the rest.
 //!
 //! Step 3 is a balanced binary search over the sorted call numbers
@@ -115,7 +116,7 @@ fn tree(entries: &[(u32, Rule)]) -> Vec<Insn> {
 
 /// Linear tests for at most [`LEAF`] entries:
 /// `jeq` per entry, `ret ALLOW`, `ret TRACE`, then one argument-test block
-/// (`ld arg; jset; ret ALLOW; ret TRACE`) per conditional entry.
+/// (`ld arg; jset` or `jge; ret ALLOW; ret TRACE`) per conditional entry.
 fn leaf(entries: &[(u32, Rule)]) -> Vec<Insn> {
     let n = entries.len();
     let mut out = Vec::new();
@@ -124,7 +125,7 @@ fn leaf(entries: &[(u32, Rule)]) -> Vec<Insn> {
     for (i, (nr, rule)) in entries.iter().enumerate() {
         let target = match rule {
             Rule::Always => trace_at,
-            Rule::UnlessArgHasBits { .. } => {
+            Rule::UnlessArgHasBits { .. } | Rule::UnlessArgBelow { .. } => {
                 let t = cond_at;
                 cond_at += 4;
                 t
@@ -136,11 +137,20 @@ fn leaf(entries: &[(u32, Rule)]) -> Vec<Insn> {
     out.push(ret(RET_ALLOW));
     out.push(ret(RET_TRACE));
     for (_, rule) in entries {
-        if let Rule::UnlessArgHasBits { arg, bits } = rule {
-            out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
-            out.push(insn(JSET, 0, 1, *bits));
-            out.push(ret(RET_ALLOW));
-            out.push(ret(RET_TRACE));
+        match rule {
+            Rule::Always => {}
+            Rule::UnlessArgHasBits { arg, bits } => {
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
+                out.push(insn(JSET, 0, 1, *bits));
+                out.push(ret(RET_ALLOW));
+                out.push(ret(RET_TRACE));
+            }
+            Rule::UnlessArgBelow { arg, min } => {
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
+                out.push(insn(JGE, 1, 0, *min));
+                out.push(ret(RET_ALLOW));
+                out.push(ret(RET_TRACE));
+            }
         }
     }
     out
@@ -241,6 +251,54 @@ mod tests {
     }
 
     #[test]
+    fn arg_below_block_instruction_by_instruction() {
+        let mut s = SyscallSet::new();
+        s.insert(Sysno::read); // 0
+        s.insert_rule(Sysno::close, Rule::UnlessArgBelow { arg: 0, min: 1000 }); // 3
+        let p = compile(&s).unwrap();
+        let body: Vec<_> = p[6..].iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        assert_eq!(
+            body,
+            vec![
+                (JEQ, 2, 0, 0),         // read -> ret TRACE at 3
+                (JEQ, 2, 0, 3),         // close -> arg block at 4
+                (RET, 0, 0, RET_ALLOW), // 2
+                (RET, 0, 0, RET_TRACE), // 3
+                (LD_W_ABS, 0, 0, 16),   // 4: args[0] low word
+                (JGE, 1, 0, 1000),      // >= 1000 -> ret TRACE
+                (RET, 0, 0, RET_ALLOW),
+                (RET, 0, 0, RET_TRACE),
+            ]
+        );
+        for (fd, want) in [
+            (0u64, RET_ALLOW),
+            (999, RET_ALLOW),
+            (1000, RET_TRACE),
+            (5000, RET_TRACE),
+            (u64::MAX, RET_TRACE), // -1
+            (1 << 32, RET_ALLOW),  // only the low word counts
+        ] {
+            assert_eq!(run(&p, 3, AUDIT_ARCH, [fd, 0, 0, 0, 0, 0]), want, "fd {fd}");
+        }
+    }
+
+    #[test]
+    fn sets_mixing_both_argument_rules_match() {
+        let mut s = SyscallSet::diatom_default();
+        s.extend_from(&SyscallSet::internal());
+        for nr in [Sysno::close, Sysno::fsync, Sysno::fdatasync] {
+            s.insert_rule(
+                nr,
+                Rule::UnlessArgBelow {
+                    arg: 0,
+                    min: 0x1000,
+                },
+            );
+        }
+        check_exhaustively(&s);
+    }
+
+    #[test]
     fn internal_node_uses_jge_pivot() {
         let s: SyscallSet = [
             Sysno::read,
@@ -272,6 +330,13 @@ mod tests {
                         Rule::Always => RET_TRACE,
                         Rule::UnlessArgHasBits { arg, bits } => {
                             if args[arg as usize] as u32 & bits != 0 {
+                                RET_ALLOW
+                            } else {
+                                RET_TRACE
+                            }
+                        }
+                        Rule::UnlessArgBelow { arg, min } => {
+                            if (args[arg as usize] as u32) < min {
                                 RET_ALLOW
                             } else {
                                 RET_TRACE

@@ -24,6 +24,16 @@ pub enum Rule {
         /// Bits tested with `BPF_JSET`.
         bits: u32,
     },
+    /// The call runs natively when the low 32 bits of argument `arg`,
+    /// unsigned, are below `min`, and stops otherwise. Used for `close` and
+    /// `fsync` of descriptors a handler moved to a high range (a negative
+    /// descriptor also stops; the handler lets it fail natively).
+    UnlessArgBelow {
+        /// Argument index, 0..6.
+        arg: u8,
+        /// Smallest value that stops, tested with `BPF_JGE`.
+        min: u32,
+    },
 }
 
 /// A set of system calls, each with the [`Rule`] deciding when it stops.
@@ -168,7 +178,56 @@ impl SyscallSet {
     pub fn diatom_default() -> SyscallSet {
         use Sysno::*;
         let mut s: SyscallSet = [
-            // files, by name
+            // sockets
+            socket,
+            socketpair,
+            connect,
+            bind,
+            listen,
+            accept,
+            accept4,
+            sendto,
+            recvfrom,
+            sendmsg,
+            recvmsg,
+            getsockname,
+            getpeername,
+            // processes
+            clone,
+            clone3,
+            fork,
+            vfork,
+            exit_group,
+            wait4,
+            waitid,
+            kill,
+            tgkill,
+            tkill,
+            ptrace,
+            process_vm_readv,
+            process_vm_writev,
+            // identity and host
+            getuid,
+            geteuid,
+            getgid,
+            getegid,
+            getresuid,
+            getresgid,
+            getgroups,
+            uname,
+        ]
+        .into_iter()
+        .collect();
+        s.extend_from(&Self::diatom_files());
+        s
+    }
+
+    /// The file calls of [`diatom_default`](Self::diatom_default): every
+    /// call that names a file by path (and `fchdir`), with `newfstatat` and
+    /// `statx` stopping only without `AT_EMPTY_PATH`.
+    pub fn diatom_files() -> SyscallSet {
+        use Sysno::*;
+        let mut s: SyscallSet = [
             open,
             openat,
             openat2,
@@ -222,43 +281,6 @@ impl SyscallSet {
             lremovexattr,
             inotify_add_watch,
             name_to_handle_at,
-            // sockets
-            socket,
-            socketpair,
-            connect,
-            bind,
-            listen,
-            accept,
-            accept4,
-            sendto,
-            recvfrom,
-            sendmsg,
-            recvmsg,
-            getsockname,
-            getpeername,
-            // processes
-            clone,
-            clone3,
-            fork,
-            vfork,
-            exit_group,
-            wait4,
-            waitid,
-            kill,
-            tgkill,
-            tkill,
-            ptrace,
-            process_vm_readv,
-            process_vm_writev,
-            // identity and host
-            getuid,
-            geteuid,
-            getgid,
-            getegid,
-            getresuid,
-            getresgid,
-            getgroups,
-            uname,
         ]
         .into_iter()
         .collect();
@@ -312,6 +334,22 @@ mod tests {
         assert_eq!(s.rule(Sysno::newfstatat.id() as u32), Rule::Always);
         s.insert_rule(Sysno::newfstatat, cond);
         assert_eq!(s.rule(Sysno::newfstatat.id() as u32), Rule::Always);
+    }
+
+    #[test]
+    fn a_later_conditional_rule_replaces_an_earlier_one() {
+        let mut s = SyscallSet::new();
+        s.insert_rule(Sysno::close, Rule::UnlessArgBelow { arg: 0, min: 1000 });
+        assert_eq!(
+            s.rule(Sysno::close.id() as u32),
+            Rule::UnlessArgBelow { arg: 0, min: 1000 }
+        );
+        s.insert_rule(Sysno::close, Rule::UnlessArgBelow { arg: 0, min: 7 });
+        assert_eq!(
+            s.rule(Sysno::close.id() as u32),
+            Rule::UnlessArgBelow { arg: 0, min: 7 }
+        );
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! - `/proc/self/exe` (and `/proc/PID/exe` of a job process) names the
 //!   program the user asked for, not the cached loader the node exec'd.
 //!
-//! File, socket and process forwarding grow here as later layers arrive.
+//! - Files: with a [`FsLayer`] ([`JobHandler::with_fs`]), every file call
+//!   is served from central (see `fs/`).
+//!
+//! Socket and process forwarding grow here as later layers arrive.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,6 +17,8 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 use syscalls::Sysno;
 use tracer::{Action, Handler, NewTask, SyscallSet, SyscallStop, TraceeMemory};
+
+use super::fs::FsLayer;
 
 /// The caller's identity on central, as getuid and friends must report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +44,8 @@ pub struct JobHandler {
     threads: HashMap<Pid, Pid>,
     /// The node's own exec of the loader has not been seen yet.
     first_exec_pending: bool,
+    /// Transparent file access, when the job has it.
+    fs: Option<FsLayer>,
 }
 
 impl JobHandler {
@@ -50,52 +57,68 @@ impl JobHandler {
             launched: HashSet::new(),
             threads: HashMap::new(),
             first_exec_pending: true,
+            fs: None,
         }
+    }
+
+    /// Serves the job's file calls with `fs`.
+    pub fn with_fs(mut self, fs: FsLayer) -> Self {
+        self.fs = Some(fs);
+        self
+    }
+
+    /// The file layer, if any.
+    pub fn fs_mut(&mut self) -> Option<&mut FsLayer> {
+        self.fs.as_mut()
     }
 
     /// Records the job's first process once it is spawned.
     pub fn set_first_process(&mut self, pid: Pid) {
         self.launched.insert(pid);
+        if let Some(fs) = &mut self.fs {
+            fs.set_first_process(pid);
+        }
     }
 
     fn readlink(&mut self, stop: &mut SyscallStop<'_>, path_arg: usize) -> Action {
         let Ok(path) = stop.read_path_arg(path_arg) else {
-            return Action::Continue;
+            return self.delegate(stop);
         };
-        if !self.is_launched_exe(stop.pid(), &path) {
-            return Action::Continue;
-        }
+        let Some(program) = self.exe_for(stop.pid(), &path) else {
+            return self.delegate(stop);
+        };
         let buf = stop.arg(path_arg + 1);
         let size = stop.arg(path_arg + 2) as usize;
         if (size as i64) <= 0 {
             return Action::errno(Errno::EINVAL);
         }
-        let n = self.program.len().min(size);
-        match stop.memory().write_all(buf, &self.program[..n]) {
+        let n = program.len().min(size);
+        match stop.memory().write_all(buf, &program[..n]) {
             Ok(()) => Action::Return(n as i64),
             Err(_) => Action::errno(Errno::EFAULT),
         }
     }
 
-    fn is_launched_exe(&self, caller: Pid, path: &[u8]) -> bool {
-        let Some(rest) = path.strip_prefix(b"/proc/") else {
-            return false;
-        };
-        let Some(who) = rest.strip_suffix(b"/exe") else {
-            return false;
-        };
+    fn delegate(&mut self, stop: &mut SyscallStop<'_>) -> Action {
+        match &mut self.fs {
+            Some(fs) => fs.handle_syscall(stop),
+            None => Action::Continue,
+        }
+    }
+
+    /// The central program `/proc/PID/exe` (`path`) must name for `caller`.
+    fn exe_for(&self, caller: Pid, path: &[u8]) -> Option<Vec<u8>> {
+        let rest = path.strip_prefix(b"/proc/")?;
+        let who = rest.strip_suffix(b"/exe")?;
         let pid = if who == b"self" || who == b"thread-self" {
             caller
         } else {
-            match std::str::from_utf8(who)
-                .ok()
-                .and_then(|s| s.parse::<i32>().ok())
-            {
-                Some(p) => Pid::from_raw(p),
-                None => return false,
-            }
+            Pid::from_raw(std::str::from_utf8(who).ok()?.parse::<i32>().ok()?)
         };
-        self.launched.contains(&pid)
+        if let Some(exe) = self.fs.as_ref().and_then(|f| f.exe_of(pid)) {
+            return Some(exe.to_vec());
+        }
+        self.launched.contains(&pid).then(|| self.program.clone())
     }
 
     fn write_ids(stop: &SyscallStop<'_>, id: u32) -> Action {
@@ -132,7 +155,7 @@ impl JobHandler {
 
 impl Handler for JobHandler {
     fn subscriptions(&self) -> SyscallSet {
-        [
+        let mut s: SyscallSet = [
             Sysno::getuid,
             Sysno::geteuid,
             Sysno::getgid,
@@ -144,7 +167,11 @@ impl Handler for JobHandler {
             Sysno::readlinkat,
         ]
         .into_iter()
-        .collect()
+        .collect();
+        if let Some(fs) = &self.fs {
+            s.extend_from(&fs.subscriptions());
+        }
+        s
     }
 
     fn handle_syscall(&mut self, stop: &mut SyscallStop<'_>) -> Action {
@@ -156,23 +183,29 @@ impl Handler for JobHandler {
             Some(Sysno::getgroups) => self.getgroups(stop),
             Some(Sysno::readlink) => self.readlink(stop, 0),
             Some(Sysno::readlinkat) => self.readlink(stop, 1),
-            _ => Action::Continue,
+            _ => self.delegate(stop),
         }
     }
 
     fn on_new_task(&mut self, tid: Pid, tgid: Pid, parent: Pid, kind: NewTask) {
+        let parent_process = self.threads.get(&parent).copied().unwrap_or(parent);
+        if let Some(fs) = &mut self.fs {
+            fs.on_new_task(tid, tgid, parent_process, kind);
+        }
         if kind == NewTask::Thread {
             self.threads.insert(tid, tgid);
             return;
         }
         // A forked child runs its parent's image until it execs.
-        let parent_process = self.threads.get(&parent).copied().unwrap_or(parent);
         if self.launched.contains(&parent_process) {
             self.launched.insert(tgid);
         }
     }
 
     fn on_exec(&mut self, pid: Pid, _former_tid: Pid) {
+        if let Some(fs) = &mut self.fs {
+            fs.on_exec(pid);
+        }
         // The first exec is the node starting the cached program itself.
         if self.first_exec_pending && self.launched.contains(&pid) {
             self.first_exec_pending = false;
@@ -184,6 +217,9 @@ impl Handler for JobHandler {
 
     fn on_exit(&mut self, tid: Pid, tgid: Pid, _status: tracer::ExitStatus) {
         self.threads.remove(&tid);
+        if let Some(fs) = &mut self.fs {
+            fs.on_exit(tid, tgid);
+        }
         if tid == tgid {
             self.launched.remove(&tgid);
         }

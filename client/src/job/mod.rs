@@ -1,6 +1,7 @@
 //! Running one job on the node: its exec line, its tracer handler, and the
 //! runner that glues the tracer to the job's home.
 
+pub mod fs;
 pub mod handler;
 pub mod launch;
 pub mod runner;

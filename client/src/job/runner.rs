@@ -18,15 +18,14 @@ use dscp_dicp::Peer;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::fs::{self, FsConfig, FsLayer};
 use super::handler::{Identity, JobHandler};
-use super::launch::{self, LibraryLink, LocalExec};
-use crate::cache::{Cache, FileIdentity};
+use super::launch::{self, LocalExec};
+use crate::cache::Cache;
 use crate::net::{ask, reply as respond, Incoming, Net, PendingCall};
 use crate::pty::{self, Pty, WindowSize};
 use dscp_dicp::msg::control::{JobEvent, StartJob};
-use dscp_dicp::msg::job::{
-    FileStamp, Launch, Request as Job, Response as JobReply, WinSize as WireWinSize,
-};
+use dscp_dicp::msg::job::{Launch, Request as Job, Response as JobReply, WinSize as WireWinSize};
 use dscp_dicp::msg::{Blob, Request};
 
 /// How long a node waits for the home's launch after accepting a job.
@@ -142,13 +141,20 @@ fn run_inner(
         gid: setup.start.gid,
         groups: launch.groups.clone(),
     };
-    let handler = JobHandler::new(identity, launch.exe.0.clone());
+    let (files, cwd) = match file_layer(setup, home, &launch) {
+        Ok(x) => x,
+        Err(why) => {
+            respond(req, failed(why.clone()));
+            return Err(why);
+        }
+    };
+    let handler = JobHandler::new(identity, launch.exe.0.clone()).with_fs(files);
     let mut cmd = tracer::Command::new(&line.path);
     cmd.args(line.argv.iter().skip(1))
         .arg0(line.argv.first().cloned().unwrap_or_default())
         .envp(launch.envp.iter().map(|e| OsString::from_vec(e.0.clone())))
         .kill_descendants_on_exit(true);
-    let child = ChildSetup::new(&launch, &stdio, setup.run_as);
+    let child = ChildSetup::new(&launch, &stdio, setup.run_as, &cwd);
     // SAFETY: the hook only makes raw system calls on values prepared
     // before the fork (see ChildSetup::apply).
     unsafe {
@@ -182,7 +188,14 @@ fn run_inner(
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let status = std::thread::scope(|s| {
         s.spawn(|| dispatch(net, home, control, input, &stop_rx));
-        let status = tracer.run();
+        let status = tracer.run_mut();
+        // Every job process is gone: what they wrote reaches central
+        // before the home hears of the end.
+        if let Some(files) = tracer.handler_mut().fs_mut() {
+            for e in files.finish() {
+                log::warn!("job {}: write-back failed: {e}", setup.job);
+            }
+        }
         log::debug!("job {}: exited after {:?}", setup.job, t0.elapsed());
         // Output first, then the exit: wait for the relay to drain the pipes
         // (every job process is dead, so they reach EOF).
@@ -244,14 +257,30 @@ fn wait_launch(net: &Net) -> Result<(Incoming, Launch), String> {
     }
 }
 
-fn identity_of(s: &FileStamp) -> FileIdentity {
-    FileIdentity {
-        size: s.size,
-        mtime_ns: s.mtime_ns,
-        ctime_ns: s.ctime_ns,
-        ino: s.ino,
-        dev: s.dev,
+/// How long one file request to the home may take (a `Read` moves up to
+/// 4 MiB; an `Exec` may make the home resolve many libraries).
+const FILE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The job's file layer (its mirror under the job directory, requests to
+/// the home over the job's session) and the node directory the first
+/// process starts in: the mirror of the caller's cwd.
+fn file_layer(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<(FsLayer, PathBuf), String> {
+    let mut cfg = FsConfig::new(setup.job_dir.clone(), setup.run_as, launch.umask);
+    // The loader, program and libraries of an exec are opened by their
+    // cache path: `objects/<2 hex>/<62 hex>`.
+    let any = setup
+        .cache
+        .object_path(&crate::cache::Hash::from_bytes([0; 32]));
+    if let Some(objects) = any.parent().and_then(Path::parent) {
+        cfg.native.push(objects.to_path_buf());
     }
+    let client = fs::HomeClient::new(setup.net.clone(), home, FILE_TIMEOUT);
+    let mut files = FsLayer::new(cfg, Box::new(client), setup.cache.clone())
+        .map_err(|e| format!("cannot make the job's file mirror: {e}"))?;
+    let cwd = files
+        .enter_dir(&launch.cwd)
+        .map_err(|e| format!("cannot make the job's cwd: {e}"))?;
+    Ok((files, cwd))
 }
 
 /// Makes sure every file of the launch is cached (fetching the missing
@@ -261,7 +290,7 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
     let mut missing = Vec::new();
     for (path, stamp) in &launch.image.files {
         let p = Path::new(std::ffi::OsStr::from_bytes(path));
-        match setup.cache.lookup(p, &identity_of(stamp)) {
+        match setup.cache.lookup(p, &fs::identity_of(stamp)) {
             Some(obj) => {
                 objects.insert(path.clone(), obj.path);
             }
@@ -287,44 +316,12 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
             let p = Path::new(std::ffi::OsStr::from_bytes(&path));
             let obj = setup
                 .cache
-                .insert(p, &identity_of(&stamp), None, &data[..])
+                .insert(p, &fs::identity_of(&stamp), None, &data[..])
                 .map_err(|e| format!("cache: {e}"))?;
             objects.insert(path, obj.path);
         }
     }
-    let object = |p: &Blob| {
-        objects.get(p).cloned().ok_or_else(|| {
-            format!(
-                "{} is not among the shipped files",
-                String::from_utf8_lossy(p)
-            )
-        })
-    };
-    let mut libraries = Vec::new();
-    for (name, path) in &launch.image.libraries {
-        libraries.push(LibraryLink {
-            name: OsString::from_vec(name.0.clone()),
-            object: object(path)?,
-        });
-    }
-    let preload = launch
-        .image
-        .preload
-        .iter()
-        .map(object)
-        .collect::<Result<_, _>>()?;
-    Ok(LocalExec {
-        preload,
-        program: object(&launch.image.program)?,
-        loader: launch.image.interpreter.as_ref().map(object).transpose()?,
-        libraries,
-        argv: launch
-            .image
-            .argv
-            .iter()
-            .map(|a| OsString::from_vec(a.0.clone()))
-            .collect(),
-    })
+    fs::exec_plan(&launch.image, &objects)
 }
 
 /// The job's stdio on the node: three pipes, or one pty.
@@ -437,15 +434,9 @@ struct ChildSetup {
 }
 
 impl ChildSetup {
-    fn new(launch: &Launch, stdio: &Stdio, run_as: Option<(u32, u32)>) -> Self {
-        let cwd_path = Path::new(std::ffi::OsStr::from_bytes(&launch.cwd));
-        // The job's cwd is central's; the node enters the same path when it
-        // has it (forwarded path resolution comes with file access).
-        let cwd = if cwd_path.is_dir() {
-            CString::new(launch.cwd.0.clone()).unwrap_or_else(|_| c"/".to_owned())
-        } else {
-            c"/".to_owned()
-        };
+    fn new(launch: &Launch, stdio: &Stdio, run_as: Option<(u32, u32)>, cwd: &Path) -> Self {
+        // The mirror of the caller's cwd on central (see FsLayer::enter_dir).
+        let cwd = CString::new(cwd.as_os_str().as_bytes()).unwrap_or_else(|_| c"/".to_owned());
         let (stdio, tty_slave) = match stdio {
             Stdio::Pipes { child, .. } => (
                 [

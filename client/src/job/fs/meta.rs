@@ -1,0 +1,297 @@
+//! The per-job metadata cache and the kernel structures stat-like calls
+//! fill in tracee memory.
+//!
+//! A directory listing (`ReadDir`) brings every entry's `lstat`; those
+//! entries answer `stat`/`lstat`/`readlink` by path, and a name missing
+//! from a fresh listing answers `ENOENT`, until the directory is listed
+//! again, the job changes something there, or [`MetaCache::ttl`] passes
+//! (central may change behind the job's back; see docs/files.md).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dscp_dicp::msg::fs::{FileStat, StatFs};
+
+use super::paths;
+
+/// One cached entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    /// `lstat` of the path.
+    pub stat: FileStat,
+    /// Its target when it is a symlink.
+    pub link: Option<Vec<u8>>,
+    at: Instant,
+}
+
+/// What the cache knows about a path.
+#[derive(Debug)]
+pub(crate) enum Known<'a> {
+    /// Its `lstat` (and link target).
+    Entry(&'a Meta),
+    /// A fresh listing of its parent does not have it: `ENOENT`.
+    Absent,
+    /// Ask central.
+    Unknown,
+}
+
+/// Entries by clean central path, and when each directory was listed.
+#[derive(Debug)]
+pub(crate) struct MetaCache {
+    entries: HashMap<Vec<u8>, Meta>,
+    listed: HashMap<Vec<u8>, Instant>,
+    /// How long an entry stays valid without a new listing.
+    pub ttl: Duration,
+}
+
+impl MetaCache {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            entries: HashMap::new(),
+            listed: HashMap::new(),
+            ttl,
+        }
+    }
+
+    /// What is known about the clean path `path` now.
+    pub(crate) fn known(&self, path: &[u8]) -> Known<'_> {
+        if self.ttl.is_zero() {
+            return Known::Unknown;
+        }
+        let now = Instant::now();
+        if let Some(m) = self.entries.get(path) {
+            if now.duration_since(m.at) < self.ttl {
+                return Known::Entry(m);
+            }
+            return Known::Unknown;
+        }
+        if let Some((parent, _)) = paths::split(path) {
+            if let Some(at) = self.listed.get(parent) {
+                if now.duration_since(*at) < self.ttl {
+                    return Known::Absent;
+                }
+            }
+        }
+        Known::Unknown
+    }
+
+    /// Records the listing of directory `dir` (clean): its entries replace
+    /// whatever was known below it, one level deep.
+    pub(crate) fn put_listing<'a>(
+        &mut self,
+        dir: &[u8],
+        entries: impl Iterator<Item = (&'a [u8], FileStat, Option<Vec<u8>>)>,
+    ) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        for (name, stat, link) in entries {
+            self.entries.insert(
+                paths::join(dir, name),
+                Meta {
+                    stat,
+                    link,
+                    at: now,
+                },
+            );
+        }
+        self.listed.insert(dir.to_vec(), now);
+    }
+
+    /// Records one entry's `lstat` (from a forwarded call or an open).
+    pub(crate) fn put(&mut self, path: &[u8], stat: FileStat, link: Option<Vec<u8>>) {
+        if self.ttl.is_zero() || !paths::is_clean(path) {
+            return;
+        }
+        self.entries.insert(
+            path.to_vec(),
+            Meta {
+                stat,
+                link,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets `path` and, when `tree`, everything below it, and the
+    /// listing of its parent (a name appeared, vanished or changed there).
+    pub(crate) fn invalidate(&mut self, path: &[u8], tree: bool) {
+        let path = paths::tidy(path);
+        self.entries.remove(&path);
+        self.listed.remove(&path);
+        if tree {
+            self.entries.retain(|k, _| !paths::is_under(k, &path));
+            self.listed.retain(|k, _| !paths::is_under(k, &path));
+        }
+        if let Some((parent, _)) = paths::split(&path) {
+            self.entries.remove(parent);
+            self.listed.remove(parent);
+        }
+    }
+}
+
+/// `S_IFMT` of a mode.
+pub(crate) fn file_type(mode: u32) -> u32 {
+    mode & libc::S_IFMT
+}
+
+fn split_ns(ns: i64) -> (i64, i64) {
+    (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// `struct stat` (x86_64 layout) for `s`.
+pub(crate) fn kernel_stat(s: &FileStat) -> libc::stat {
+    // SAFETY: libc::stat is plain integers; all-zero is a valid value.
+    let mut k: libc::stat = unsafe { std::mem::zeroed() };
+    k.st_dev = s.dev;
+    k.st_ino = s.ino;
+    k.st_nlink = s.nlink as _;
+    k.st_mode = s.mode;
+    k.st_uid = s.uid;
+    k.st_gid = s.gid;
+    k.st_rdev = s.rdev;
+    k.st_size = s.size as i64;
+    k.st_blksize = s.blksize as _;
+    k.st_blocks = s.blocks as i64;
+    (k.st_atime, k.st_atime_nsec) = split_ns(s.atime_ns);
+    (k.st_mtime, k.st_mtime_nsec) = split_ns(s.mtime_ns);
+    (k.st_ctime, k.st_ctime_nsec) = split_ns(s.ctime_ns);
+    k
+}
+
+/// `struct statx` for `s`: the basic fields, no birth time.
+pub(crate) fn kernel_statx(s: &FileStat) -> libc::statx {
+    // SAFETY: libc::statx is plain integers; all-zero is a valid value.
+    let mut k: libc::statx = unsafe { std::mem::zeroed() };
+    k.stx_mask = libc::STATX_BASIC_STATS;
+    k.stx_blksize = s.blksize as u32;
+    k.stx_nlink = s.nlink as u32;
+    k.stx_uid = s.uid;
+    k.stx_gid = s.gid;
+    k.stx_mode = s.mode as u16;
+    k.stx_ino = s.ino;
+    k.stx_size = s.size;
+    k.stx_blocks = s.blocks;
+    let ts = |ns: i64| {
+        let (sec, nsec) = split_ns(ns);
+        // SAFETY: plain integers; all-zero is a valid value.
+        let mut t: libc::statx_timestamp = unsafe { std::mem::zeroed() };
+        t.tv_sec = sec;
+        t.tv_nsec = nsec as u32;
+        t
+    };
+    k.stx_atime = ts(s.atime_ns);
+    k.stx_mtime = ts(s.mtime_ns);
+    k.stx_ctime = ts(s.ctime_ns);
+    k.stx_rdev_major = libc::major(s.rdev);
+    k.stx_rdev_minor = libc::minor(s.rdev);
+    k.stx_dev_major = libc::major(s.dev);
+    k.stx_dev_minor = libc::minor(s.dev);
+    k
+}
+
+/// `struct statfs` as the x86_64 kernel writes it (libc's hides `f_flags`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KernelStatfs {
+    f_type: i64,
+    f_bsize: i64,
+    f_blocks: u64,
+    f_bfree: u64,
+    f_bavail: u64,
+    f_files: u64,
+    f_ffree: u64,
+    f_fsid: [i32; 2],
+    f_namelen: i64,
+    f_frsize: i64,
+    f_flags: i64,
+    f_spare: [i64; 4],
+}
+
+/// `struct statfs` for `s`.
+pub(crate) fn kernel_statfs(s: &StatFs) -> KernelStatfs {
+    KernelStatfs {
+        f_type: s.kind,
+        f_bsize: s.bsize,
+        f_blocks: s.blocks,
+        f_bfree: s.bfree,
+        f_bavail: s.bavail,
+        f_files: s.files,
+        f_ffree: s.ffree,
+        f_namelen: s.namelen,
+        f_frsize: s.frsize,
+        f_flags: s.flags,
+        ..Default::default()
+    }
+}
+
+/// The bytes of a plain kernel structure.
+pub(crate) fn bytes_of<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: reading the bytes of a Copy value of plain integers.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_structs_match_the_kernels_own() {
+        let m = std::fs::metadata("/usr/bin").unwrap();
+        let s = super::super::tests::fake_home::stat_of(&m);
+        // SAFETY: plain stat calls on zeroed buffers.
+        let (real, realx) = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::stat(c"/usr/bin".as_ptr(), &mut st), 0);
+            let mut stx: libc::statx = std::mem::zeroed();
+            assert_eq!(
+                libc::statx(
+                    libc::AT_FDCWD,
+                    c"/usr/bin".as_ptr(),
+                    0,
+                    libc::STATX_BASIC_STATS,
+                    &mut stx
+                ),
+                0
+            );
+            (st, stx)
+        };
+        assert_eq!(bytes_of(&kernel_stat(&s)), bytes_of(&real));
+        let mine = kernel_statx(&s);
+        assert_eq!(mine.stx_ino, realx.stx_ino);
+        assert_eq!(mine.stx_mode, realx.stx_mode);
+        assert_eq!(mine.stx_dev_major, realx.stx_dev_major);
+        assert_eq!(mine.stx_dev_minor, realx.stx_dev_minor);
+        assert_eq!(mine.stx_mtime.tv_sec, realx.stx_mtime.tv_sec);
+        assert_eq!(mine.stx_mtime.tv_nsec, realx.stx_mtime.tv_nsec);
+        assert_eq!(mine.stx_size, realx.stx_size);
+        assert_eq!(mine.stx_nlink, realx.stx_nlink);
+        assert_eq!(std::mem::size_of::<KernelStatfs>(), 120);
+        assert_eq!(
+            std::mem::size_of::<KernelStatfs>(),
+            std::mem::size_of::<libc::statfs>()
+        );
+    }
+
+    #[test]
+    fn listing_answers_entries_and_absence_until_invalidated() {
+        let mut c = MetaCache::new(Duration::from_secs(60));
+        let st = FileStat {
+            size: 3,
+            ..Default::default()
+        };
+        c.put_listing(b"/d", [(&b"a"[..], st, None)].into_iter());
+        assert!(matches!(c.known(b"/d/a"), Known::Entry(m) if m.stat.size == 3));
+        assert!(matches!(c.known(b"/d/b"), Known::Absent));
+        assert!(matches!(c.known(b"/e/b"), Known::Unknown));
+        c.invalidate(b"/d/b", false);
+        assert!(matches!(c.known(b"/d/b"), Known::Unknown));
+        assert!(matches!(c.known(b"/d/a"), Known::Entry(_)));
+        c.invalidate(b"/d", true);
+        assert!(matches!(c.known(b"/d/a"), Known::Unknown));
+        let mut z = MetaCache::new(Duration::ZERO);
+        z.put_listing(b"/d", [(&b"a"[..], st, None)].into_iter());
+        assert!(matches!(z.known(b"/d/a"), Known::Unknown));
+    }
+}

@@ -1,0 +1,384 @@
+//! Transparent file access, node side: the tracer layer that makes a job
+//! see central's file system (see `docs/files.md`, the contract).
+//!
+//! [`FsLayer`] decides each intercepted file call of a job: path calls are
+//! resolved to absolute central paths ([`paths`], the process's cwd and
+//! directory descriptors read back from `/proc/TID/...`), forwarded to the
+//! job's home through an [`FsClient`], and either answered (stat, access,
+//! readlink, mutations) or rewritten to a local file the kernel then opens
+//! natively: a hard link to a cache object, a mirror directory of
+//! placeholders, a private writable copy ([`mirror`]).
+//!
+//! The runner builds one [`FsLayer`] per job ([`FsLayer::new`] with an
+//! [`FsConfig`] and a [`HomeClient`]), puts the job's first process in the
+//! mirror of its central cwd ([`FsLayer::enter_dir`]) and hands the layer
+//! to the job's [`JobHandler`](super::handler::JobHandler).
+
+mod calls;
+pub mod exec;
+mod fetch;
+mod meta;
+mod mirror;
+mod paths;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dscp_dicp::msg::fs::{FileStat, Request, Response};
+use dscp_dicp::Peer;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+use syscalls::Sysno;
+use tracer::{Rule, SyscallSet};
+
+use crate::cache::Cache;
+use crate::net::{ask, Net};
+
+pub use exec::plan as exec_plan;
+pub use fetch::identity_of;
+
+/// How the layer talks to the job's home. The production implementation is
+/// [`HomeClient`]; tests use a fake home.
+pub trait FsClient {
+    /// Sends one file request and waits for its answer. `Err`: no answer
+    /// (home gone, timeout, refused): the tracee sees `EIO`.
+    fn call(&self, req: Request) -> Result<Response, String>;
+}
+
+/// The job's home over the job's session.
+#[derive(Debug, Clone)]
+pub struct HomeClient {
+    net: Net,
+    home: Peer,
+    timeout: Duration,
+}
+
+impl HomeClient {
+    /// Calls `home` over `net`, each request waiting at most `timeout`.
+    pub fn new(net: Net, home: Peer, timeout: Duration) -> Self {
+        Self { net, home, timeout }
+    }
+}
+
+impl FsClient for HomeClient {
+    fn call(&self, req: Request) -> Result<Response, String> {
+        ask::<Response>(&self.net, self.home, req, self.timeout)
+    }
+}
+
+/// Where and how a job's file layer works.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// The job's directory on the node (the mirror is `job_dir/root`;
+    /// `job_dir/tmp` and `job_dir/exec-N` are the layer's own).
+    pub job_dir: PathBuf,
+    /// The job's (uid, gid) on the node when it runs as another user than
+    /// the node daemon: private copies are given to it.
+    pub run_as: Option<(u32, u32)>,
+    /// Node directories the job may reach by their node path (the cache's
+    /// objects, the launch's library directory): opened natively. The
+    /// job's directory is always among them.
+    pub native: Vec<PathBuf>,
+    /// The job's umask at launch.
+    pub umask: u32,
+    /// How long metadata from a directory listing answers `stat` without
+    /// asking central (0: always ask).
+    pub meta_ttl: Duration,
+    /// Answer `fstat` of descriptors of central files with central's
+    /// metadata (one stop per `fstat`); otherwise they report the local
+    /// copy's (see docs/files.md).
+    pub central_fstat: bool,
+    /// Descriptors of files open for writing are moved to this number or
+    /// above, so `close`/`fsync` stop only for them.
+    pub write_fd_min: u32,
+}
+
+impl FsConfig {
+    /// Defaults for a job in `job_dir`.
+    pub fn new(job_dir: PathBuf, run_as: Option<(u32, u32)>, umask: u32) -> Self {
+        Self {
+            job_dir,
+            run_as,
+            native: Vec::new(),
+            umask,
+            meta_ttl: Duration::from_secs(2),
+            central_fstat: true,
+            write_fd_min: 1000,
+        }
+    }
+}
+
+/// A path argument resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Where {
+    /// The node's own (`/proc`, `/sys`, `/dev`, node directories): run
+    /// natively on this absolute node path (the tracer's copy).
+    Native(Vec<u8>),
+    /// Native, relative to a node directory descriptor: leave it alone.
+    NativeRelative,
+    /// This absolute central path (tidy: no `.` or empty components).
+    Central(Vec<u8>),
+}
+
+/// The job's file layer (see the module documentation).
+pub struct FsLayer {
+    client: Box<dyn FsClient>,
+    cache: Cache,
+    mirror: mirror::Mirror,
+    meta: meta::MetaCache,
+    cfg: FsConfig,
+    native: Vec<Vec<u8>>,
+    /// Per process umask.
+    umask: HashMap<Pid, u32>,
+    /// Live processes of the job.
+    procs: HashSet<Pid>,
+    /// Central stat of each canonical path at its last open, for `fstat`.
+    opened: HashMap<Vec<u8>, FileStat>,
+    writes: write::Writes,
+    exec: exec::ExecState,
+}
+
+impl std::fmt::Debug for FsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsLayer")
+            .field("mirror", &self.mirror.root())
+            .field("procs", &self.procs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+impl FsLayer {
+    /// A layer for one job: creates its mirror under `cfg.job_dir`.
+    pub fn new(cfg: FsConfig, client: Box<dyn FsClient>, cache: Cache) -> std::io::Result<Self> {
+        let root = cfg.job_dir.join("root");
+        let mirror = mirror::Mirror::create(&root, &cfg.job_dir.join("tmp"), cfg.run_as)?;
+        let mut native: Vec<Vec<u8>> = cfg.native.iter().map(|p| bytes(p)).collect();
+        native.push(bytes(&cfg.job_dir));
+        Ok(Self {
+            client,
+            cache,
+            mirror,
+            meta: meta::MetaCache::new(cfg.meta_ttl),
+            native,
+            umask: HashMap::new(),
+            procs: HashSet::new(),
+            opened: HashMap::new(),
+            writes: write::Writes::default(),
+            exec: exec::ExecState::new(cfg.job_dir.clone()),
+            cfg,
+        })
+    }
+
+    /// Makes central directory `central` (absolute, canonical: the
+    /// caller's cwd) a mirror directory and returns its node path: the
+    /// job's first process starts there.
+    pub fn enter_dir(&mut self, central: &[u8]) -> std::io::Result<PathBuf> {
+        let c = paths::tidy(central);
+        self.mirror.ensure_dir(&c)?;
+        Ok(PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(
+                self.mirror.node_path(&c),
+            ),
+        ))
+    }
+
+    /// Records the job's first process (after spawn).
+    pub fn set_first_process(&mut self, pid: Pid) {
+        self.procs.insert(pid);
+        self.exec.first = Some(pid);
+    }
+
+    /// The calls the layer stops.
+    pub fn subscriptions(&self) -> SyscallSet {
+        use Sysno::*;
+        let mut s = SyscallSet::diatom_files();
+        s.insert(umask);
+        if self.cfg.central_fstat {
+            // Every fstat too, not only the path forms.
+            s.insert(fstat).insert(newfstatat).insert(statx);
+        }
+        let at_least = Rule::UnlessArgBelow {
+            arg: 0,
+            min: self.cfg.write_fd_min,
+        };
+        s.insert_rule(close, at_least);
+        s.insert_rule(fsync, at_least);
+        s.insert_rule(fdatasync, at_least);
+        s
+    }
+
+    /// A new task appeared (see [`tracer::Handler::on_new_task`]).
+    pub fn on_new_task(&mut self, _tid: Pid, tgid: Pid, parent_pid: Pid, kind: tracer::NewTask) {
+        if kind == tracer::NewTask::Thread {
+            return;
+        }
+        self.procs.insert(tgid);
+        self.exec.on_fork(parent_pid, tgid);
+        if let Some(m) = self.umask.get(&parent_pid).copied() {
+            self.umask.insert(tgid, m);
+        }
+    }
+
+    /// Process `pid` exec'd.
+    pub fn on_exec(&mut self, pid: Pid) {
+        self.exec.on_exec(pid);
+    }
+
+    /// Task `tid` of `tgid` ended.
+    pub fn on_exit(&mut self, tid: Pid, tgid: Pid) {
+        if tid != tgid {
+            return;
+        }
+        self.procs.remove(&tgid);
+        self.umask.remove(&tgid);
+        self.exec.on_exit(tgid);
+        self.write_back_unreferenced();
+    }
+
+    /// Writes back every file still open for writing and closes it on the
+    /// home: the job ended. Returns the errors (path: why).
+    pub fn finish(&mut self) -> Vec<String> {
+        self.procs.clear();
+        self.write_back_unreferenced()
+    }
+
+    /// The central program process `pid` runs when the layer exec'd it
+    /// through the loader (for `/proc/PID/exe`).
+    pub fn exe_of(&self, pid: Pid) -> Option<&[u8]> {
+        self.exec.exe_of(pid)
+    }
+
+    fn umask_of(&self, pid: Pid) -> u32 {
+        self.umask.get(&pid).copied().unwrap_or(self.cfg.umask)
+    }
+
+    /// Sends `req`; central's errno as `Err`, a lost home as `EIO`.
+    fn ask(&self, req: Request) -> Result<Response, Errno> {
+        match self.client.call(req) {
+            Ok(Response::Errno(e)) => Err(Errno::from_raw(e)),
+            Ok(r) => Ok(r),
+            Err(why) => {
+                log::warn!("file request failed: {why}");
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    /// Classifies an absolute path.
+    fn classify(&self, abs: &[u8]) -> Where {
+        let lex = paths::lexical(abs);
+        if let Some(w) = self.proc_magic(&lex) {
+            return w;
+        }
+        let native = paths::NODE_TREES.iter().any(|t| paths::is_under(&lex, t))
+            || self.native.iter().any(|p| paths::is_under(&lex, p))
+            || paths::is_under(&lex, self.mirror.root());
+        if native {
+            Where::Native(abs.to_vec())
+        } else {
+            Where::Central(paths::tidy(abs))
+        }
+    }
+
+    /// `/proc/PID/cwd/...`, `/proc/PID/fd/N/...` and `/proc/PID/root/...`
+    /// with something below them lead into central's tree when the link
+    /// leads into the mirror.
+    fn proc_magic(&self, lex: &[u8]) -> Option<Where> {
+        let rest = lex.strip_prefix(b"/proc/")?;
+        let mut it = rest.splitn(3, |b| *b == b'/');
+        let _who = it.next()?;
+        let what = it.next()?;
+        let tail = it.next()?;
+        let (link_len, below) = match what {
+            b"root" => return Some(self.classify(&paths::join(b"/", tail))),
+            b"cwd" => (b"/proc/".len() + _who.len() + 4, tail),
+            b"fd" => {
+                let (n, below) = match tail.iter().position(|b| *b == b'/') {
+                    Some(i) => (&tail[..i], &tail[i + 1..]),
+                    None => return None,
+                };
+                (b"/proc/".len() + _who.len() + 4 + n.len(), below)
+            }
+            _ => return None,
+        };
+        let target = std::fs::read_link(std::ffi::OsStr::from_bytes(&lex[..link_len])).ok()?;
+        let central = self.mirror.central_of(target.as_os_str().as_bytes())?;
+        Some(Where::Central(paths::tidy(&paths::join(&central, below))))
+    }
+
+    /// What a node path read from `/proc` (a cwd, a descriptor) is.
+    fn classify_node(&self, mut node: Vec<u8>) -> Where {
+        if node.ends_with(b" (deleted)") {
+            node.truncate(node.len() - b" (deleted)".len());
+        }
+        if node.first() != Some(&b'/') {
+            return Where::NativeRelative; // pipe:[..], socket:[..], anon_inode:..
+        }
+        if let Some(c) = self.mirror.central_of(&node) {
+            return Where::Central(c);
+        }
+        match self.classify(&node) {
+            Where::Central(c) => Where::Central(c),
+            _ => Where::NativeRelative,
+        }
+    }
+
+    /// Where `/proc/TID/cwd` (dirfd `AT_FDCWD`) or `/proc/TID/fd/N` leads.
+    fn base_of(&self, tid: Pid, dirfd: i32) -> Result<Where, Errno> {
+        let link = if dirfd == libc::AT_FDCWD {
+            format!("/proc/{tid}/cwd")
+        } else if dirfd < 0 {
+            return Err(Errno::EBADF);
+        } else {
+            format!("/proc/{tid}/fd/{dirfd}")
+        };
+        match std::fs::read_link(&link) {
+            Ok(t) => Ok(self.classify_node(t.into_os_string().into_encoded_bytes())),
+            Err(_) if dirfd == libc::AT_FDCWD => Err(Errno::ENOENT),
+            Err(_) => Err(Errno::EBADF),
+        }
+    }
+
+    /// Resolves a path argument of thread `tid` relative to `dirfd`.
+    fn resolve(&self, tid: Pid, dirfd: i32, path: &[u8]) -> Result<Where, Errno> {
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if path[0] == b'/' {
+            return Ok(self.classify(path));
+        }
+        match self.base_of(tid, dirfd)? {
+            Where::Central(base) => Ok(self.classify(&paths::join(&base, path))),
+            _ => Ok(Where::NativeRelative),
+        }
+    }
+
+    /// The central path a descriptor of `tid` refers to, if any.
+    fn fd_central(&self, tid: Pid, fd: i32) -> Option<Vec<u8>> {
+        if fd < 0 {
+            return None;
+        }
+        let t = std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok()?;
+        let mut node = t.into_os_string().into_encoded_bytes();
+        if node.ends_with(b" (deleted)") {
+            node.truncate(node.len() - b" (deleted)".len());
+        }
+        self.mirror.central_of(&node)
+    }
+}
+
+impl<T: FsClient + ?Sized> FsClient for std::sync::Arc<T> {
+    fn call(&self, req: Request) -> Result<Response, String> {
+        (**self).call(req)
+    }
+}

@@ -1,0 +1,408 @@
+//! Real programs under the tracer with the file layer and a fake home
+//! that serves central's files from another directory: `/central` is
+//! really `<tmp>/c`, which the programs never name.
+
+pub(super) mod fake_home;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_home::FakeHome;
+
+use super::{FsConfig, FsLayer};
+use crate::cache::Cache;
+use crate::job::handler::{Identity, JobHandler};
+
+struct Env {
+    base: PathBuf,
+    /// The real directory behind `/central`.
+    c: PathBuf,
+    cache: Cache,
+    runs: u32,
+}
+
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+    home: Arc<FakeHome>,
+}
+
+impl Env {
+    fn new(name: &str) -> Env {
+        let base = std::env::temp_dir().join(format!("diatom-fs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let c = base.join("c");
+        std::fs::create_dir_all(&c).unwrap();
+        let cache = Cache::open(&base.join("state")).unwrap();
+        Env {
+            base,
+            c,
+            cache,
+            runs: 0,
+        }
+    }
+
+    fn home(&self, user: Option<(u32, u32)>) -> Arc<FakeHome> {
+        Arc::new(FakeHome::new(&[("/central", &self.c)], user))
+    }
+
+    /// Runs `sh -c script` as a job whose cwd is central `cwd`.
+    fn run(&mut self, cwd: &str, script: &str) -> Run {
+        self.run_with(cwd, script, self.home(None), |_| {})
+    }
+
+    fn run_with(
+        &mut self,
+        cwd: &str,
+        script: &str,
+        home: Arc<FakeHome>,
+        tune: impl FnOnce(&mut FsConfig),
+    ) -> Run {
+        self.runs += 1;
+        let job_dir = self.base.join(format!("job{}", self.runs));
+        let mut cfg = FsConfig::new(job_dir.clone(), None, 0o022);
+        cfg.native.push(self.base.join("state"));
+        tune(&mut cfg);
+        let mut fs = FsLayer::new(cfg, Box::new(home.clone()), self.cache.clone()).unwrap();
+        let start = fs.enter_dir(cwd.as_bytes()).unwrap();
+        let handler = JobHandler::new(
+            Identity {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            },
+            b"/bin/sh".to_vec(),
+        )
+        .with_fs(fs);
+        let out_path = self.base.join(format!("out{}", self.runs));
+        let err_path = self.base.join(format!("err{}", self.runs));
+        let out: OwnedFd = std::fs::File::create(&out_path).unwrap().into();
+        let err: OwnedFd = std::fs::File::create(&err_path).unwrap().into();
+        let (o, e) = (out.as_raw_fd(), err.as_raw_fd());
+        let mut cmd = tracer::Command::new("/bin/sh");
+        cmd.args(["-c", script]).current_dir(&start).envp([
+            "PATH=/usr/bin:/bin",
+            "LC_ALL=C",
+            "HOME=/",
+        ]);
+        // SAFETY: dup2 only.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(o, 1) < 0 || libc::dup2(e, 2) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut t = cmd.spawn(handler).unwrap();
+        let pid = t.pid();
+        t.handler_mut().set_first_process(pid);
+        let status = t.run_mut().unwrap();
+        let errors = t.handler_mut().fs_mut().unwrap().finish();
+        assert!(errors.is_empty(), "write-back errors: {errors:?}");
+        drop(t);
+        drop((out, err));
+        let _ = std::fs::remove_dir_all(&job_dir);
+        Run {
+            code: status.shell_code(),
+            out: std::fs::read_to_string(&out_path).unwrap(),
+            err: std::fs::read_to_string(&err_path).unwrap(),
+            home,
+        }
+    }
+
+    /// The same script run natively in the real directory (for comparison).
+    fn native(&self, cwd: &Path, script: &str) -> String {
+        let o = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .current_dir(cwd)
+            .env_clear()
+            .envs([("PATH", "/usr/bin:/bin"), ("LC_ALL", "C"), ("HOME", "/")])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn write(p: &Path, data: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// A tree with files, deep directories (deeper than fts's descriptor
+/// ring), symlinks, odd modes and an empty directory.
+fn make_tree(root: &Path) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    write(&root.join("a.txt"), b"alpha\n");
+    write(&root.join("b.bin"), &vec![7u8; 100_000]);
+    let mut deep = root.join("d");
+    for i in 0..8 {
+        deep = deep.join(format!("l{i}"));
+        write(&deep.join("f"), format!("level {i}\n").as_bytes());
+    }
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    symlink("a.txt", root.join("rel-link")).unwrap();
+    symlink("/etc/hostname", root.join("abs-link")).unwrap();
+    symlink("nowhere", root.join("dangling")).unwrap();
+    write(&root.join("x.sh"), b"#!/bin/sh\necho script says $1\n");
+    std::fs::set_permissions(root.join("x.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join("a.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+#[test]
+fn cat_reads_a_file_only_central_has() {
+    let mut env = Env::new("cat");
+    write(&env.c.join("data.txt"), b"hello from central\n");
+    let r = env.run("/", "cat /central/data.txt");
+    assert_eq!(
+        (r.code, r.out.as_str(), r.err.as_str()),
+        (0, "hello from central\n", "")
+    );
+    let seen = r.home.seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&"Exec"),
+        "cat was exec'd through the home: {seen:?}"
+    );
+    assert!(seen.contains(&"Read"), "{seen:?}");
+    // The real path is not what the job sees: it does not exist there.
+    assert!(!Path::new("/central").exists());
+}
+
+#[test]
+fn a_second_run_reads_from_the_cache_and_sees_a_change() {
+    let mut env = Env::new("change");
+    write(&env.c.join("f"), b"one\n");
+    assert_eq!(env.run("/", "cat /central/f").out, "one\n");
+    let r = env.run("/", "cat /central/f");
+    assert_eq!(r.out, "one\n");
+    let reads = r
+        .home
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|k| **k == "Read")
+        .count();
+    assert_eq!(reads, 0, "everything was cached");
+    std::thread::sleep(Duration::from_millis(20));
+    write(&env.c.join("f"), b"two!\n");
+    assert_eq!(env.run("/", "cat /central/f").out, "two!\n");
+}
+
+#[test]
+fn ls_la_and_find_match_the_real_tree() {
+    let mut env = Env::new("tree");
+    let tree = env.c.join("tree");
+    make_tree(&tree);
+    let script = "ls -la . d d/l0 && ls -laR d | tail -n 20 && \
+                  find . -printf '%p %y %s %m %n %u %l %T@\\n' | sort && \
+                  find . -type f | sort | xargs cat | cksum && du -a . | sort -k2";
+    let want = env.native(&tree, script);
+    let r = env.run("/central/tree", script);
+    assert_eq!(r.err, "");
+    assert_eq!(r.out, want);
+    assert!(
+        r.out.contains(" 100000 ") && r.out.contains("rel-link -> a.txt"),
+        "{want}"
+    );
+    // Also by absolute path, from elsewhere.
+    let r = env.run("/", "find /central/tree -name f | sort");
+    let want: String = env
+        .native(&tree, "find . -name f | sort")
+        .lines()
+        .map(|l| format!("/central/tree{}\n", &l[1..]))
+        .collect();
+    assert_eq!(r.out, want);
+}
+
+#[test]
+fn errors_are_centrals() {
+    let mut env = Env::new("errors");
+    make_tree(&env.c);
+    let r = env.run(
+        "/",
+        "cat /central/missing; cat /central/d; cat /central/a.txt/x; \
+         cd /central/nothere; cd /central/a.txt; stat -L -c %s /central/dangling; stat -c %s /central/dangling; \
+         test -e /central/a.txt && echo exists; test -e /central/nope || echo absent",
+    );
+    assert_eq!(
+        r.err,
+        "cat: /central/missing: No such file or directory\n\
+         cat: /central/d: Is a directory\n\
+         cat: /central/a.txt/x: Not a directory\n\
+         /bin/sh: 1: cd: can't cd to /central/nothere\n\
+         /bin/sh: 1: cd: can't cd to /central/a.txt\n\
+         stat: cannot statx '/central/dangling': No such file or directory\n"
+    );
+    assert_eq!(r.out, "7\nexists\nabsent\n");
+}
+
+#[test]
+fn permission_denied_as_the_caller() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new("eacces");
+    write(&env.c.join("secret"), b"no\n");
+    write(&env.c.join("open"), b"yes\n");
+    std::fs::set_permissions(env.c.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir_all(env.c.join("locked")).unwrap();
+    std::fs::set_permissions(env.c.join("locked"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The fake home acts as nobody, as a non-root caller's home would.
+    let home = env.home(Some((65534, 65534)));
+    for p in [&env.base, &env.c] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let r = env.run_with(
+        "/",
+        "cat /central/secret; cat /central/open; ls /central/locked; cd /central/locked; \
+         test -r /central/secret || echo unreadable",
+        home,
+        |_| {},
+    );
+    assert_eq!(r.out, "yes\nunreadable\n");
+    assert_eq!(
+        r.err,
+        "cat: /central/secret: Permission denied\n\
+         ls: cannot open directory '/central/locked': Permission denied\n\
+         /bin/sh: 1: cd: can't cd to /central/locked\n"
+    );
+}
+
+#[test]
+fn cd_relative_paths_and_cwd() {
+    let mut env = Env::new("cwd");
+    make_tree(&env.c);
+    let r = env.run(
+        "/central",
+        "cd d/l0 && cat f ../../a.txt && /bin/pwd && pwd -P && readlink /proc/self/cwd && \
+         cd .. && ls && cd / && cd central && cat ./d/l0/l1/f && \
+         ls -d /proc/self/cwd/d && cat /proc/self/cwd/a.txt && python3 -c 'import os; print(os.getcwd())'",
+    );
+    assert_eq!(r.err, "");
+    assert_eq!(
+        r.out,
+        "level 0\nalpha\n/central/d/l0\n/central/d/l0\n/central/d/l0\nl0\nlevel 1\n\
+         /proc/self/cwd/d\nalpha\n/central\n"
+    );
+}
+
+#[test]
+fn shell_scripts_and_symlinks_exec_from_central() {
+    let mut env = Env::new("exec");
+    make_tree(&env.c);
+    let r = env.run(
+        "/central",
+        "./x.sh one && /central/x.sh two && cat rel-link",
+    );
+    assert_eq!(r.err, "");
+    assert_eq!(r.out, "script says one\nscript says two\nalpha\n");
+}
+
+#[test]
+fn shell_writes_reach_central() {
+    let mut env = Env::new("write");
+    make_tree(&env.c);
+    let r = env.run(
+        "/central",
+        "echo hi > out.txt && echo more >> out.txt && cat out.txt && \
+         mkdir -p new/deeper && mv out.txt new/deeper/o && ls new/deeper && \
+         cp a.txt new/copy && rm rel-link && ln -s a.txt sym && chmod 600 new/copy && \
+         exec 3> fd3.txt && echo via-fd3 >&3 && exec 3>&- && \
+         touch -d '2001-02-03 04:05:06' new/copy && rmdir empty && stat -c '%a %Y' new/copy",
+    );
+    assert_eq!(r.err, "");
+    assert_eq!(r.out, "hi\nmore\no\n600 981173106\n");
+    let c = &env.c;
+    assert_eq!(
+        std::fs::read(c.join("new/deeper/o")).unwrap(),
+        b"hi\nmore\n"
+    );
+    assert!(!c.join("out.txt").exists());
+    assert_eq!(std::fs::read(c.join("new/copy")).unwrap(), b"alpha\n");
+    assert_eq!(std::fs::read(c.join("fd3.txt")).unwrap(), b"via-fd3\n");
+    assert!(std::fs::symlink_metadata(c.join("rel-link")).is_err());
+    assert_eq!(
+        std::fs::read_link(c.join("sym")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert!(!c.join("empty").exists());
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(c.join("new/copy")).unwrap();
+    assert_eq!((m.mode() & 0o777, m.mtime()), (0o600, 981173106));
+}
+
+#[test]
+fn python_reads_writes_renames_and_lists() {
+    let mut env = Env::new("python");
+    write(&env.c.join("in.txt"), b"1\n2\n3\n");
+    write(
+        &env.c.join("prog.py"),
+        b"import os\n\
+nums = [int(l) for l in open('in.txt')]\n\
+with open('sum.tmp', 'w') as f:\n    f.write(str(sum(nums)) + '\\n')\n\
+os.rename('sum.tmp', 'sum.txt')\n\
+f = open('big.bin', 'wb')\n\
+f.write(b'x' * 3_000_000)\n\
+f.flush()\n\
+print(os.stat('big.bin').st_size)\n\
+f.seek(1_500_000)\n\
+f.write(b'MID')\n\
+f.close()\n\
+os.mkdir('sub')\n\
+open('sub/gone', 'w').close()\n\
+os.remove('sub/gone')\n\
+print(sorted(os.listdir('.')), os.listdir('sub'))\n\
+print(open('sum.txt').read().strip(), os.path.getsize('big.bin'))\n",
+    );
+    let r = env.run("/central", "python3 prog.py");
+    assert_eq!(r.err, "");
+    assert_eq!(
+        r.out,
+        "3000000\n['big.bin', 'in.txt', 'prog.py', 'sub', 'sum.txt'] []\n6 3000000\n"
+    );
+    assert_eq!(std::fs::read(env.c.join("sum.txt")).unwrap(), b"6\n");
+    let big = std::fs::read(env.c.join("big.bin")).unwrap();
+    assert_eq!(big.len(), 3_000_000);
+    assert_eq!(&big[1_500_000..1_500_003], b"MID");
+    assert_eq!(big.iter().filter(|b| **b == b'x').count(), 3_000_000 - 3);
+    assert!(!env.c.join("sum.tmp").exists());
+    assert!(env.c.join("sub").is_dir());
+}
+
+#[test]
+fn data_is_on_central_at_close_and_fsync_not_only_at_exit() {
+    let mut env = Env::new("close");
+    // The job checks central's copy itself, through a path the layer
+    // does not map (the real directory, opened natively as a node path).
+    let real = env.c.join("w.txt");
+    let real = real.to_str().unwrap().to_owned();
+    let script = format!(
+        "import os\n\
+f = open('/central/w.txt', 'w')\n\
+f.write('before-close')\n\
+f.flush()\n\
+os.fsync(f.fileno())\n\
+print(open('{real}').read())\n\
+f.write('!')\n\
+f.close()\n\
+print(open('{real}').read())\n"
+    );
+    let base = env.base.clone();
+    let r = env.run_with(
+        "/",
+        &format!("python3 -c \"{script}\""),
+        env.home(None),
+        |cfg| cfg.native.push(base),
+    );
+    assert_eq!(r.err, "");
+    assert_eq!(r.out, "before-close\nbefore-close!\n");
+}

@@ -1,0 +1,427 @@
+//! Files the job opens for writing: private copies in the mirror, written
+//! back to the home's handle at `fsync`/`fdatasync`, at `close` of a
+//! descriptor the program opened, and when no process of the job has the
+//! file open any more (see docs/files.md, "Writes").
+//!
+//! The kernel writes the private copy natively; the node does not see the
+//! writes, so a write-back compares the copy with what central has been
+//! sent, chunk by chunk (BLAKE3 of each MiB), and sends the chunks that
+//! differ, then the length.
+//!
+//! Descriptors the program gets for such files are moved to
+//! [`FsConfig::write_fd_min`](super::FsConfig::write_fd_min) or above, so
+//! that the seccomp filter stops `close`, `fsync` and `fdatasync` for
+//! them only. Copies are found by inode (the private copy's), so `dup`,
+//! `rename` and `fork` need no tracking.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use dscp_dicp::msg::fs::{FileStat, Handle, Request, Response};
+use dscp_dicp::msg::Blob;
+use nix::errno::Errno;
+use syscalls::Sysno;
+use tracer::{Action, SyscallStop};
+
+use super::calls::OpenKind;
+use super::meta::file_type;
+use super::mirror::Content;
+use super::{fetch, paths, FsLayer, Where};
+
+/// Write-back granularity.
+const CHUNK: usize = 1 << 20;
+
+/// One file open for writing.
+#[derive(Debug)]
+struct Copy {
+    central: Vec<u8>,
+    handle: Handle,
+    file: File,
+    /// Length of the file on central as last written back.
+    sent_len: u64,
+    /// Hash of each chunk as last written back (or initially fetched).
+    sent: Vec<blake3::Hash>,
+    /// Local (size, mtime) at the last write-back.
+    synced: (u64, i64),
+}
+
+/// The job's files open for writing, by the private copy's (dev, ino).
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    copies: HashMap<(u64, u64), Copy>,
+    by_path: HashMap<Vec<u8>, (u64, u64)>,
+}
+
+/// The local facts a `stat` by path overlays on central's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Local {
+    pub size: u64,
+    pub blocks: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+fn key_of(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime() * 1_000_000_000 + m.mtime_nsec()
+}
+
+fn chunk_hashes(file: &File, len: u64) -> std::io::Result<Vec<blake3::Hash>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..n], off)?;
+        out.push(blake3::hash(&buf[..n]));
+        off += n as u64;
+    }
+    Ok(out)
+}
+
+impl Writes {
+    /// Local size and times of central `c` while the job writes it.
+    pub(crate) fn local_stat(&self, c: &[u8]) -> Option<Local> {
+        let copy = self.copies.get(self.by_path.get(c)?)?;
+        let m = copy.file.metadata().ok()?;
+        Some(Local {
+            size: m.len(),
+            blocks: m.blocks(),
+            mtime_ns: mtime_ns(&m),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        })
+    }
+
+    /// Central `from` is now `to` (a file or a directory above files).
+    pub(crate) fn renamed(&mut self, from: &[u8], to: &[u8]) {
+        let moved: Vec<Vec<u8>> = self
+            .by_path
+            .keys()
+            .filter(|k| paths::is_under(k, from))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let Some(key) = self.by_path.remove(&old) {
+                let mut new = to.to_vec();
+                new.extend_from_slice(&old[from.len()..]);
+                if let Some(c) = self.copies.get_mut(&key) {
+                    c.central = new.clone();
+                }
+                self.by_path.insert(new, key);
+            }
+        }
+    }
+
+    /// Central `c` was truncated to `len` by path: the local copy follows,
+    /// and so does what the node believes central holds.
+    pub(crate) fn truncated(&mut self, c: &[u8], len: u64) {
+        let Some(copy) = self.by_path.get(c).and_then(|k| self.copies.get_mut(k)) else {
+            return;
+        };
+        if copy.file.set_len(len).is_err() {
+            return;
+        }
+        copy.sent_len = len;
+        copy.sent.truncate((len / CHUNK as u64) as usize); // a partial last chunk is resent
+        copy.synced = (u64::MAX, 0);
+    }
+}
+
+impl FsLayer {
+    /// An open that may write central `c`.
+    pub(crate) fn open_write(
+        &mut self,
+        stop: &mut SyscallStop<'_>,
+        c: &[u8],
+        kind: OpenKind,
+        flags: i32,
+        mode: u32,
+    ) -> Action {
+        let mode = mode & 0o7777 & !self.umask_of(stop.pid());
+        let reply = self.ask(Request::Open {
+            path: Blob(c.to_vec()),
+            flags,
+            mode,
+        });
+        self.meta.invalidate(c, false);
+        let (canonical, stat, handle) = match reply {
+            Ok(Response::Opened {
+                canonical,
+                stat,
+                handle,
+            }) => (canonical, stat, handle),
+            Ok(_) => return Action::errno(Errno::EIO),
+            Err(e) => return Action::errno(e),
+        };
+        let canon = match self.classify(&canonical) {
+            Where::Central(x) => x,
+            Where::Native(p) => {
+                if let Some(h) = handle {
+                    let _ = self.ask(Request::Close { handle: h });
+                }
+                return self.rewrite_open(stop, kind, &p, flags, mode);
+            }
+            Where::NativeRelative => return Action::errno(Errno::EIO),
+        };
+        self.meta.invalidate(&canon, false);
+        self.opened.insert(canon.clone(), stat);
+        let Some(handle) = handle else {
+            // Not a regular file (a FIFO, a device on central): no data.
+            return Action::errno(if file_type(stat.mode) == libc::S_IFDIR {
+                Errno::EISDIR
+            } else {
+                Errno::ENXIO
+            });
+        };
+        let node = self.mirror.node_path(&canon);
+        let mut native_flags = flags & !(libc::O_CREAT | libc::O_EXCL);
+        if let Some(key) = self.writes.by_path.get(&canon).copied() {
+            // Another descriptor of a file the job already writes: the same
+            // copy (O_TRUNC truncates it natively).
+            let _ = self.ask(Request::Close { handle });
+            if let Some(copy) = self.writes.copies.get_mut(&key) {
+                if flags & libc::O_TRUNC != 0 {
+                    copy.synced = (u64::MAX, 0);
+                }
+            }
+        } else {
+            native_flags &= !libc::O_TRUNC;
+            if let Err(e) = self.new_copy(&canon, &stat, handle, flags & libc::O_TRUNC != 0) {
+                let _ = self.ask(Request::Close { handle });
+                return Action::errno(e);
+            }
+        }
+        self.native_write_open(stop, &node, native_flags)
+    }
+
+    fn new_copy(
+        &mut self,
+        canon: &[u8],
+        stat: &FileStat,
+        handle: Handle,
+        trunc: bool,
+    ) -> Result<(), Errno> {
+        let ioe = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let (tmp, file) = self.mirror.new_private().map_err(ioe)?;
+        let mut sent = Vec::new();
+        let mut sent_len = 0;
+        if !trunc && stat.size > 0 {
+            let obj = fetch::object(&*self.client, &self.cache, canon, &stat.stamp())?;
+            let mut src = File::open(&obj).map_err(ioe)?;
+            let mut dst = &file;
+            std::io::copy(&mut (&mut src).take(stat.size), &mut dst).map_err(ioe)?;
+            sent = chunk_hashes(&file, stat.size).map_err(ioe)?;
+            sent_len = stat.size;
+        }
+        self.mirror
+            .place_file(canon, &tmp, Content::Private)
+            .map_err(ioe)?;
+        let m = file.metadata().map_err(ioe)?;
+        let key = key_of(&m);
+        self.writes.by_path.insert(canon.to_vec(), key);
+        self.writes.copies.insert(
+            key,
+            Copy {
+                central: canon.to_vec(),
+                handle,
+                file,
+                sent_len,
+                sent,
+                synced: (m.len(), mtime_ns(&m)),
+            },
+        );
+        Ok(())
+    }
+
+    /// Opens the private copy in the tracee and moves the descriptor to
+    /// the write range (keeping `O_CLOEXEC`).
+    fn native_write_open(&mut self, stop: &mut SyscallStop<'_>, node: &[u8], flags: i32) -> Action {
+        let mut p = node.to_vec();
+        p.push(0);
+        let addr = match stop.scratch_write(&p) {
+            Ok(a) => a,
+            Err(_) => return Action::errno(Errno::ENOMEM),
+        };
+        let fd = match stop.inject(Sysno::openat, &[AT_FDCWD_U64, addr, flags as u32 as u64, 0]) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("write open: {e}");
+                return Action::errno(Errno::EIO);
+            }
+        };
+        if fd < 3 {
+            // An error, or a program filling a stdio slot it closed on
+            // purpose (`close(1); open(...)`): that number it keeps.
+            return Action::Return(fd);
+        }
+        let cmd = if flags & libc::O_CLOEXEC != 0 {
+            libc::F_DUPFD_CLOEXEC
+        } else {
+            libc::F_DUPFD
+        };
+        let min = u64::from(self.cfg.write_fd_min);
+        match stop.inject(Sysno::fcntl, &[fd as u64, cmd as u64, min]) {
+            Ok(high) if high >= 0 => {
+                let _ = stop.inject(Sysno::close, &[fd as u64]);
+                Action::Return(high)
+            }
+            // No room up there (RLIMIT_NOFILE): keep the low descriptor;
+            // its data is written back when no process has it open.
+            _ => Action::Return(fd),
+        }
+    }
+
+    /// `close`, `fsync`, `fdatasync` of a descriptor in the write range.
+    pub(crate) fn write_fd_call(&mut self, stop: &mut SyscallStop<'_>, nr: Sysno) -> Action {
+        let fd = stop.arg(0) as i32;
+        let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", stop.tid())) else {
+            return Action::Continue;
+        };
+        let key = key_of(&m);
+        if !self.writes.copies.contains_key(&key) {
+            return Action::Continue;
+        }
+        let mut r = self.write_back(key);
+        if nr != Sysno::close {
+            if r.is_ok() {
+                let handle = self.writes.copies[&key].handle;
+                r = self.ask(Request::Sync { handle }).map(drop);
+            }
+            return super::calls::done(r);
+        }
+        // Close it now, then see whether it was the job's last reference.
+        let _ = stop.inject(Sysno::close, &[fd as u64]);
+        if !self.referenced(key) {
+            let r2 = self.close_copy(key);
+            if r.is_ok() {
+                r = r2;
+            }
+        }
+        super::calls::done(r)
+    }
+
+    /// Whether a live process of the job has the copy `key` open.
+    fn referenced(&self, key: (u64, u64)) -> bool {
+        for pid in &self.procs {
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
+            for e in dir.flatten() {
+                if std::fs::metadata(e.path()).is_ok_and(|m| key_of(&m) == key) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Sends what changed in copy `key` since its last write-back.
+    fn write_back(&mut self, key: (u64, u64)) -> Result<(), Errno> {
+        let Some(copy) = self.writes.copies.get_mut(&key) else {
+            return Ok(());
+        };
+        let ioe = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let m = copy.file.metadata().map_err(ioe)?;
+        let now = (m.len(), mtime_ns(&m));
+        if now == copy.synced {
+            return Ok(());
+        }
+        let len = m.len();
+        let mut buf = vec![0u8; CHUNK];
+        let mut off = 0u64;
+        let mut i = 0usize;
+        let handle = copy.handle;
+        while off < len {
+            let n = (len - off).min(CHUNK as u64) as usize;
+            copy.file.read_exact_at(&mut buf[..n], off).map_err(ioe)?;
+            let h = blake3::hash(&buf[..n]);
+            if copy.sent.get(i) != Some(&h) {
+                let req = Request::Write {
+                    handle,
+                    offset: off,
+                    data: Blob(buf[..n].to_vec()),
+                };
+                match self.client.call(req) {
+                    Ok(Response::Ok) => {}
+                    Ok(Response::Errno(e)) => return Err(Errno::from_raw(e)),
+                    _ => return Err(Errno::EIO),
+                }
+                if i < copy.sent.len() {
+                    copy.sent[i] = h;
+                } else {
+                    copy.sent.resize(i, blake3::Hash::from_bytes([0; 32]));
+                    copy.sent.push(h);
+                }
+            }
+            off += n as u64;
+            i += 1;
+        }
+        if len < copy.sent_len {
+            match self.client.call(Request::SetLen { handle, len }) {
+                Ok(Response::Ok) => {}
+                Ok(Response::Errno(e)) => return Err(Errno::from_raw(e)),
+                _ => return Err(Errno::EIO),
+            }
+        }
+        copy.sent.truncate(i);
+        copy.sent_len = len;
+        copy.synced = now;
+        Ok(())
+    }
+
+    /// Writes back copy `key` and closes it on the home; the mirror file
+    /// stops being private.
+    fn close_copy(&mut self, key: (u64, u64)) -> Result<(), Errno> {
+        let r = self.write_back(key);
+        let Some(copy) = self.writes.copies.remove(&key) else {
+            return r;
+        };
+        if self.writes.by_path.get(&copy.central) == Some(&key) {
+            self.writes.by_path.remove(&copy.central);
+        }
+        self.mirror.release_private(&copy.central);
+        self.meta.invalidate(&copy.central, false);
+        self.opened.remove(&copy.central);
+        let r2 = self
+            .ask(Request::Close {
+                handle: copy.handle,
+            })
+            .map(drop);
+        r.and(r2)
+    }
+
+    /// Writes back central `c` if the job writes it (before a change that
+    /// a later write-back would undo, such as `utimensat`).
+    pub(crate) fn write_back_path(&mut self, c: &[u8]) -> Result<(), Errno> {
+        match self.writes.by_path.get(c).copied() {
+            Some(key) => self.write_back(key),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes back and closes every copy no live process has open; the
+    /// errors, one line each.
+    pub(crate) fn write_back_unreferenced(&mut self) -> Vec<String> {
+        let keys: Vec<(u64, u64)> = self.writes.copies.keys().copied().collect();
+        let mut errors = Vec::new();
+        for key in keys {
+            if self.referenced(key) {
+                continue;
+            }
+            let path = self.writes.copies[&key].central.clone();
+            if let Err(e) = self.close_copy(key) {
+                let line = format!("{}: {e}", String::from_utf8_lossy(&path));
+                log::warn!("write-back of {line}");
+                errors.push(line);
+            }
+        }
+        errors
+    }
+}
+
+const AT_FDCWD_U64: u64 = libc::AT_FDCWD as i64 as u64;
