@@ -676,6 +676,8 @@ impl FsLayer {
             Request::Unlink { path }
         });
         if r.is_ok() {
+            // A copy still open keeps writing back to the unlinked file.
+            self.writes.unlinked(&c);
             self.changed(&c, dir);
         }
         done(r.map(drop))
@@ -712,9 +714,20 @@ impl FsLayer {
             flags,
         });
         if r.is_ok() {
+            let moving = self.mirror.content(&a) == Some(Content::Private);
+            self.writes.unlinked(&b);
             self.writes.renamed(&a, &b);
-            self.changed(&a, true);
             self.changed(&b, true);
+            if moving {
+                // The job's own unwritten data moves with the name.
+                self.meta.invalidate(&a, false);
+                if let Err(e) = self.mirror.rename_file(&a, &b) {
+                    log::debug!("mirror: rename: {e}");
+                    self.changed(&a, true);
+                }
+            } else {
+                self.changed(&a, true);
+            }
         }
         done(r.map(drop))
     }

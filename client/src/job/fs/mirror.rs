@@ -6,7 +6,9 @@
 //!   placeholder per entry of central's listing, of the entry's type, so
 //!   `getdents64` runs natively.
 //! - Regular files the job reads are hard links to cache objects (a copy
-//!   when the cache is on another file system).
+//!   when the cache is on another file system); regular files it has only
+//!   listed are hard links to one shared empty file, symlinks to one
+//!   shared symlink (no inode each).
 //! - Files the job writes are private copies owned by the job's user.
 //!
 //! New names appear through a sibling `tmp` directory and `rename`, so a
@@ -45,7 +47,14 @@ pub(crate) struct Mirror {
     /// Regular mirror files with content (not placeholders).
     files: HashMap<Vec<u8>, Content>,
     seq: u64,
+    /// The shared empty file and symlink placeholders link to, and their
+    /// link counts.
+    placeholder: [Option<(PathBuf, u32)>; 2],
 }
+
+/// Links to one shared placeholder before a new one is made (ext4 allows
+/// 65000).
+const PLACEHOLDER_LINKS: u32 = 60_000;
 
 fn os(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))
@@ -90,6 +99,7 @@ impl Mirror {
             dirs,
             files: HashMap::new(),
             seq: 0,
+            placeholder: [None, None],
         })
     }
 
@@ -201,12 +211,7 @@ impl Mirror {
         };
         match file_type(st.mode) {
             libc::S_IFDIR => ft.is_dir(),
-            libc::S_IFLNK => {
-                ft.is_symlink()
-                    && e.link.as_ref().is_some_and(|l| {
-                        std::fs::read_link(node).is_ok_and(|t| t.as_os_str().as_bytes() == &l[..])
-                    })
-            }
+            libc::S_IFLNK => ft.is_symlink(),
             libc::S_IFREG => {
                 ft.is_file()
                     && match self.files.get(central) {
@@ -232,25 +237,12 @@ impl Mirror {
                 }
                 r
             }
-            libc::S_IFLNK => {
-                let target = e.link.clone().map(|b| b.0).unwrap_or_default();
-                if target.is_empty() {
-                    std::os::unix::fs::symlink(".", p)
-                } else {
-                    std::os::unix::fs::symlink(os(&target), p)
-                }
-            }
+            libc::S_IFLNK => self.link_placeholder(p, true),
             libc::S_IFIFO => {
                 nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644))
                     .map_err(io::Error::from)
             }
-            _ => std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o644)
-                .open(p)
-                .map(drop),
+            _ => self.link_placeholder(p, false),
         };
         match r {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -271,13 +263,46 @@ impl Mirror {
             Ok(_) => self.forget(central)?,
             Err(_) => {}
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(os(&node))
-            .map(drop)
+        match self.link_placeholder(os(&node), false) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        }
+    }
+
+    /// A placeholder at `p`: a hard link to a shared empty file, or to a
+    /// shared symlink for a `symlink` (a name costs no inode, which matters
+    /// for trees of 100k entries; a new shared one every
+    /// [`PLACEHOLDER_LINKS`] links stays under the file system's link
+    /// limit). The kernel never follows a mirror symlink for the job (the
+    /// node rewrites paths to canonical, symlink-free mirror paths and
+    /// answers `readlink` from central), so all of them share one target
+    /// that leads nowhere.
+    fn link_placeholder(&mut self, p: &Path, symlink: bool) -> io::Result<()> {
+        let i = usize::from(symlink);
+        if self.placeholder[i]
+            .as_ref()
+            .is_none_or(|(_, n)| *n >= PLACEHOLDER_LINKS)
+        {
+            let t = self.tmp_name();
+            if symlink {
+                std::os::unix::fs::symlink(".diatom-placeholder", &t)?;
+            } else {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o444)
+                    .open(&t)?;
+                // The node's umask must not hide it from the job's user.
+                std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o444))?;
+            }
+            self.placeholder[i] = Some((t, 0));
+        }
+        let Some((shared, n)) = &mut self.placeholder[i] else {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        };
+        std::fs::hard_link(&*shared, p)?;
+        *n += 1;
+        Ok(())
     }
 
     /// Removes the mirror entry of `central` (a whole tree for a
@@ -332,6 +357,21 @@ impl Mirror {
         Ok(())
     }
 
+    /// Moves the regular mirror file of `from` to `to` (after central
+    /// renamed it), with what it holds.
+    pub(crate) fn rename_file(&mut self, from: &[u8], to: &[u8]) -> io::Result<()> {
+        if let Some((parent, _)) = paths::split(to) {
+            let parent = parent.to_vec();
+            self.ensure_dir(&parent)?;
+        }
+        self.forget(to)?;
+        std::fs::rename(os(&self.node_path(from)), os(&self.node_path(to)))?;
+        if let Some(c) = self.files.remove(from) {
+            self.files.insert(to.to_vec(), c);
+        }
+        Ok(())
+    }
+
     /// A new empty private file in tmp, owned by the job's user, to fill
     /// and then [`place_file`](Self::place_file) as [`Content::Private`].
     pub(crate) fn new_private(&mut self) -> io::Result<(PathBuf, std::fs::File)> {
@@ -383,6 +423,7 @@ mod tests {
             d,
             &[
                 entry("f", libc::S_IFREG | 0o644, None),
+                entry("g", libc::S_IFREG | 0o600, None),
                 entry("sub", libc::S_IFDIR | 0o755, None),
                 entry("l", libc::S_IFLNK | 0o777, Some("../x")),
                 entry("p", libc::S_IFIFO | 0o644, None),
@@ -396,9 +437,15 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["f", "l", "p", "sub"]);
+        assert_eq!(names, ["f", "g", "l", "p", "sub"]);
         assert!(nd.join("sub").is_dir());
-        assert_eq!(std::fs::read_link(nd.join("l")).unwrap(), Path::new("../x"));
+        assert!(std::fs::symlink_metadata(nd.join("l"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| std::fs::symlink_metadata(nd.join(p)).unwrap().ino();
+        assert_eq!(ino("f"), ino("g"), "placeholders share one inode");
         assert!(std::fs::symlink_metadata(nd.join("p"))
             .unwrap()
             .file_type()
@@ -426,7 +473,7 @@ mod tests {
         .unwrap();
         assert!(nd.join("f").is_dir());
         assert_eq!(m.content(b"/c/d/f"), None);
-        assert_eq!(std::fs::read_link(nd.join("l")).unwrap(), Path::new("y"));
+        assert!(nd.join("l").symlink_metadata().unwrap().is_symlink());
         assert!(!nd.join("sub").exists());
         assert_eq!(
             m.central_of(nd.join("f").as_os_str().as_bytes()).unwrap(),

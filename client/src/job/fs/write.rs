@@ -117,6 +117,12 @@ impl Writes {
         }
     }
 
+    /// Central `c` no longer names the file the job writes (unlinked, or
+    /// replaced by a rename): a new open of `c` is another file.
+    pub(crate) fn unlinked(&mut self, c: &[u8]) {
+        self.by_path.remove(c);
+    }
+
     /// Central `c` was truncated to `len` by path: the local copy follows,
     /// and so does what the node believes central holds.
     pub(crate) fn truncated(&mut self, c: &[u8], len: u64) {

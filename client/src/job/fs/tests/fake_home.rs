@@ -132,6 +132,18 @@ impl FakeHome {
     }
 
     fn as_user<T>(&self, f: impl FnOnce() -> T) -> T {
+        // The node applied the job's umask; the real home runs with umask
+        // 0 (process-wide: other tests meanwhile create files 0666, which
+        // is harmless).
+        // SAFETY: umask cannot fail.
+        let old = unsafe { libc::umask(0) };
+        let r = self.as_user_ids(f);
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        r
+    }
+
+    fn as_user_ids<T>(&self, f: impl FnOnce() -> T) -> T {
         let Some((uid, gid)) = self.user else {
             return f();
         };
