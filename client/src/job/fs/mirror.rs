@@ -190,7 +190,7 @@ impl Mirror {
             let ft = ent.file_type()?;
             let keep = match wanted.get(name) {
                 None => false,
-                Some(e) => self.matches(&central, &ent.path(), ft, e),
+                Some(e) => self.matches(&central, ft, e),
             };
             if keep {
                 wanted.remove(name);
@@ -205,7 +205,7 @@ impl Mirror {
         Ok(())
     }
 
-    fn matches(&self, central: &[u8], node: &Path, ft: std::fs::FileType, e: &DirEntry) -> bool {
+    fn matches(&self, central: &[u8], ft: std::fs::FileType, e: &DirEntry) -> bool {
         let Some(st) = &e.stat else {
             return true; // vanished while listing: leave what we have
         };
