@@ -181,7 +181,7 @@ impl FsLayer {
             Ok(v) => v,
             Err(e) => return Action::errno(e),
         };
-        let line = match self.prepare_exec(&c, argv, envp) {
+        let line = match self.prepare_exec(&c, &path, argv, envp) {
             Ok(x) => x,
             Err(e) => return Action::errno(e),
         };
@@ -208,6 +208,7 @@ impl FsLayer {
     fn prepare_exec(
         &mut self,
         c: &[u8],
+        spelled: &[u8],
         argv: Vec<Blob>,
         envp: Vec<Blob>,
     ) -> Result<(launch::ExecLine, Vec<u8>), Errno> {
@@ -217,9 +218,10 @@ impl FsLayer {
                 argv: argv.clone(),
                 envp: envp.clone(),
             };
-            let Response::Exec(image) = self.ask(req)? else {
+            let Response::Exec(mut image) = self.ask(req)? else {
                 return Err(Errno::EIO);
             };
+            respell_script(&mut image, c, spelled);
             let mut objects = HashMap::new();
             let mut stale = false;
             for (path, stamp) in &image.files {
@@ -297,6 +299,18 @@ impl FsLayer {
     }
 }
 
+/// For a `#!` script the kernel passes the interpreter the file name as
+/// the program spelled it (`./x.sh`, not the absolute path the home was
+/// asked about): put that spelling back where the home put `c`.
+fn respell_script(image: &mut ExecImage, c: &[u8], spelled: &[u8]) {
+    if spelled.is_empty() || spelled == c || image.program.0 == c {
+        return; // not a script (or fexecve)
+    }
+    if let Some(a) = image.argv.iter_mut().take(3).skip(1).find(|a| a.0 == c) {
+        a.0 = spelled.to_vec();
+    }
+}
+
 fn pointer_array(base: u64, offsets: &[u64]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 * (offsets.len() + 1));
     for o in offsets {
@@ -304,4 +318,31 @@ fn pointer_array(base: u64, offsets: &[u64]) -> Vec<u8> {
     }
     v.extend_from_slice(&0u64.to_ne_bytes());
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_get_the_name_as_spelled() {
+        let mut image = ExecImage {
+            argv: vec!["/bin/sh".into(), "/c/x.sh".into(), "a".into()],
+            program: "/bin/sh".into(),
+            interpreter: None,
+            libraries: vec![],
+            preload: vec![],
+            files: vec![],
+        };
+        respell_script(&mut image, b"/c/x.sh", b"./x.sh");
+        assert_eq!(image.argv, ["/bin/sh".into(), "./x.sh".into(), "a".into()]);
+        // An ELF keeps its argv (argv[0] is the program's own business).
+        let mut elf = ExecImage {
+            argv: vec!["/c/x".into(), "/c/x".into()],
+            program: "/c/x".into(),
+            ..image
+        };
+        respell_script(&mut elf, b"/c/x", b"x");
+        assert_eq!(elf.argv, ["/c/x".into(), "/c/x".into()]);
+    }
 }

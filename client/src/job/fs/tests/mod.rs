@@ -306,14 +306,20 @@ fn cd_relative_paths_and_cwd() {
 
 #[test]
 fn shell_scripts_and_symlinks_exec_from_central() {
+    use std::os::unix::fs::PermissionsExt;
     let mut env = Env::new("exec");
     make_tree(&env.c);
+    write(&env.c.join("y.sh"), b"#!/bin/sh\necho $0 $1\n");
+    std::fs::set_permissions(env.c.join("y.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let r = env.run(
         "/central",
-        "./x.sh one && /central/x.sh two && cat rel-link",
+        "./x.sh one && /central/x.sh two && cat rel-link && ./y.sh three && d/../y.sh four",
     );
     assert_eq!(r.err, "");
-    assert_eq!(r.out, "script says one\nscript says two\nalpha\n");
+    assert_eq!(
+        r.out,
+        "script says one\nscript says two\nalpha\n./y.sh three\nd/../y.sh four\n"
+    );
 }
 
 #[test]
