@@ -280,10 +280,12 @@ impl FsLayer {
             let at = stop.scratch_write(&ptrs).map_err(|_| Errno::ENOMEM)?;
             (base, at)
         } else {
-            // Below the stack's red zone: the exec replaces the address space.
+            // Below the stack's red zone (128 bytes): the exec replaces the
+            // address space. posix_spawn's child runs on a small stack of
+            // its own, so stay close to the stack pointer.
             let sp = stop.regs().sp();
             let total = (strings.len() + ptr_bytes + 15) as u64 & !15;
-            let base = (sp - 4096 - total) & !15;
+            let base = (sp - 256 - total) & !15;
             let at = base + ((strings.len() as u64 + 7) & !7);
             let ptrs = pointer_array(base, &offsets);
             stop.memory()
