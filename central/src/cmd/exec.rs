@@ -113,7 +113,15 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     };
     let env_pairs: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let t0 = std::time::Instant::now();
-    let exec_plan = match exec_closure(&plan.exe, &plan.argv, &env_pairs) {
+    // The kernel passes a script the name execve was given: as typed when
+    // it has a slash (relative to the cwd, which the home shares with the
+    // caller), the PATH match otherwise, as a shell does.
+    let typed = args.command.first().map(std::path::Path::new);
+    let exec_name = match typed {
+        Some(t) if t.as_os_str().as_encoded_bytes().contains(&b'/') => t,
+        _ => plan.exe.as_path(),
+    };
+    let exec_plan = match exec_closure(exec_name, &plan.argv, &env_pairs) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
