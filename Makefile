@@ -8,15 +8,23 @@ CARGO      ?= cargo
 BINS       := diatom diatom-central diatom-client
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build test install uninstall bench clean
+.PHONY: all build static-client test install uninstall bench clean
 
 all: build
 
 build:
 	$(CARGO) build --release --bins
 
-# The integration tests run the workspace's binaries, so build them first.
-test:
+# A node daemon that needs nothing installed on its machine: statically
+# linked, in $(TARGET_DIR)/$(STATIC_TARGET)/release/diatom-client. The
+# bare-node test (tests/integration/files.rs) runs it where there is no /lib.
+STATIC_TARGET ?= x86_64-unknown-linux-gnu
+static-client:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p diatom-client --target $(STATIC_TARGET)
+
+# The integration tests run the workspace's binaries (and the static node
+# daemon), so build them first.
+test: static-client
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

@@ -4,5 +4,6 @@
 mod cluster_admin;
 mod cluster_net;
 mod exec;
+mod files;
 mod proto;
 mod trace;

@@ -77,6 +77,7 @@ pub struct ClusterBuilder {
     node_args: BTreeMap<u8, Vec<OsString>>,
     central_args: Vec<OsString>,
     node_mounts: Option<MountView>,
+    bare_nodes: Option<PathBuf>,
     up_timeout: Duration,
 }
 
@@ -114,6 +115,16 @@ impl ClusterBuilder {
     /// `view` says (e.g. hiding central's files from the nodes).
     pub fn node_mounts(mut self, view: MountView) -> Self {
         self.node_mounts = Some(view);
+        self
+    }
+
+    /// Runs every `diatom-client` from `bin` (a static build) on a bare
+    /// machine: a mount namespace holding only `bin`, the key, the node's
+    /// state directory, `/proc`, `/sys` and `/dev` ([`MountView::bare`];
+    /// the empty root is laid on `<test dir>/nodeN-root`). Takes the place
+    /// of [`node_mounts`](Self::node_mounts).
+    pub fn bare_nodes(mut self, bin: impl Into<PathBuf>) -> Self {
+        self.bare_nodes = Some(bin.into());
         self
     }
 
@@ -179,6 +190,7 @@ impl DiatomCluster {
             node_args: BTreeMap::new(),
             central_args: Vec::new(),
             node_mounts: None,
+            bare_nodes: None,
             up_timeout: UP_TIMEOUT,
         }
     }
@@ -337,10 +349,19 @@ impl DiatomCluster {
         assert!(self.clients[idx].is_none(), "node{i} is already running");
         let name = self.next_name(&node_name(i));
         let node = self.net.node(i).expect("no such node");
-        let bin = bin_path("diatom-client");
-        let mut cmd = match &self.opts.node_mounts {
-            Some(view) => node.ns.command_with_mounts(&bin, view),
-            None => node.ns.command(&bin),
+        let state = self.dir.join(format!("node{i}"));
+        let mut cmd = if let Some(bin) = &self.opts.bare_nodes {
+            let root = self.dir.join(format!("node{i}-root"));
+            std::fs::create_dir_all(&root)
+                .unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+            let view = MountView::new().bare(&root, [bin.as_path(), key, &state]);
+            node.ns.command_with_mounts(bin, &view)
+        } else {
+            let bin = bin_path("diatom-client");
+            match &self.opts.node_mounts {
+                Some(view) => node.ns.command_with_mounts(&bin, view),
+                None => node.ns.command(&bin),
+            }
         };
         cmd.arg("--central")
             .arg(node.central_addr.to_string())
@@ -349,7 +370,7 @@ impl DiatomCluster {
             .arg("--key")
             .arg(key)
             .arg("--state-dir")
-            .arg(self.dir.join(format!("node{i}")))
+            .arg(&state)
             .arg("--name")
             .arg(node_name(i))
             .args(&self.opts.client_args)
@@ -376,6 +397,17 @@ impl DiatomCluster {
     /// Node `i`'s daemon, when running.
     pub fn node_daemon(&self, i: u8) -> Option<&Daemon> {
         self.clients.get(usize::from(i).checked_sub(1)?)?.as_ref()
+    }
+
+    /// `path` as node `i`'s daemon sees it in its mount namespace
+    /// (`/proc/PID/root/path`), to check what a node has on its own.
+    /// Panics when node `i` does not run.
+    pub fn node_view(&self, i: u8, path: impl AsRef<Path>) -> PathBuf {
+        let d = self
+            .node_daemon(i)
+            .unwrap_or_else(|| panic!("node{i} is not running"));
+        let rel = path.as_ref().strip_prefix("/").unwrap_or(path.as_ref());
+        PathBuf::from(format!("/proc/{}/root", d.pid())).join(rel)
     }
 
     /// Central's daemon, when running.
