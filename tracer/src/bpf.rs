@@ -7,8 +7,8 @@
 //!    against 64-bit numbers),
 //! 2. kills it for x32 call numbers,
 //! 3. returns `SECCOMP_RET_TRACE` for subscribed calls (after the argument
-//!    test of a [`Rule::UnlessArgHasBits`] or [`Rule::UnlessArgBelow`]
-//!    member), and
+//!    test of a [`Rule::UnlessArgHasBits`], [`Rule::UnlessArgBelow`] or
+//!    [`Rule::OnlyArgIn`] member), and
 //! 4. `SECCOMP_RET_ALLOW` for the rest.
 //!
 //! Step 3 is a balanced binary search over the sorted call numbers
@@ -130,6 +130,11 @@ fn leaf(entries: &[(u32, Rule)]) -> Vec<Insn> {
                 cond_at += 4;
                 t
             }
+            Rule::OnlyArgIn { .. } => {
+                let t = cond_at;
+                cond_at += 5;
+                t
+            }
         };
         // Offsets are relative to the next instruction; all are < 24.
         out.push(insn(JEQ, (target - i - 1) as u8, 0, *nr));
@@ -148,6 +153,13 @@ fn leaf(entries: &[(u32, Rule)]) -> Vec<Insn> {
             Rule::UnlessArgBelow { arg, min } => {
                 out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
                 out.push(insn(JGE, 1, 0, *min));
+                out.push(ret(RET_ALLOW));
+                out.push(ret(RET_TRACE));
+            }
+            Rule::OnlyArgIn { arg, min, max } => {
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
+                out.push(insn(JGE, 1, 0, *max)); // >= max -> ret ALLOW
+                out.push(insn(JGE, 1, 0, *min)); // >= min -> ret TRACE
                 out.push(ret(RET_ALLOW));
                 out.push(ret(RET_TRACE));
             }
@@ -283,6 +295,72 @@ mod tests {
     }
 
     #[test]
+    fn arg_in_block_instruction_by_instruction() {
+        let mut s = SyscallSet::new();
+        s.insert(Sysno::read); // 0
+        s.insert_rule(
+            Sysno::mmap,
+            Rule::OnlyArgIn {
+                arg: 4,
+                min: 2000,
+                max: 0x8000_0000,
+            },
+        ); // 9
+        s.insert_rule(Sysno::close, Rule::UnlessArgBelow { arg: 0, min: 1000 }); // 3
+        let p = compile(&s).unwrap();
+        let body: Vec<_> = p[6..].iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        assert_eq!(
+            body,
+            vec![
+                (JEQ, 3, 0, 0),            // read -> ret TRACE at 4
+                (JEQ, 3, 0, 3),            // close -> below block at 5
+                (JEQ, 6, 0, 9),            // mmap -> in block at 9
+                (RET, 0, 0, RET_ALLOW),    // 3
+                (RET, 0, 0, RET_TRACE),    // 4
+                (LD_W_ABS, 0, 0, 16),      // 5: args[0] low word
+                (JGE, 1, 0, 1000),         // >= 1000 -> ret TRACE
+                (RET, 0, 0, RET_ALLOW),    // 7
+                (RET, 0, 0, RET_TRACE),    // 8
+                (LD_W_ABS, 0, 0, 16 + 32), // 9: args[4] low word
+                (JGE, 1, 0, 0x8000_0000),  // >= max -> ret ALLOW
+                (JGE, 1, 0, 2000),         // >= min -> ret TRACE
+                (RET, 0, 0, RET_ALLOW),    // 12
+                (RET, 0, 0, RET_TRACE),    // 13
+            ]
+        );
+        for (fd, want) in [
+            (0u64, RET_ALLOW),
+            (1999, RET_ALLOW),
+            (2000, RET_TRACE),
+            (5000, RET_TRACE),
+            (0x7fff_ffff, RET_TRACE),
+            (u64::MAX, RET_ALLOW),         // -1: an anonymous mapping
+            ((1 << 32) | 2000, RET_TRACE), // only the low word counts
+        ] {
+            assert_eq!(run(&p, 9, AUDIT_ARCH, [0, 0, 0, 0, fd, 0]), want, "fd {fd}");
+        }
+        assert_eq!(run(&p, 3, AUDIT_ARCH, [999, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, 3, AUDIT_ARCH, [1000, 0, 0, 0, 0, 0]), RET_TRACE);
+    }
+
+    #[test]
+    fn sets_mixing_all_argument_rules_match() {
+        let mut s = SyscallSet::diatom_default();
+        s.extend_from(&SyscallSet::internal());
+        for nr in [Sysno::mmap, Sysno::pread64, Sysno::sendfile] {
+            s.insert_rule(
+                nr,
+                Rule::OnlyArgIn {
+                    arg: 2,
+                    min: 0x100,
+                    max: 0x1000,
+                },
+            );
+        }
+        check_exhaustively(&s);
+    }
+
+    #[test]
     fn sets_mixing_both_argument_rules_match() {
         let mut s = SyscallSet::diatom_default();
         s.extend_from(&SyscallSet::internal());
@@ -340,6 +418,13 @@ mod tests {
                                 RET_ALLOW
                             } else {
                                 RET_TRACE
+                            }
+                        }
+                        Rule::OnlyArgIn { arg, min, max } => {
+                            if (min..max).contains(&(args[arg as usize] as u32)) {
+                                RET_TRACE
+                            } else {
+                                RET_ALLOW
                             }
                         }
                     }

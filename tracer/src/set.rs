@@ -34,6 +34,18 @@ pub enum Rule {
         /// Smallest value that stops, tested with `BPF_JGE`.
         min: u32,
     },
+    /// The call stops only when the low 32 bits of argument `arg`,
+    /// unsigned, are in `min..max`, and runs natively otherwise. Used for
+    /// `mmap` of descriptors a handler moved to a reserved range (an
+    /// anonymous mapping passes -1 and must not stop).
+    OnlyArgIn {
+        /// Argument index, 0..6.
+        arg: u8,
+        /// Smallest value that stops.
+        min: u32,
+        /// First value above the range (runs natively).
+        max: u32,
+    },
 }
 
 /// A set of system calls, each with the [`Rule`] deciding when it stops.

@@ -251,6 +251,59 @@ impl PartialObject {
         res
     }
 
+    /// Completes the object with the hash of what arrived (the source is
+    /// trusted, as for [`Cache::insert`](super::Cache::insert) without an
+    /// expected hash): every byte must have arrived.
+    pub fn complete(&self) -> Result<CachedObject, CacheError> {
+        let hash = {
+            let p = self.progress();
+            if let WriteState::Finished(obj) = &p.state {
+                return Ok(obj.clone());
+            }
+            p.hasher.finalize()
+        };
+        self.finish(hash)
+    }
+
+    /// Gives up: waiters are told the bytes will not come, the temporary
+    /// file is removed (a descriptor already open on it keeps its inode).
+    pub fn fail(&self) {
+        let mut p = self.progress();
+        if matches!(p.state, WriteState::Writing) {
+            p.state = WriteState::Failed;
+            let _ = std::fs::remove_file(&self.tmp);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until the object is finished (its path in the cache) or
+    /// failed or `timeout` passed (`None`).
+    pub fn wait_finished(&self, timeout: Duration) -> Option<PathBuf> {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.progress();
+        loop {
+            match &p.state {
+                WriteState::Finished(obj) => return Some(obj.path.clone()),
+                WriteState::Failed => return None,
+                WriteState::Writing => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            p = self
+                .changed
+                .wait_timeout(p, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Finished and stored in the cache.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.progress().state, WriteState::Finished(_))
+    }
+
     #[cfg(test)]
     pub(super) fn tmp_path(&self) -> &std::path::Path {
         &self.tmp

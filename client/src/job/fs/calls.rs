@@ -159,6 +159,20 @@ impl FsLayer {
                 Action::Return(i64::from(old))
             }
             Sysno::close | Sysno::fsync | Sysno::fdatasync => self.write_fd_call(stop, nr),
+            Sysno::read
+            | Sysno::pread64
+            | Sysno::readv
+            | Sysno::preadv
+            | Sysno::preadv2
+            | Sysno::lseek
+            | Sysno::sendfile
+            | Sysno::copy_file_range
+            | Sysno::splice
+            | Sysno::dup
+            | Sysno::dup2
+            | Sysno::dup3
+            | Sysno::fcntl
+            | Sysno::mmap => self.stream_call(stop, nr),
             Sysno::execve => self.exec_call(stop, AT_FDCWD, 0, 1, 2, 0),
             Sysno::execveat => self.exec_call(stop, fd(0), 1, 2, 3, a[4]),
             _ => Action::Continue,
@@ -236,7 +250,8 @@ impl FsLayer {
             return self.open_write(stop, &c, kind, flags, mode);
         }
         match self.open_read(&c, flags) {
-            Ok(node) => self.rewrite_open(stop, kind, &node, flags, mode),
+            Ok((node, Some(canon))) => self.stream_open(stop, &canon, &node, flags),
+            Ok((node, None)) => self.rewrite_open(stop, kind, &node, flags, mode),
             Err(e) => Action::errno(e),
         }
     }
@@ -293,8 +308,9 @@ impl FsLayer {
     }
 
     /// Opens central `c` for reading on central and makes its mirror entry;
-    /// returns the node path the kernel should open.
-    fn open_read(&mut self, c: &[u8], flags: i32) -> Result<Vec<u8>, Errno> {
+    /// returns the node path the kernel should open, and the canonical
+    /// central path when that file is still arriving.
+    fn open_read(&mut self, c: &[u8], flags: i32) -> Result<(Vec<u8>, Option<Vec<u8>>), Errno> {
         for _ in 0..3 {
             let req = Request::Open {
                 path: Blob(c.to_vec()),
@@ -314,7 +330,7 @@ impl FsLayer {
             }
             let canon = match self.classify(&canonical) {
                 Where::Central(c) => c,
-                Where::Native(p) => return Ok(p),
+                Where::Native(p) => return Ok((p, None)),
                 Where::NativeRelative => return Err(Errno::EIO),
             };
             let node = self.mirror.node_path(&canon);
@@ -323,19 +339,38 @@ impl FsLayer {
                 libc::S_IFDIR => {
                     self.meta.put(&canon, stat, None);
                     self.list_dir(&canon)?;
-                    return Ok(node);
+                    return Ok((node, None));
                 }
                 libc::S_IFREG => {
                     self.meta.put(&canon, stat, None);
+                    let live = self.live_stream(&canon);
                     match self.mirror.content(&canon) {
-                        Some(Content::Private) => return Ok(node),
-                        Some(Content::Object(s)) if s == stat.stamp() => return Ok(node),
+                        Some(Content::Private) => return Ok((node, None)),
+                        Some(Content::Object(s)) if s == stat.stamp() => {
+                            return Ok((node, live.then_some(canon)));
+                        }
                         _ => {}
                     }
                     if flags & libc::O_PATH != 0 && stat.size > 0 {
                         // A handle on the name, no content needed.
                         self.mirror.placeholder(&canon).map_err(|e| io_errno(&e))?;
-                        return Ok(node);
+                        return Ok((node, None));
+                    }
+                    let id = fetch::identity_of(&stat.stamp());
+                    let cached = self
+                        .cache
+                        .lookup(
+                            std::path::Path::new(std::ffi::OsStr::from_bytes(&canon)),
+                            &id,
+                        )
+                        .is_some();
+                    if !cached && stat.size >= self.cfg.stream_min {
+                        match self.start_stream(&canon, &stat.stamp()) {
+                            Ok(true) => return Ok((node, Some(canon))),
+                            Ok(false) => {}
+                            Err(Errno::ESTALE) => continue, // changed meanwhile: open again
+                            Err(e) => return Err(e),
+                        }
                     }
                     match fetch::object(&*self.client, &self.cache, &canon, &stat.stamp()) {
                         Ok(obj) => {
@@ -345,7 +380,7 @@ impl FsLayer {
                                     log::warn!("mirror: {e}");
                                     io_errno(&e)
                                 })?;
-                            return Ok(node);
+                            return Ok((node, None));
                         }
                         Err(Errno::ESTALE) => continue, // changed meanwhile: open again
                         Err(e) => return Err(e),

@@ -1,19 +1,31 @@
-//! Filling the node cache from the home with `Read` requests.
+//! Filling the node cache from the home with `Read` requests, several in
+//! flight, each answer written into a streaming cache object
+//! ([`PartialObject`]) at its offset.
 
-use std::io::Read;
+use std::collections::VecDeque;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use dscp_dicp::msg::fs::{Request, Response};
 use dscp_dicp::msg::job::FileStamp;
 use dscp_dicp::msg::Blob;
 use nix::errno::Errno;
 
-use super::FsClient;
-use crate::cache::{Cache, CacheError, FileIdentity};
+use super::{FsClient, PendingAnswer};
+use crate::cache::{Cache, CacheError, FileIdentity, PartialObject};
 
 /// Bytes asked per `Read` (the home caps replies at 16 MiB).
-pub(crate) const READ_CHUNK: u32 = 4 << 20;
+pub(crate) const READ_CHUNK: u32 = 8 << 20;
+
+/// `Read`s in flight at once.
+pub(crate) const WINDOW: usize = 6;
+
+/// How long a reader waits for bytes of a transfer that is still going
+/// (a transfer that fails says so at once).
+pub(crate) const STREAM_WAIT: Duration = Duration::from_secs(600);
 
 /// The cache identity of a central stamp.
 pub fn identity_of(s: &FileStamp) -> FileIdentity {
@@ -26,59 +38,83 @@ pub fn identity_of(s: &FileStamp) -> FileIdentity {
     }
 }
 
-/// A file's content pulled from the home chunk by chunk.
-struct HomeReader<'a> {
-    client: &'a dyn FsClient,
-    path: &'a [u8],
-    stamp: FileStamp,
-    offset: u64,
-    buf: Vec<u8>,
-    pos: usize,
+fn cache_errno(e: CacheError) -> Errno {
+    match e {
+        CacheError::Io { source, op, path } => {
+            log::warn!("cache: {op} {}: {source}", path.display());
+            Errno::from_raw(source.raw_os_error().unwrap_or(libc::EIO))
+        }
+        CacheError::SizeMismatch { .. } => Errno::ESTALE,
+        e => {
+            log::warn!("cache: {e}");
+            Errno::EIO
+        }
+    }
 }
 
-impl Read for HomeReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.buf.len() {
-            if self.offset >= self.stamp.size {
-                return Ok(0);
-            }
-            let want = (self.stamp.size - self.offset).min(u64::from(READ_CHUNK)) as u32;
-            let req = Request::Read {
-                path: Blob(self.path.to_vec()),
-                stamp: self.stamp,
-                offset: self.offset,
-                len: want,
-            };
-            match self.client.call(req) {
-                Ok(Response::Data(d)) => {
-                    if d.is_empty() {
-                        // Shorter than its stamp: changed under us.
-                        return Err(std::io::Error::from_raw_os_error(libc::ESTALE));
-                    }
-                    self.offset += d.len() as u64;
-                    self.buf = d.0;
-                    self.pos = 0;
-                }
-                Ok(Response::Errno(e)) => return Err(std::io::Error::from_raw_os_error(e)),
+fn read_req(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> Request {
+    Request::Read {
+        path: Blob(path.to_vec()),
+        stamp: *stamp,
+        offset,
+        len,
+    }
+}
+
+/// Fetches all of central `path` at `stamp` into `part`, with up to
+/// [`WINDOW`] `Read`s in flight. `ESTALE`: the file changed meanwhile.
+pub(crate) fn fill(
+    client: &dyn FsClient,
+    part: &PartialObject,
+    path: &[u8],
+    stamp: &FileStamp,
+) -> Result<(), Errno> {
+    let size = stamp.size;
+    let mut next = 0u64;
+    let mut queue: VecDeque<(u64, u32, PendingAnswer<'_>)> = VecDeque::new();
+    loop {
+        while queue.len() < WINDOW && next < size {
+            let len = (size - next).min(u64::from(READ_CHUNK)) as u32;
+            queue.push_back((next, len, client.start(read_req(path, stamp, next, len))));
+            next += u64::from(len);
+        }
+        let Some((mut off, mut len, pending)) = queue.pop_front() else {
+            return Ok(());
+        };
+        let mut answer = pending();
+        loop {
+            let data = match answer {
+                Ok(Response::Data(d)) => d.0,
+                Ok(Response::Errno(e)) => return Err(Errno::from_raw(e)),
                 Ok(other) => {
                     log::warn!("Read answered with {other:?}");
-                    return Err(std::io::Error::from_raw_os_error(libc::EIO));
+                    return Err(Errno::EIO);
                 }
                 Err(why) => {
                     log::warn!("Read failed: {why}");
-                    return Err(std::io::Error::from_raw_os_error(libc::EIO));
+                    return Err(Errno::EIO);
                 }
+            };
+            if data.is_empty() {
+                // Shorter than its stamp: changed under us.
+                return Err(Errno::ESTALE);
             }
+            let n = data.len().min(len as usize);
+            part.write_at(off, &data[..n]).map_err(cache_errno)?;
+            if n == len as usize {
+                break;
+            }
+            // A short answer: ask for the rest of this range.
+            off += n as u64;
+            len -= n as u32;
+            answer = client.call(read_req(path, stamp, off, len));
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
 /// The cache object holding central `path` at `stamp`, fetched with
-/// `Read` requests when missing. `ESTALE`: the file changed meanwhile.
+/// `Read` requests when missing (or waited for when another open is
+/// fetching it). `ESTALE`: the file changed meanwhile.
 pub(crate) fn object(
     client: &dyn FsClient,
     cache: &Cache,
@@ -90,27 +126,71 @@ pub(crate) fn object(
     if let Some(obj) = cache.lookup(p, &id) {
         return Ok(obj.path);
     }
-    let reader = HomeReader {
-        client,
-        path,
-        stamp: *stamp,
-        offset: 0,
-        buf: Vec::new(),
-        pos: 0,
-    };
-    match cache.insert(p, &id, None, reader) {
-        Ok(obj) => Ok(obj.path),
-        Err(CacheError::Io { source, op, path }) => {
-            let e = source.raw_os_error().unwrap_or(libc::EIO);
-            if op != "read content for" {
-                log::warn!("cache: {op} {}: {source}", path.display());
-            }
-            Err(Errno::from_raw(e))
-        }
-        Err(CacheError::SizeMismatch { .. }) => Err(Errno::ESTALE),
-        Err(e) => {
-            log::warn!("cache: {e}");
-            Err(Errno::EIO)
+    if let Some(part) = cache.in_progress(p, &id) {
+        if let Some(obj) = part.wait_finished(STREAM_WAIT) {
+            return Ok(obj);
         }
     }
+    let part = cache.begin(p, &id, id.size).map_err(cache_errno)?;
+    let r = fill(client, &part, path, stamp)
+        .and_then(|()| part.complete().map(|obj| obj.path).map_err(cache_errno));
+    if r.is_err() {
+        part.fail();
+    }
+    r
+}
+
+/// A transfer going on in the background.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub part: Arc<PartialObject>,
+    /// The errno it failed with (0: none so far).
+    pub error: Arc<AtomicI32>,
+}
+
+/// Starts fetching central `path` at `stamp` in a background thread into
+/// a streaming cache object, and returns once its first `first` bytes
+/// have arrived (or with the errno that stopped it: `ESTALE` when the
+/// file changed). Another transfer of the same file is shared.
+pub(crate) fn stream(
+    client: Arc<dyn FsClient + Send + Sync>,
+    cache: &Cache,
+    path: &[u8],
+    stamp: &FileStamp,
+    first: u64,
+) -> Result<Stream, Errno> {
+    let p = Path::new(std::ffi::OsStr::from_bytes(path));
+    let id = identity_of(stamp);
+    let error = Arc::new(AtomicI32::new(0));
+    let part = match cache.in_progress(p, &id) {
+        Some(part) => part,
+        None => {
+            let part = cache.begin(p, &id, id.size).map_err(cache_errno)?;
+            let (bg, err, path, stamp) = (part.clone(), error.clone(), path.to_vec(), *stamp);
+            let spawned = std::thread::Builder::new()
+                .name("diatom-fetch".into())
+                .spawn(move || {
+                    let r = fill(&*client, &bg, &path, &stamp)
+                        .and_then(|()| bg.complete().map(drop).map_err(cache_errno));
+                    if let Err(e) = r {
+                        err.store(e as i32, Ordering::SeqCst);
+                        bg.fail();
+                    }
+                });
+            if let Err(e) = spawned {
+                log::warn!("cannot start a fetch thread: {e}");
+                return Err(Errno::EAGAIN);
+            }
+            part
+        }
+    };
+    if !part.wait_ready(first, STREAM_WAIT) {
+        let e = error.load(Ordering::SeqCst);
+        return Err(if e == 0 {
+            Errno::EIO
+        } else {
+            Errno::from_raw(e)
+        });
+    }
+    Ok(Stream { part, error })
 }

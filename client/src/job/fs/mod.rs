@@ -20,6 +20,7 @@ mod fetch;
 mod meta;
 mod mirror;
 mod paths;
+mod stream;
 mod write;
 
 #[cfg(test)]
@@ -49,7 +50,23 @@ pub trait FsClient {
     /// Sends one file request and waits for its answer. `Err`: no answer
     /// (home gone, timeout, refused): the tracee sees `EIO`.
     fn call(&self, req: Request) -> Result<Response, String>;
+
+    /// Sends one request without waiting for its answer, so that several
+    /// can be in flight; the answer is collected by calling the result.
+    /// The default sends it when the answer is asked for (one at a time).
+    fn start(&self, req: Request) -> PendingAnswer<'_> {
+        Box::new(move || self.call(req))
+    }
+
+    /// A handle on the same home that another thread may use (a
+    /// background fetch), if the client can be shared.
+    fn share(&self) -> Option<std::sync::Arc<dyn FsClient + Send + Sync>> {
+        None
+    }
 }
+
+/// The answer to a request started with [`FsClient::start`].
+pub type PendingAnswer<'a> = Box<dyn FnOnce() -> Result<Response, String> + 'a>;
 
 /// The job's home over the job's session.
 #[derive(Debug, Clone)]
@@ -69,6 +86,21 @@ impl HomeClient {
 impl FsClient for HomeClient {
     fn call(&self, req: Request) -> Result<Response, String> {
         ask::<Response>(&self.net, self.home, req, self.timeout)
+    }
+
+    fn start(&self, req: Request) -> PendingAnswer<'_> {
+        let pending = self.net.start(self.home, req);
+        let timeout = self.timeout;
+        Box::new(move || {
+            let answer = pending?.wait(timeout).map_err(|e| e.to_string())?;
+            Response::try_from(
+                dscp_dicp::msg::Response::decode(&answer).map_err(|e| e.to_string())?,
+            )
+        })
+    }
+
+    fn share(&self) -> Option<std::sync::Arc<dyn FsClient + Send + Sync>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 }
 
@@ -97,6 +129,12 @@ pub struct FsConfig {
     /// Descriptors of files open for writing are moved to this number or
     /// above, so `close`/`fsync` stop only for them.
     pub write_fd_min: u32,
+    /// Files at least this large that are not cached are read while they
+    /// arrive (see `stream.rs`); smaller ones are fetched whole at open.
+    pub stream_min: u64,
+    /// Descriptors of files still arriving are moved to this number or
+    /// above, so reads and maps stop only for them.
+    pub stream_fd_min: u32,
 }
 
 impl FsConfig {
@@ -110,6 +148,8 @@ impl FsConfig {
             meta_ttl: Duration::from_secs(2),
             central_fstat: true,
             write_fd_min: 1000,
+            stream_min: 8 << 20,
+            stream_fd_min: 2000,
         }
     }
 }
@@ -142,6 +182,8 @@ pub struct FsLayer {
     opened: HashMap<Vec<u8>, FileStat>,
     writes: write::Writes,
     exec: exec::ExecState,
+    /// Files still arriving.
+    streams: Vec<stream::Live>,
 }
 
 impl std::fmt::Debug for FsLayer {
@@ -175,6 +217,7 @@ impl FsLayer {
             opened: HashMap::new(),
             writes: write::Writes::default(),
             exec: exec::ExecState::new(cfg.job_dir.clone()),
+            streams: Vec::new(),
             cfg,
         })
     }
@@ -214,6 +257,24 @@ impl FsLayer {
         s.insert_rule(close, at_least);
         s.insert_rule(fsync, at_least);
         s.insert_rule(fdatasync, at_least);
+        if self.cfg.stream_min < u64::MAX {
+            for &(nr, arg) in stream::STOPPED {
+                let rule = if nr == mmap {
+                    // An anonymous mapping passes -1: only the range stops.
+                    Rule::OnlyArgIn {
+                        arg,
+                        min: self.cfg.stream_fd_min,
+                        max: stream::STREAM_FD_MAX,
+                    }
+                } else {
+                    Rule::UnlessArgBelow {
+                        arg,
+                        min: self.cfg.stream_fd_min,
+                    }
+                };
+                s.insert_rule(nr, rule);
+            }
+        }
         s
     }
 
@@ -377,8 +438,16 @@ impl FsLayer {
     }
 }
 
-impl<T: FsClient + ?Sized> FsClient for std::sync::Arc<T> {
+impl<T: FsClient + Send + Sync + 'static> FsClient for std::sync::Arc<T> {
     fn call(&self, req: Request) -> Result<Response, String> {
         (**self).call(req)
+    }
+
+    fn start(&self, req: Request) -> PendingAnswer<'_> {
+        (**self).start(req)
+    }
+
+    fn share(&self) -> Option<std::sync::Arc<dyn FsClient + Send + Sync>> {
+        Some(self.clone())
     }
 }

@@ -26,6 +26,8 @@ pub struct FakeHome {
     user: Option<(u32, u32)>,
     /// Request kinds seen, for assertions.
     pub seen: Mutex<Vec<&'static str>>,
+    /// Milliseconds each `Read` of a `/central` file takes (a slow link).
+    pub read_delay_ms: AtomicU64,
 }
 
 type Res = Result<Response, i32>;
@@ -99,6 +101,7 @@ impl FakeHome {
             next: AtomicU64::new(1),
             user,
             seen: Mutex::new(Vec::new()),
+            read_delay_ms: AtomicU64::new(0),
         }
     }
 
@@ -500,6 +503,12 @@ fn elf_interp(d: &[u8]) -> Option<String> {
 impl FsClient for FakeHome {
     fn call(&self, req: Request) -> Result<Response, String> {
         self.seen.lock().unwrap().push(kind(&req));
+        if matches!(&req, Request::Read { path, .. } if path.0.starts_with(b"/central/")) {
+            let ms = self
+                .read_delay_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         let r = self.as_user(|| self.serve(req));
         Ok(r.unwrap_or_else(Response::Errno))
     }

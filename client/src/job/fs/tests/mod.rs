@@ -188,6 +188,61 @@ fn cat_reads_a_file_only_central_has() {
 }
 
 #[test]
+fn a_large_file_is_read_while_it_arrives_and_never_as_zeros() {
+    let mut env = Env::new("stream");
+    // 40 MiB of non-zero bytes: a read of what has not arrived would
+    // see zeros in the preallocated partial file.
+    let data: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+        .collect();
+    write(&env.c.join("big"), &data);
+    write(&env.c.join("big2"), &data);
+    let timed = |env: &mut Env, script: &str| {
+        let home = env.home(None);
+        // Each 8 MiB Read takes 300 ms: all of it comes ~1.5 s after the first.
+        home.read_delay_ms
+            .store(300, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let r = env.run_with("/central", script, home, |cfg| cfg.stream_min = 1 << 20);
+        assert_eq!((r.code, r.err.as_str()), (0, ""), "{script}");
+        (r.out, started.elapsed())
+    };
+    let (out, first) = timed(&mut env, "head -c 4 big | od -An -tx1");
+    assert_eq!(
+        out,
+        env.native(&env.c.clone(), "head -c 4 big | od -An -tx1")
+    );
+    let (out, whole) = timed(&mut env, "cksum < big2");
+    assert_eq!(out, env.native(&env.c.clone(), "cksum < big2"));
+    assert!(
+        first * 2 < whole,
+        "the first bytes came after {first:?}, all of a file after {whole:?}"
+    );
+    // Each script starts with a read far from the start of a file that is
+    // not cached (a fresh cache each time) and arrives over 2.5 s: without
+    // the wait it would see zeros.
+    let scripts = [
+        "tail -c 100 big | cksum; head -c 16 big | od -An -tx1; wc -c big",
+        "python3 -c 'import mmap; f=open(\"big\",\"rb\"); \
+         m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ); print(m[-5:].hex(), m[:].count(0))'",
+        "dd if=big bs=1M skip=33 count=2 2>/dev/null | cksum; cksum < big; cat big | cksum",
+    ];
+    for script in scripts {
+        let want = env.native(&env.c.clone(), script);
+        let home = env.home(None);
+        home.read_delay_ms
+            .store(500, std::sync::atomic::Ordering::Relaxed);
+        env.cache = Cache::open(&env.base.join(format!("state{}", env.runs))).unwrap();
+        let r = env.run_with("/central", script, home, |cfg| cfg.stream_min = 1 << 20);
+        assert_eq!(
+            (r.code, r.err.as_str(), r.out.as_str()),
+            (0, "", want.as_str()),
+            "{script}"
+        );
+    }
+}
+
+#[test]
 fn a_second_run_reads_from_the_cache_and_sees_a_change() {
     let mut env = Env::new("change");
     write(&env.c.join("f"), b"one\n");

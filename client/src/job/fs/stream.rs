@@ -1,0 +1,251 @@
+//! Large files read while they arrive.
+//!
+//! An open for reading of a central file of at least
+//! [`FsConfig::stream_min`](super::FsConfig::stream_min) bytes that is not
+//! cached starts its fetch in a background thread into a streaming cache
+//! object ([`PartialObject`](crate::cache::PartialObject): a file of the
+//! final size, filled in place), links that file into the mirror, and
+//! lets the open run once the first chunk has arrived. The descriptor is
+//! moved to [`FsConfig::stream_fd_min`](super::FsConfig::stream_fd_min)
+//! or above, where the seccomp filter stops the calls that can touch its
+//! bytes (`read`, `pread64`, `readv`, `preadv(2)`, `lseek`, `mmap`,
+//! `sendfile`, `copy_file_range`, `splice`) and those that could copy the
+//! descriptor below the range (`dup`, `dup2`, `dup3`, `fcntl`). Each such
+//! stop waits until the bytes the call can reach have arrived, then lets
+//! it run natively; once the file is complete they return at once.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+
+use nix::errno::Errno;
+use syscalls::Sysno;
+use tracer::{Action, SyscallStop, TraceeMemory};
+
+use super::fetch::{self, STREAM_WAIT};
+use super::FsLayer;
+
+/// One file still arriving.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub central: Vec<u8>,
+    /// (dev, ino) of the partial file (the mirror entry and descriptors).
+    pub key: (u64, u64),
+    pub stream: fetch::Stream,
+}
+
+/// The calls stopped for descriptors in the streaming range, and the
+/// argument holding the descriptor.
+pub(crate) const STOPPED: &[(Sysno, u8)] = &[
+    (Sysno::read, 0),
+    (Sysno::pread64, 0),
+    (Sysno::readv, 0),
+    (Sysno::preadv, 0),
+    (Sysno::preadv2, 0),
+    (Sysno::lseek, 0),
+    (Sysno::sendfile, 1),
+    (Sysno::copy_file_range, 0),
+    (Sysno::splice, 0),
+    (Sysno::dup, 0),
+    (Sysno::dup2, 0),
+    (Sysno::dup3, 0),
+    (Sysno::fcntl, 0),
+    (Sysno::mmap, 4),
+];
+
+const AT_FDCWD_U64: u64 = libc::AT_FDCWD as i64 as u64;
+
+fn file_pos(tid: nix::unistd::Pid, fd: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{fd}")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("pos:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl FsLayer {
+    /// Whether central `c` is still arriving (finished transfers are
+    /// forgotten here; a failed one leaves the mirror, so the next open
+    /// fetches again, while its descriptors keep failing with `EIO`).
+    pub(crate) fn live_stream(&mut self, c: &[u8]) -> bool {
+        self.streams.retain(|l| !l.stream.part.is_finished());
+        let Some(l) = self.streams.iter_mut().find(|l| l.central == c) else {
+            return false;
+        };
+        if l.stream.part.is_writing() {
+            return true;
+        }
+        l.central.clear();
+        let _ = self.mirror.forget(c);
+        false
+    }
+
+    /// Starts streaming central `c` (`stamp`) into the mirror; `false`
+    /// when the client cannot stream (fetch it whole instead).
+    pub(crate) fn start_stream(
+        &mut self,
+        c: &[u8],
+        stamp: &dscp_dicp::msg::job::FileStamp,
+    ) -> Result<bool, Errno> {
+        let Some(client) = self.client.share() else {
+            return Ok(false);
+        };
+        let first = u64::from(fetch::READ_CHUNK);
+        let stream = fetch::stream(client, &self.cache, c, stamp, first)?;
+        let content = super::mirror::Content::Object(*stamp);
+        // The partial file becomes the object when the transfer ends:
+        // if that happened meanwhile, link the object.
+        let mut placed = Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        for _ in 0..3 {
+            placed = self.mirror.place_file(c, &stream.part.path(), content);
+            if placed.is_ok() {
+                break;
+            }
+        }
+        if let Err(e) = placed {
+            log::warn!("mirror: {e}");
+            return Err(Errno::EIO);
+        }
+        let node = self.mirror.node_path(c);
+        let m = std::fs::metadata(std::ffi::OsStr::from_bytes(&node)).map_err(|_| Errno::EIO)?;
+        self.streams.retain(|l| l.central != c);
+        self.streams.push(Live {
+            central: c.to_vec(),
+            key: (m.dev(), m.ino()),
+            stream,
+        });
+        Ok(true)
+    }
+
+    /// Opens mirror file `node` (streaming) in the tracee and moves the
+    /// descriptor into the streaming range. Without room there the open
+    /// waits for the whole file and keeps its low descriptor.
+    pub(crate) fn stream_open(
+        &mut self,
+        stop: &mut SyscallStop<'_>,
+        c: &[u8],
+        node: &[u8],
+        flags: i32,
+    ) -> Action {
+        let mut p = node.to_vec();
+        p.push(0);
+        let addr = match stop.scratch_write(&p) {
+            Ok(a) => a,
+            Err(_) => return Action::errno(Errno::ENOMEM),
+        };
+        let fd = match stop.inject(Sysno::openat, &[AT_FDCWD_U64, addr, flags as u32 as u64, 0]) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("stream open: {e}");
+                return Action::errno(Errno::EIO);
+            }
+        };
+        if fd < 0 {
+            return Action::Return(fd);
+        }
+        let cmd = if flags & libc::O_CLOEXEC != 0 {
+            libc::F_DUPFD_CLOEXEC
+        } else {
+            libc::F_DUPFD
+        };
+        let min = u64::from(self.cfg.stream_fd_min);
+        if fd >= 3 {
+            if let Ok(high) = stop.inject(Sysno::fcntl, &[fd as u64, cmd as u64, min]) {
+                if high >= 0 && high < i64::from(STREAM_FD_MAX) {
+                    let _ = stop.inject(Sysno::close, &[fd as u64]);
+                    return Action::Return(high);
+                }
+                if high >= 0 {
+                    let _ = stop.inject(Sysno::close, &[high as u64]);
+                }
+            }
+        }
+        // A stdio slot, or no room up there: this descriptor is not
+        // checked, so all of the file must be there.
+        if !self.wait_whole(c) {
+            let _ = stop.inject(Sysno::close, &[fd as u64]);
+            return Action::errno(Errno::EIO);
+        }
+        Action::Return(fd)
+    }
+
+    fn wait_whole(&self, c: &[u8]) -> bool {
+        match self.streams.iter().find(|l| l.central == c) {
+            Some(l) => l.stream.part.wait_ready(u64::MAX, STREAM_WAIT),
+            None => true,
+        }
+    }
+
+    /// A call stopped on a descriptor in the streaming range: waits until
+    /// the bytes it can touch have arrived.
+    pub(crate) fn stream_call(&mut self, stop: &mut SyscallStop<'_>, nr: Sysno) -> Action {
+        self.streams.retain(|l| !l.stream.part.is_finished());
+        if self.streams.is_empty() {
+            return Action::Continue;
+        }
+        let arg = STOPPED
+            .iter()
+            .find(|(n, _)| *n == nr)
+            .map_or(0, |(_, a)| *a);
+        let fd = stop.arg(arg as usize) as i32;
+        if fd < 0 {
+            return Action::Continue;
+        }
+        let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", stop.tid())) else {
+            return Action::Continue; // EBADF, natively
+        };
+        let key = (m.dev(), m.ino());
+        let Some(live) = self.streams.iter().find(|l| l.key == key) else {
+            return Action::Continue;
+        };
+        let a = stop.args();
+        let end = match nr {
+            Sysno::read => file_pos(stop.tid(), fd).map(|p| p.saturating_add(a[2])),
+            Sysno::pread64 => Some(a[3].saturating_add(a[2])),
+            Sysno::readv | Sysno::preadv | Sysno::preadv2 => {
+                // readv, and preadv2 with offset -1: the file position.
+                let at = if nr == Sysno::readv || a[3] as i64 == -1 {
+                    file_pos(stop.tid(), fd)
+                } else {
+                    Some(a[3])
+                };
+                iov_total(stop, a[1], a[2]).and_then(|n| at.map(|p| p.saturating_add(n)))
+            }
+            Sysno::lseek => match a[2] as i32 {
+                libc::SEEK_DATA | libc::SEEK_HOLE => None,
+                _ => return Action::Continue, // the size is final already
+            },
+            Sysno::fcntl => match a[1] as i32 {
+                libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => None,
+                _ => return Action::Continue,
+            },
+            _ => None, // mmap, sendfile, copy_file_range, splice, dup*: all of it
+        };
+        let end = end.unwrap_or(u64::MAX);
+        if live.stream.part.wait_ready(end, STREAM_WAIT) {
+            Action::Continue
+        } else {
+            let e = live.stream.error.load(std::sync::atomic::Ordering::SeqCst);
+            log::warn!(
+                "{}: transfer failed ({})",
+                String::from_utf8_lossy(&live.central),
+                Errno::from_raw(e)
+            );
+            Action::errno(Errno::EIO)
+        }
+    }
+}
+
+/// First descriptor above the streaming range.
+pub(crate) const STREAM_FD_MAX: u32 = 0x8000_0000;
+
+/// The bytes an iovec array asks for (`None`: unreadable, wait for all).
+fn iov_total(stop: &SyscallStop<'_>, addr: u64, n: u64) -> Option<u64> {
+    if n > 1024 {
+        return None;
+    }
+    let mut total = 0u64;
+    for i in 0..n {
+        let len = stop.memory().read_value::<u64>(addr + 16 * i + 8).ok()?;
+        total = total.saturating_add(len);
+    }
+    Some(total)
+}
