@@ -1,4 +1,7 @@
-//! Helpers shared by the benchmark binaries: command-line knobs, medians.
+//! Helpers shared by the benchmark binaries: command-line knobs, medians,
+//! and a loopback cluster ([`cluster`]).
+
+pub mod cluster;
 
 use std::time::Duration;
 

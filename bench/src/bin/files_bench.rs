@@ -1,0 +1,151 @@
+//! Reading central's files through `diatom exec`, side by side with the same
+//! command run locally: a 1 GiB file cold (a node with an empty cache) and
+//! warm, `find` over a large tree, `gcc -O2 -c` of a ~2000-line C file, and
+//! `python3 -c pass`. A real central and node on loopback (release
+//! binaries of this workspace). Medians of N runs; MB/s for the big file.
+//!
+//! `cargo build --release --bins && cargo run --release -p diatom-bench --bin files_bench [-- --runs N]`
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use diatom_bench::cluster::{ms, time, Daemons};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    diatom_bench::median(&mut v)
+}
+
+fn write_big_file(path: &std::path::Path, bytes: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create big file"));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..bytes / block.len() as u64 {
+        for c in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).expect("write big file");
+    }
+    f.flush().expect("flush big file");
+}
+
+fn write_c_file(path: &std::path::Path, functions: usize) {
+    let mut s = String::from("#include <stdio.h>\n#include <string.h>\n\n");
+    for i in 0..functions {
+        s.push_str(&format!(
+            "static int f{i}(const char *s, int n) {{\n    int h = {i};\n    for (int k = 0; k < n; k++) {{\n        h = h * 31 + s[k % 7];\n        if (h & 1) h ^= k;\n    }}\n    return h;\n}}\n\n"
+        ));
+    }
+    s.push_str("int main(void) {\n    int t = 0;\n");
+    for i in 0..functions {
+        s.push_str(&format!("    t += f{i}(\"abcdefg\", {});\n", i % 50));
+    }
+    s.push_str("    printf(\"%d\\n\", t);\n    return 0;\n}\n");
+    std::fs::write(path, s).expect("write C file");
+}
+
+fn mbps(bytes: u64, d: Duration) -> String {
+    format!("{:.0} MB/s", bytes as f64 / d.as_secs_f64() / 1e6)
+}
+
+fn main() {
+    let runs = diatom_bench::runs_arg(5);
+    let dir = std::env::temp_dir().join(format!("diatom-files-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let big = dir.join("big.bin");
+    let size: u64 = 1 << 30;
+    write_big_file(&big, size);
+    let csrc = dir.join("prog.c");
+    write_c_file(&csrc, 220);
+    let lines = std::fs::read_to_string(&csrc)
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    let mut d = Daemons::start(&dir, 24036);
+    let big_s = big.to_string_lossy().into_owned();
+    let read_big = format!("cat '{big_s}' > /dev/null");
+    let obj = dir.join("prog.o").to_string_lossy().into_owned();
+    let csrc_s = csrc.to_string_lossy().into_owned();
+
+    println!("| workload | local | diatom exec | ratio | notes |");
+    println!("|---|---|---|---|---|");
+
+    // 1 GiB cold: a fresh node (empty cache) per run; warm: the same node again.
+    let (mut local, mut cold, mut warm) = (vec![], vec![], vec![]);
+    for _ in 0..runs.min(3) {
+        local.push(time(Command::new("sh").args(["-c", &read_big])));
+        d.new_node();
+        cold.push(time(&mut d.exec(&["sh", "-c", &read_big])));
+        warm.push(time(&mut d.exec(&["sh", "-c", &read_big])));
+    }
+    let (l, c, w) = (median(local), median(cold), median(warm));
+    println!(
+        "| 1 GiB read (`cat > /dev/null`), cold | {} ({}) | {} ({}) | {:.1}x | empty node cache |",
+        ms(l),
+        mbps(size, l),
+        ms(c),
+        mbps(size, c),
+        c.as_secs_f64() / l.as_secs_f64()
+    );
+    println!(
+        "| 1 GiB read, warm | {} ({}) | {} ({}) | {:.1}x | cached, read natively |",
+        ms(l),
+        mbps(size, l),
+        ms(w),
+        mbps(size, w),
+        w.as_secs_f64() / l.as_secs_f64()
+    );
+
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "find /usr/share | wc -l",
+            vec!["sh".into(), "-c".into(), "find /usr/share | wc -l".into()],
+            "one round trip per directory",
+        ),
+        (
+            "gcc -O2 -c",
+            vec![
+                "gcc".into(),
+                "-O2".into(),
+                "-c".into(),
+                csrc_s.clone(),
+                "-o".into(),
+                obj.clone(),
+            ],
+            "",
+        ),
+        (
+            "python3 -c pass",
+            vec!["/usr/bin/python3".into(), "-c".into(), "pass".into()],
+            "",
+        ),
+    ];
+    for (name, argv, note) in cases {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        // One run to fill the node's cache, then interleaved warm runs.
+        time(&mut d.exec(&args));
+        let (mut local, mut remote) = (vec![], vec![]);
+        for _ in 0..runs {
+            local.push(time(Command::new(args[0]).args(&args[1..])));
+            remote.push(time(&mut d.exec(&args)));
+        }
+        let (l, r) = (median(local), median(remote));
+        let note = if name == "gcc -O2 -c" {
+            format!("{lines}-line file, warm")
+        } else if note.is_empty() {
+            "warm".to_string()
+        } else {
+            format!("{note}, warm")
+        };
+        println!(
+            "| `{name}` | {} | {} | {:.1}x | {note} |",
+            ms(l),
+            ms(r),
+            r.as_secs_f64() / l.as_secs_f64()
+        );
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
