@@ -91,6 +91,17 @@ impl FsLayer {
         let Some(nr) = stop.sysno() else {
             return Action::Continue;
         };
+        let t = std::time::Instant::now();
+        let action = self.decide(stop, nr);
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .stops
+            .add(nr.name(), t.elapsed());
+        action
+    }
+
+    fn decide(&mut self, stop: &mut SyscallStop<'_>, nr: Sysno) -> Action {
         let a = stop.args();
         let fd = |i: usize| a[i] as i32;
         match nr {

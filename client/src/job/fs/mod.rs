@@ -20,6 +20,7 @@ mod fetch;
 mod meta;
 mod mirror;
 mod paths;
+mod stats;
 mod stream;
 mod write;
 
@@ -184,6 +185,8 @@ pub struct FsLayer {
     exec: exec::ExecState,
     /// Files still arriving.
     streams: Vec<stream::Live>,
+    /// Counters, logged at the job's end.
+    stats: std::sync::Arc<std::sync::Mutex<stats::Stats>>,
 }
 
 impl std::fmt::Debug for FsLayer {
@@ -206,8 +209,14 @@ impl FsLayer {
         let mirror = mirror::Mirror::create(&root, &cfg.job_dir.join("tmp"), cfg.run_as)?;
         let mut native: Vec<Vec<u8>> = cfg.native.iter().map(|p| bytes(p)).collect();
         native.push(bytes(&cfg.job_dir));
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(stats::Stats::default()));
+        let client = Box::new(stats::Counting {
+            inner: client,
+            stats: stats.clone(),
+        });
         Ok(Self {
             client,
+            stats,
             cache,
             mirror,
             meta: meta::MetaCache::new(cfg.meta_ttl),
@@ -310,7 +319,13 @@ impl FsLayer {
     /// home: the job ended. Returns the errors (path: why).
     pub fn finish(&mut self) -> Vec<String> {
         self.procs.clear();
-        self.write_back_unreferenced()
+        let errors = self.write_back_unreferenced();
+        if log::log_enabled!(log::Level::Debug) {
+            let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            log::debug!("file layer: stops {}", s.stops);
+            log::debug!("file layer: requests {}", s.requests);
+        }
+        errors
     }
 
     /// The central program process `pid` runs when the layer exec'd it
