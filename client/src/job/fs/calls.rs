@@ -263,6 +263,12 @@ impl FsLayer {
         match self.open_read(&c, flags) {
             Ok((node, Some(canon))) => self.stream_open(stop, &canon, &node, flags),
             Ok((node, None)) => self.rewrite_open(stop, kind, &node, flags, mode),
+            Err(Errno::ENOENT) => {
+                // What a later stat of the path may answer (opens always ask).
+                self.meta
+                    .put_lookup(&c, flags & libc::O_NOFOLLOW == 0, None);
+                Action::errno(Errno::ENOENT)
+            }
             Err(e) => Action::errno(e),
         }
     }
@@ -473,17 +479,32 @@ impl FsLayer {
                 Known::Absent => return Err(Errno::ENOENT),
                 _ => {}
             }
+            if follow {
+                match self.meta.followed(c) {
+                    Some(Ok(s)) => return Ok(self.overlay(c, s)),
+                    Some(Err(())) => return Err(Errno::ENOENT),
+                    None => {}
+                }
+            } else if self.meta.missing(c, false) {
+                return Err(Errno::ENOENT);
+            }
         }
-        let Response::Stat(s) = self.ask(Request::Stat {
+        let s = match self.ask(Request::Stat {
             path: Blob(c.to_vec()),
             follow,
-        })?
-        else {
-            return Err(Errno::EIO);
+        }) {
+            Ok(Response::Stat(s)) => s,
+            Ok(_) => return Err(Errno::EIO),
+            Err(Errno::ENOENT) => {
+                self.meta.put_lookup(c, follow, None);
+                return Err(Errno::ENOENT);
+            }
+            Err(e) => return Err(e),
         };
         if !follow && file_type(s.mode) != libc::S_IFLNK {
             self.meta.put(c, s, None);
         }
+        self.meta.put_lookup(c, follow, Some(&s));
         Ok(self.overlay(c, s))
     }
 
@@ -520,14 +541,19 @@ impl FsLayer {
                 _ => {}
             }
         }
-        done(
-            self.ask(Request::Access {
-                path: Blob(c),
-                mode,
-                flags,
-            })
-            .map(drop),
-        )
+        let follow = flags & libc::AT_SYMLINK_NOFOLLOW as u32 == 0;
+        if paths::is_clean(&c) && self.meta.missing(&c, follow) {
+            return Action::errno(Errno::ENOENT);
+        }
+        let r = self.ask(Request::Access {
+            path: Blob(c.clone()),
+            mode,
+            flags,
+        });
+        if matches!(r, Err(Errno::ENOENT)) {
+            self.meta.put_lookup(&c, follow, None);
+        }
+        done(r.map(drop))
     }
 
     fn readlink(&mut self, stop: &mut SyscallStop<'_>, dirfd: i32, arg: usize) -> Action {

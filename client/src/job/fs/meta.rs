@@ -6,6 +6,13 @@
 //! from a fresh listing answers `ENOENT`, until the directory is listed
 //! again, the job changes something there, or [`MetaCache::ttl`] passes
 //! (central may change behind the job's back; see docs/files.md).
+//!
+//! Within the same validity, central's answer to a `stat` by path (the
+//! stat after following symlinks, or `ENOENT`) answers the next `stat` of
+//! that path, and `ENOENT` of a `stat`, `access` or read-only `open` answers
+//! later `stat`s and `access`es of it (opens always ask central). Any
+//! change the job makes forgets all such answers (a change may move what
+//! a path resolves to).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -40,6 +47,11 @@ pub(crate) enum Known<'a> {
 pub(crate) struct MetaCache {
     entries: HashMap<Vec<u8>, Meta>,
     listed: HashMap<Vec<u8>, Instant>,
+    /// `stat` (following symlinks) answers by path.
+    followed: HashMap<Vec<u8>, (FileStat, Instant)>,
+    /// Paths central answered `ENOENT` for, and whether symlinks were
+    /// followed (`lstat` `ENOENT` also answers `stat`).
+    missing: HashMap<Vec<u8>, (bool, Instant)>,
     /// How long an entry stays valid without a new listing.
     pub ttl: Duration,
 }
@@ -49,7 +61,57 @@ impl MetaCache {
         Self {
             entries: HashMap::new(),
             listed: HashMap::new(),
+            followed: HashMap::new(),
+            missing: HashMap::new(),
             ttl,
+        }
+    }
+
+    /// Central's `stat` (following symlinks) of the clean path `path` from
+    /// an earlier `stat` of it: `Some(Ok)`, `Some(Err)` for `ENOENT`,
+    /// `None`: unknown.
+    pub(crate) fn followed(&self, path: &[u8]) -> Option<Result<FileStat, ()>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let now = Instant::now();
+        if let Some((s, at)) = self.followed.get(path) {
+            if now.duration_since(*at) < self.ttl {
+                return Some(Ok(*s));
+            }
+        }
+        match self.missing.get(path) {
+            Some((_, at)) if now.duration_since(*at) < self.ttl => Some(Err(())),
+            _ => None,
+        }
+    }
+
+    /// Whether an earlier `lstat` of the clean path `path` (or `stat`,
+    /// with `follow`) answered `ENOENT` within the validity.
+    pub(crate) fn missing(&self, path: &[u8], follow: bool) -> bool {
+        match self.missing.get(path) {
+            Some((followed, at)) => {
+                (follow || !*followed) && Instant::now().duration_since(*at) < self.ttl
+            }
+            None => false,
+        }
+    }
+
+    /// Records central's answer to a `stat` (`follow`) or `lstat` of the
+    /// clean path `path`: a stat after following, or `ENOENT`.
+    pub(crate) fn put_lookup(&mut self, path: &[u8], follow: bool, answer: Option<&FileStat>) {
+        if self.ttl.is_zero() || !paths::is_clean(path) {
+            return;
+        }
+        let now = Instant::now();
+        match answer {
+            Some(s) if follow => {
+                self.followed.insert(path.to_vec(), (*s, now));
+            }
+            Some(_) => {}
+            None => {
+                self.missing.insert(path.to_vec(), (follow, now));
+            }
         }
     }
 
@@ -118,6 +180,10 @@ impl MetaCache {
     /// listing of its parent (a name appeared, vanished or changed there).
     pub(crate) fn invalidate(&mut self, path: &[u8], tree: bool) {
         let path = paths::tidy(path);
+        // A change may move what any path resolves to (through symlinks)
+        // or create a name: forget every lookup answer.
+        self.followed.clear();
+        self.missing.clear();
         self.entries.remove(&path);
         self.listed.remove(&path);
         if tree {
@@ -290,8 +356,22 @@ mod tests {
         assert!(matches!(c.known(b"/d/a"), Known::Entry(_)));
         c.invalidate(b"/d", true);
         assert!(matches!(c.known(b"/d/a"), Known::Unknown));
+        // Lookup answers: `stat` results and ENOENT, until any change.
+        c.put_lookup(b"/e/s", true, Some(&st));
+        c.put_lookup(b"/e/gone", true, None);
+        c.put_lookup(b"/e/lgone", false, None);
+        assert!(matches!(c.followed(b"/e/s"), Some(Ok(s)) if s.size == 3));
+        assert!(matches!(c.followed(b"/e/gone"), Some(Err(()))));
+        assert!(c.missing(b"/e/gone", true) && !c.missing(b"/e/gone", false));
+        assert!(c.missing(b"/e/lgone", true) && c.missing(b"/e/lgone", false));
+        assert!(c.followed(b"/e/other").is_none());
+        c.invalidate(b"/x/y", false);
+        assert!(c.followed(b"/e/s").is_none());
+        assert!(!c.missing(b"/e/gone", true));
         let mut z = MetaCache::new(Duration::ZERO);
         z.put_listing(b"/d", [(&b"a"[..], st, None)].into_iter());
         assert!(matches!(z.known(b"/d/a"), Known::Unknown));
+        z.put_lookup(b"/e/gone", true, None);
+        assert!(z.followed(b"/e/gone").is_none() && !z.missing(b"/e/gone", true));
     }
 }
