@@ -11,7 +11,6 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// A library the loader will look up by `name`, found in the cache at `object`.
@@ -56,11 +55,7 @@ pub fn prepare(exec: &LocalExec, lib_dir: &Path) -> io::Result<ExecLine> {
             argv: exec.argv.clone(),
         });
     };
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .recursive(true)
-        .create(lib_dir)?;
-    std::fs::set_permissions(lib_dir, std::fs::Permissions::from_mode(0o755))?;
+    super::fs::make_dir_all(lib_dir.parent().unwrap_or(lib_dir), lib_dir)?;
     for lib in &exec.libraries {
         let name = Path::new(&lib.name);
         // A name is one path component; anything else came from a hostile

@@ -104,7 +104,8 @@ pub fn run(
         Err(why) => JobEvent::Failed { reason: why },
     };
     log::info!("job {job} ended: {event:?}");
-    let _ = std::fs::remove_dir_all(&setup.job_dir);
+    // The mirror's directories are kept for the next job (see fs/pool.rs).
+    fs::recycle(&setup.job_dir);
     event
 }
 

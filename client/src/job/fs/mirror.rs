@@ -42,6 +42,8 @@ pub(crate) struct Mirror {
     root: Vec<u8>,
     tmp: PathBuf,
     owner: Option<(u32, u32)>,
+    /// Where spare directories come from (see `pool.rs`).
+    pool: Option<PathBuf>,
     /// Central directories that exist as real mirror directories.
     dirs: HashSet<Vec<u8>>,
     /// Regular mirror files with content (not placeholders).
@@ -82,12 +84,9 @@ impl Mirror {
     /// same file system. `owner`: the job's (uid, gid) for private copies,
     /// when the node runs it as another user.
     pub(crate) fn create(root: &Path, tmp: &Path, owner: Option<(u32, u32)>) -> io::Result<Self> {
+        let job_dir = root.parent().unwrap_or(root);
         for d in [root, tmp] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(d)?;
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+            super::pool::make_dir_all(job_dir, d)?;
         }
         std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o700))?;
         let mut dirs = HashSet::new();
@@ -96,6 +95,7 @@ impl Mirror {
             root: root.as_os_str().as_bytes().to_vec(),
             tmp: tmp.to_path_buf(),
             owner,
+            pool: root.parent().and_then(super::pool::pool_of),
             dirs,
             files: HashMap::new(),
             seq: 0,
@@ -159,7 +159,15 @@ impl Mirror {
     }
 
     fn mkdir(&self, p: &Path) -> io::Result<()> {
-        match std::fs::DirBuilder::new().mode(0o755).create(p) {
+        let made = match self
+            .pool
+            .as_deref()
+            .and_then(|pool| super::pool::take(pool, p))
+        {
+            Some(r) => r,
+            None => std::fs::DirBuilder::new().mode(0o755).create(p),
+        };
+        match made {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             r => r,
         }?;

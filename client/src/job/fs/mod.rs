@@ -20,6 +20,7 @@ mod fetch;
 mod meta;
 mod mirror;
 mod paths;
+mod pool;
 mod stats;
 mod stream;
 mod write;
@@ -44,6 +45,7 @@ use crate::net::{ask, Net};
 
 pub use exec::plan as exec_plan;
 pub use fetch::identity_of;
+pub use pool::{make_dir_all, recycle};
 
 /// How the layer talks to the job's home. The production implementation is
 /// [`HomeClient`]; tests use a fake home.
