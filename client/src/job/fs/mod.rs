@@ -16,6 +16,7 @@
 
 mod calls;
 pub mod exec;
+mod fds;
 mod fetch;
 mod meta;
 mod mirror;

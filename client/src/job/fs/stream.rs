@@ -21,6 +21,7 @@ use nix::errno::Errno;
 use syscalls::Sysno;
 use tracer::{Action, SyscallStop, TraceeMemory};
 
+use super::fds::{open_in_range, Placed};
 use super::fetch::{self, STREAM_WAIT};
 use super::FsLayer;
 
@@ -51,8 +52,6 @@ pub(crate) const STOPPED: &[(Sysno, u8)] = &[
     (Sysno::fcntl, 0),
     (Sysno::mmap, 4),
 ];
-
-const AT_FDCWD_U64: u64 = libc::AT_FDCWD as i64 as u64;
 
 fn file_pos(tid: nix::unistd::Pid, fd: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{fd}")).ok()?;
@@ -125,39 +124,12 @@ impl FsLayer {
         node: &[u8],
         flags: i32,
     ) -> Action {
-        let mut p = node.to_vec();
-        p.push(0);
-        let addr = match stop.scratch_write(&p) {
-            Ok(a) => a,
-            Err(_) => return Action::errno(Errno::ENOMEM),
+        let min = self.cfg.stream_fd_min;
+        let fd = match open_in_range(stop, node, flags, min, i64::from(STREAM_FD_MAX), "stream") {
+            Err(action) => return action,
+            Ok(Placed::High(high)) => return Action::Return(high),
+            Ok(Placed::Low(fd)) => fd,
         };
-        let fd = match stop.inject(Sysno::openat, &[AT_FDCWD_U64, addr, flags as u32 as u64, 0]) {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::warn!("stream open: {e}");
-                return Action::errno(Errno::EIO);
-            }
-        };
-        if fd < 0 {
-            return Action::Return(fd);
-        }
-        let cmd = if flags & libc::O_CLOEXEC != 0 {
-            libc::F_DUPFD_CLOEXEC
-        } else {
-            libc::F_DUPFD
-        };
-        let min = u64::from(self.cfg.stream_fd_min);
-        if fd >= 3 {
-            if let Ok(high) = stop.inject(Sysno::fcntl, &[fd as u64, cmd as u64, min]) {
-                if high >= 0 && high < i64::from(STREAM_FD_MAX) {
-                    let _ = stop.inject(Sysno::close, &[fd as u64]);
-                    return Action::Return(high);
-                }
-                if high >= 0 {
-                    let _ = stop.inject(Sysno::close, &[high as u64]);
-                }
-            }
-        }
         // A stdio slot, or no room up there: this descriptor is not
         // checked, so all of the file must be there.
         if !self.wait_whole(c) {

@@ -26,6 +26,7 @@ use syscalls::Sysno;
 use tracer::{Action, SyscallStop};
 
 use super::calls::OpenKind;
+use super::fds::{open_in_range, Placed};
 use super::meta::file_type;
 use super::mirror::Content;
 use super::{fetch, paths, FsLayer, Where};
@@ -247,38 +248,11 @@ impl FsLayer {
     /// Opens the private copy in the tracee and moves the descriptor to
     /// the write range (keeping `O_CLOEXEC`).
     fn native_write_open(&mut self, stop: &mut SyscallStop<'_>, node: &[u8], flags: i32) -> Action {
-        let mut p = node.to_vec();
-        p.push(0);
-        let addr = match stop.scratch_write(&p) {
-            Ok(a) => a,
-            Err(_) => return Action::errno(Errno::ENOMEM),
-        };
-        let fd = match stop.inject(Sysno::openat, &[AT_FDCWD_U64, addr, flags as u32 as u64, 0]) {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::warn!("write open: {e}");
-                return Action::errno(Errno::EIO);
-            }
-        };
-        if fd < 3 {
-            // An error, or a program filling a stdio slot it closed on
-            // purpose (`close(1); open(...)`): that number it keeps.
-            return Action::Return(fd);
-        }
-        let cmd = if flags & libc::O_CLOEXEC != 0 {
-            libc::F_DUPFD_CLOEXEC
-        } else {
-            libc::F_DUPFD
-        };
-        let min = u64::from(self.cfg.write_fd_min);
-        match stop.inject(Sysno::fcntl, &[fd as u64, cmd as u64, min]) {
-            Ok(high) if high >= 0 => {
-                let _ = stop.inject(Sysno::close, &[fd as u64]);
-                Action::Return(high)
-            }
-            // No room up there (RLIMIT_NOFILE): keep the low descriptor;
-            // its data is written back when no process has it open.
-            _ => Action::Return(fd),
+        // A low descriptor (stdio slot, or no room up there: RLIMIT_NOFILE)
+        // is kept; its data is written back when no process has it open.
+        match open_in_range(stop, node, flags, self.cfg.write_fd_min, i64::MAX, "write") {
+            Err(action) => action,
+            Ok(Placed::High(fd) | Placed::Low(fd)) => Action::Return(fd),
         }
     }
 
@@ -429,5 +403,3 @@ impl FsLayer {
         errors
     }
 }
-
-const AT_FDCWD_U64: u64 = libc::AT_FDCWD as i64 as u64;
