@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use diatom_tests::bin_path;
+use diatom_tests::cluster::text;
 use diatom_tests::cluster::{
     as_user, assert_diatom_failure, chown, describe, entries_owned_by, find_by, is_rfc3339,
     job_id_arg, keygen, new_session, node_name, processes_in_session, processes_with_arg,
@@ -29,10 +30,6 @@ use serde_json::Value;
 
 /// The drop reasons interface.md names for `diatom status`.
 const REASONS: [&str; 5] = ["bad_auth", "replay", "truncated", "oversized", "version"];
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Sum of a `dropped` object's counters; panics unless it is an object of
 /// non-negative integers.

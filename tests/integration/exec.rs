@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -17,19 +16,9 @@ use diatom_tests::cluster::{
     assert_diatom_failure, describe, local, processes_with_arg, pseudo_random, set_mode, show,
     unique_sleep, with_umask, DiatomCluster, Feed, Spawned, MARKER_VAR, NOBODY,
 };
+use diatom_tests::cluster::{shell_status, text};
 use diatom_tests::require_root;
 use nix::sys::signal::Signal;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A status as a shell reports it: the exit code, or 128+N for signal N.
-fn shell_status(out: &Output) -> Option<i32> {
-    out.status
-        .code()
-        .or_else(|| out.status.signal().map(|s| 128 + s))
-}
 
 /// Asserts a remote run printed and exited exactly like the local one.
 fn assert_like_local(remote: &Output, local: &Output, what: &str) {

@@ -32,12 +32,12 @@
 // #[test] functions themselves.
 #![allow(clippy::unwrap_used)]
 
+use diatom_tests::cluster::{shell_status, text};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -187,17 +187,6 @@ fn set_times(path: &Path, offset: i64) {
 }
 
 // ----- running the same command on a node and locally ------------------------
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A status as a shell reports it: the exit code, or 128+N for signal N.
-fn shell_status(out: &Output) -> Option<i32> {
-    out.status
-        .code()
-        .or_else(|| out.status.signal().map(|s| 128 + s))
-}
 
 fn exec_args(argv: &[&str]) -> Vec<OsString> {
     ["exec", "--"]

@@ -1393,6 +1393,19 @@ pub fn unique_sleep(secs: u32) -> String {
     format!("{secs}.{}1", unique("0"))
 }
 
+/// Bytes as text, lossily (for assertions and messages).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A status as a shell reports it: the exit code, or 128+N for signal N.
+pub fn shell_status(out: &std::process::Output) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    out.status
+        .code()
+        .or_else(|| out.status.signal().map(|s| 128 + s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
