@@ -1,8 +1,9 @@
 //! Settings of `diatom-central`: raw flags (clap), the `[central]` table of
 //! the configuration file, and the validated [`CentralConfig`] merged from
-//! both (a flag wins).
+//! both (a flag wins). `--http` off loopback without `--http-token` is
+//! refused here, like any other bad setting.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use diatom_client::config::{load_table, ConfigError, DaemonFlags};
@@ -24,6 +25,14 @@ pub struct CentralFlags {
     /// Control socket for `diatom` [default: /run/diatom/central.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Serve the read-only web dashboard and JSON API at ADDR (HOST:PORT,
+    /// e.g. 127.0.0.1:12080) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Bearer token file for --http (mode 0600 or stricter); required when
+    /// ADDR is not a loopback address.
+    #[arg(long, value_name = "FILE")]
+    pub http_token: Option<PathBuf>,
 }
 
 /// The `[central]` table.
@@ -34,6 +43,8 @@ struct CentralFile {
     key: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
+    http: Option<String>,
+    http_token: Option<PathBuf>,
 }
 
 /// The validated settings central runs with.
@@ -47,6 +58,10 @@ pub struct CentralConfig {
     pub state_dir: PathBuf,
     /// Control socket path.
     pub socket: PathBuf,
+    /// Where the dashboard listens, when on.
+    pub http: Option<SocketAddr>,
+    /// The dashboard's bearer token file (required off loopback).
+    pub http_token: Option<PathBuf>,
 }
 
 impl CentralConfig {
@@ -59,7 +74,22 @@ impl CentralConfig {
             file.state_dir,
             "/var/lib/diatom/central",
         )?;
+        let http = flags
+            .http
+            .clone()
+            .or(file.http)
+            .map(|a| http_addr(&a))
+            .transpose()?;
+        let http_token = flags.http_token.clone().or(file.http_token);
+        if http.is_some_and(|a| !a.ip().is_loopback()) && http_token.is_none() {
+            // Anyone on the network could read the cluster otherwise.
+            return Err(ConfigError::Missing(
+                "--http-token (required when --http is not a loopback address)",
+            ));
+        }
         Ok(Self {
+            http,
+            http_token,
             bind: common.bind,
             key: common.key,
             state_dir: common.state_dir,
@@ -70,4 +100,19 @@ impl CentralConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         })
     }
+}
+
+/// Parses the dashboard's `HOST:PORT` (a name resolves to its first
+/// address; the port is required: the dashboard has no default one).
+fn http_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    let err = |reason: String| ConfigError::Address {
+        what: "--http",
+        value: value.to_owned(),
+        reason,
+    };
+    value
+        .to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .next()
+        .ok_or_else(|| err("no address".into()))
 }

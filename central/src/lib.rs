@@ -9,4 +9,5 @@ pub mod control;
 pub mod daemon;
 pub mod embedded;
 pub mod home;
+pub mod http;
 pub mod store;

@@ -2,7 +2,7 @@
 //! DSCP requests (start a job, signal it), and runs each job on its own
 //! thread with its own endpoint and session key.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -173,25 +173,30 @@ impl Node {
 
     /// Tells central about a job event (best effort, retried by the protocol).
     pub fn report(&self, job: u64, event: JobEvent) {
-        if let Some(call) = self.start_report(job, event) {
-            finish_report(job, call);
-        }
+        let pending = self.start_report(job, event, None);
+        finish_report(job, pending);
     }
 
-    /// Starts telling central about a job's end without waiting for the
-    /// answer (see [`finish_report`]).
-    pub fn start_report(&self, job: u64, event: JobEvent) -> Option<PendingCall> {
+    /// Starts telling central about a job's end, and its counters when
+    /// there are some (sent first, so central has them when it hears of
+    /// the end), without waiting for the answers (see [`finish_report`]).
+    pub fn start_report(
+        &self,
+        job: u64,
+        event: JobEvent,
+        counters: Option<BTreeMap<String, u64>>,
+    ) -> PendingReport {
         self.records.ended(job, &event);
-        match self
-            .net
-            .start(self.central(), DicpRequest::JobEvent { job, event })
-        {
+        let start = |msg: DicpRequest| match self.net.start(self.central(), msg) {
             Ok(call) => Some(call),
             Err(e) => {
                 log::warn!("job {job}: cannot report to central: {e}");
                 None
             }
-        }
+        };
+        let counters = counters.and_then(|counters| start(DicpRequest::JobCounters { job, counters }));
+        let end = start(DicpRequest::JobEvent { job, event });
+        PendingReport { counters, end }
     }
 
     fn handle(self: &Arc<Self>, req: Incoming) {
@@ -289,9 +294,9 @@ impl Node {
             .name(format!("job-{job}"))
             .spawn(move || {
                 let reported = std::cell::Cell::new(false);
-                let event = runner::run(setup, &control, &|e| {
+                let event = runner::run(setup, &control, &|e, counters| {
                     reported.set(true);
-                    me.start_report(job, e.clone())
+                    me.start_report(job, e.clone(), counters)
                 });
                 lock(&me.jobs).remove(&job);
                 if !reported.get() {
@@ -310,10 +315,27 @@ impl Node {
     }
 }
 
-/// Waits for central's acknowledgement of a job report.
-pub fn finish_report(job: u64, call: PendingCall) {
-    if let Err(e) = call.wait(Duration::from_secs(10)) {
-        log::warn!("job {job}: central did not acknowledge its end: {e}");
+/// A job's end report on its way to central (see
+/// [`Node::start_report`]).
+#[derive(Debug)]
+pub struct PendingReport {
+    counters: Option<PendingCall>,
+    end: Option<PendingCall>,
+}
+
+/// Waits for central's acknowledgement of a job report. A central that
+/// does not know counters reports (an older build) refuses them: logged,
+/// the end itself still counts.
+pub fn finish_report(job: u64, pending: PendingReport) {
+    if let Some(call) = pending.counters {
+        if let Err(e) = call.wait(Duration::from_secs(10)) {
+            log::info!("job {job}: central did not take its counters: {e}");
+        }
+    }
+    if let Some(call) = pending.end {
+        if let Err(e) = call.wait(Duration::from_secs(10)) {
+            log::warn!("job {job}: central did not acknowledge its end: {e}");
+        }
     }
 }
 

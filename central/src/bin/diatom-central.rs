@@ -1,10 +1,12 @@
 //! `diatom-central`: the central daemon.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use diatom_central::config::{CentralConfig, CentralFlags};
 use diatom_central::daemon::{control_server, start_central};
+use diatom_central::http;
 use diatom_central::store::Store;
 use dscp_dicp::Key;
 
@@ -14,8 +16,26 @@ fn run(flags: &CentralFlags) -> Result<(), String> {
     let store = Store::open(&cfg.state_dir).map_err(|e| e.to_string())?;
     let listener = control_server::bind(&cfg.socket)
         .map_err(|e| format!("control socket {}: {e}", cfg.socket.display()))?;
+    // The dashboard's token and address are checked before anything
+    // starts, so a bad one is a plain start failure.
+    let token = cfg
+        .http_token
+        .as_deref()
+        .map(http::load_token)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let http_listener = cfg
+        .http
+        .map(http::bind)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let central = start_central(cfg.bind, &key, store)
         .map_err(|e| format!("cannot bind UDP {}: {e}", cfg.bind))?;
+    if let Some(listener) = http_listener {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        http::spawn(listener, token, Arc::clone(&central)).map_err(|e| e.to_string())?;
+        log::info!("dashboard on http://{addr}/");
+    }
     log::info!(
         "diatom-central {} on {} (control socket {})",
         env!("CARGO_PKG_VERSION"),

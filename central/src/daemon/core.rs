@@ -14,11 +14,13 @@ use dscp_dicp::msg::{Request, Response};
 use dscp_dicp::{Key, Peer, CLUSTER_KEY_ID};
 use serde_json::{json, Value};
 
+use super::history::{History, Sample};
 use super::registry::{NodeReport, PickError, Registry};
 use super::udp::home_socket;
 use crate::control::{ExecRequest, Grant, PeerCred};
 use crate::store::{
     self, Heartbeat, JobEnd, JobFilter, JobId, JobState, NewJob, NodeRecord, NodeState, Store,
+    StoreError,
 };
 
 /// A node silent this long is down.
@@ -41,6 +43,7 @@ pub trait Caller: Send + Sync {
 pub struct Central {
     store: Mutex<Store>,
     registry: Mutex<Registry>,
+    history: Mutex<History>,
     slot_freed: Condvar,
     net: Box<dyn Caller>,
     local: SocketAddr,
@@ -66,6 +69,7 @@ impl Central {
         Self {
             store: Mutex::new(store),
             registry: Mutex::new(Registry::new(NODE_TIMEOUT)),
+            history: Mutex::new(History::default()),
             slot_freed: Condvar::new(),
             net,
             local,
@@ -84,6 +88,7 @@ impl Central {
         match msg {
             DicpRequest::Heartbeat(info) => self.heartbeat(peer.addr, info),
             DicpRequest::JobEvent { job, event } => self.job_event(JobId(job), &event),
+            DicpRequest::JobCounters { job, counters } => self.job_counters(JobId(job), &counters),
         }
         DicpResponse::Ack
     }
@@ -168,6 +173,7 @@ impl Central {
                         at: now_ms,
                     };
                     if store.finish_job(j.id, &end).unwrap_or(false) {
+                        lock(&self.history).finished(1);
                         lock(&self.registry).release(&info.name);
                         self.slot_freed.notify_all();
                     }
@@ -226,6 +232,7 @@ impl Central {
         if let Some(end) = end {
             match store.finish_job(job, &end) {
                 Ok(true) => {
+                    lock(&self.history).finished(1);
                     if let Ok(Some(j)) = store.job(job) {
                         lock(&self.registry).release(&j.spec.node);
                         self.slot_freed.notify_all();
@@ -234,6 +241,20 @@ impl Central {
                 Ok(false) => {}
                 Err(e) => log::warn!("job {job}: {e}"),
             }
+        }
+    }
+
+    /// Stores a job's counters from its node (forwarded calls by kind,
+    /// bytes moved, cache hits). Counters beyond a sane number are a
+    /// misbehaving node: dropped, not stored.
+    fn job_counters(&self, job: JobId, counters: &store::Counters) {
+        const MAX_COUNTERS: usize = 256;
+        if counters.len() > MAX_COUNTERS || counters.keys().any(|k| k.len() > 64) {
+            log::warn!("job {job}: ignoring {} oversized counters", counters.len());
+            return;
+        }
+        if let Err(e) = lock(&self.store).set_job_counters(job, counters) {
+            log::warn!("job {job}: counters: {e}");
         }
     }
 
@@ -298,6 +319,7 @@ impl Central {
                 start: now,
             })
             .map_err(|e| StartError::Fatal(format!("cannot record the job: {e}")))?;
+        lock(&self.history).started(1);
         let key = Key::generate();
         let start = DscpRequest::StartJob(StartJob {
             job: job.0,
@@ -310,7 +332,7 @@ impl Central {
             },
         });
         let fail = |state: JobState, why: String| {
-            let _ = lock(&self.store).finish_job(
+            self.end_unstarted(
                 job,
                 &JobEnd {
                     state,
@@ -326,7 +348,7 @@ impl Central {
         let port = match reply {
             Ok(DscpResponse::Accepted { port }) => port,
             Ok(DscpResponse::Refused { reason: why }) => {
-                let _ = lock(&self.store).finish_job(
+                self.end_unstarted(
                     job,
                     &JobEnd {
                         state: JobState::Lost,
@@ -372,6 +394,13 @@ impl Central {
         ))
     }
 
+    /// Ends a job that never ran on its node (refused, no answer).
+    fn end_unstarted(&self, job: JobId, end: &JobEnd) {
+        if lock(&self.store).finish_job(job, end).unwrap_or(false) {
+            lock(&self.history).finished(1);
+        }
+    }
+
     /// Sends a signal to a job's processes on its node.
     pub fn kill(&self, cred: PeerCred, job: u64, signal: i32) -> Result<(), String> {
         let rec = lock(&self.store)
@@ -401,18 +430,60 @@ impl Central {
     /// Periodic work: nodes silent past the timeout go down, with their
     /// running jobs marked lost.
     pub fn tick(&self) {
-        let gone = lock(&self.registry).expire(Instant::now());
-        if gone.is_empty() {
-            return;
+        let now_i = Instant::now();
+        let gone = lock(&self.registry).expire(now_i);
+        if !gone.is_empty() {
+            let store = lock(&self.store);
+            let now = store::now_ms();
+            let mut lost = 0;
+            for name in gone {
+                log::warn!("node {name} is down (silent for {NODE_TIMEOUT:?})");
+                let _ = store.mark_node_down(&name, now);
+                lost += store
+                    .mark_running_jobs_lost_on(&name, now, &format!("node {name} went down"))
+                    .map_or(0, |ids| ids.len() as u64);
+            }
+            drop(store);
+            lock(&self.history).finished(lost);
+            self.slot_freed.notify_all();
         }
-        let store = lock(&self.store);
-        let now = store::now_ms();
-        for name in gone {
-            log::warn!("node {name} is down (silent for {NODE_TIMEOUT:?})");
-            let _ = store.mark_node_down(&name, now);
-            let _ = store.mark_running_jobs_lost_on(&name, now, &format!("node {name} went down"));
+        if lock(&self.history).due(now_i) {
+            let sample = self.sample();
+            lock(&self.history).record(now_i, sample);
         }
-        self.slot_freed.notify_all();
+    }
+
+    /// The cluster now, for the dashboard's charts (the job counts are
+    /// filled in by [`History::record`]).
+    fn sample(&self) -> Sample {
+        let reg = lock(&self.registry);
+        let mut s = Sample {
+            at: store::now_ms(),
+            nodes_up: 0,
+            cpus: 0,
+            load: 0.0,
+            slots_used: 0,
+            slots: 0,
+            started: 0,
+            finished: 0,
+        };
+        for n in reg.iter().filter(|n| n.up) {
+            s.nodes_up += 1;
+            s.cpus += n.report.cpus;
+            s.load += n.report.load;
+            s.slots_used += n.slots_used();
+            s.slots += n.report.slots;
+        }
+        s
+    }
+
+    /// The last hour's samples (see [`super::history`]), oldest first.
+    pub fn history_json(&self) -> Value {
+        let h = lock(&self.history);
+        json!({
+            "interval_s": super::history::SAMPLE_EVERY.as_secs(),
+            "samples": h.samples().collect::<Vec<_>>(),
+        })
     }
 
     /// Is node `name` up now?
@@ -444,14 +515,38 @@ impl Central {
 
     /// `diatom ps --json`.
     pub fn jobs_json(&self, all: bool) -> Value {
-        let jobs = lock(&self.store)
-            .list_jobs(&JobFilter {
-                include_finished: all,
-                limit: Some(10_000),
-                ..Default::default()
-            })
-            .unwrap_or_default();
-        serde_json::to_value(jobs).unwrap_or(Value::Null)
+        self.jobs_page(&JobFilter {
+            include_finished: all,
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .unwrap_or(Value::Array(Vec::new()))
+    }
+
+    /// The jobs `filter` selects, newest first, in the shape of
+    /// `diatom ps --json` (the dashboard's `/api/jobs` pages through it).
+    pub fn jobs_page(&self, filter: &JobFilter) -> Result<Value, StoreError> {
+        let jobs = lock(&self.store).list_jobs(filter)?;
+        Ok(serde_json::to_value(jobs).unwrap_or(Value::Null))
+    }
+
+    /// One job as `diatom ps --json` shows it, with its timeline under
+    /// `events`; `None` when no job has that id.
+    pub fn job_json(&self, id: JobId) -> Result<Option<Value>, StoreError> {
+        let store = lock(&self.store);
+        let Some(job) = store.job(id)? else {
+            return Ok(None);
+        };
+        let events = store.job_events(id)?;
+        drop(store);
+        let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut v {
+            o.insert(
+                "events".into(),
+                serde_json::to_value(events).unwrap_or(Value::Null),
+            );
+        }
+        Ok(Some(v))
     }
 
     /// `diatom status --json`.

@@ -4,6 +4,7 @@
 
 pub mod control_server;
 pub mod core;
+pub mod history;
 pub mod registry;
 pub mod udp;
 

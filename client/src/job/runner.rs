@@ -3,7 +3,7 @@
 //! under the tracer with its stdio relayed to the home, forward stdin and
 //! signals, and report how it ended.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsString};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -22,7 +22,8 @@ use super::fs::{self, FsConfig, FsLayer};
 use super::handler::{Identity, JobHandler};
 use super::launch::{self, LocalExec};
 use crate::cache::Cache;
-use crate::net::{ask, reply as respond, Incoming, Net, PendingCall};
+use crate::daemon::PendingReport;
+use crate::net::{ask, reply as respond, Incoming, Net};
 use crate::pty::{self, Pty, WindowSize};
 use dscp_dicp::msg::control::{JobEvent, StartJob};
 use dscp_dicp::msg::job::{Launch, Request as Job, Response as JobReply, WinSize as WireWinSize};
@@ -90,13 +91,17 @@ impl JobControl {
     }
 }
 
+/// How the job thread tells central of the job's end, with the file
+/// layer's counters when the job got that far.
+pub type Report<'a> = &'a dyn Fn(&JobEvent, Option<BTreeMap<String, u64>>) -> PendingReport;
+
 /// Runs the job to its end and returns how it ended. `report` tells
 /// central, before the home hears of the end, so that `diatom ps` run after
 /// `diatom exec` returned already shows the job finished.
 pub fn run(
     setup: JobSetup,
     control: &JobControl,
-    report: &dyn Fn(&JobEvent) -> Option<PendingCall>,
+    report: Report<'_>,
 ) -> JobEvent {
     let job = setup.job;
     let event = match run_inner(&setup, control, report) {
@@ -112,7 +117,7 @@ pub fn run(
 fn run_inner(
     setup: &JobSetup,
     control: &JobControl,
-    report: &dyn Fn(&JobEvent) -> Option<PendingCall>,
+    report: Report<'_>,
 ) -> Result<JobEvent, String> {
     let net = &setup.net;
     let (req, launch) = wait_launch(net)?;
@@ -120,7 +125,7 @@ fn run_inner(
     log::debug!("job {}: launch received", setup.job);
     let home = req.peer;
     net.watch(home);
-    let exec = match fetch_and_plan(setup, home, &launch) {
+    let (exec, launch_fetch) = match fetch_and_plan(setup, home, &launch) {
         Ok(e) => e,
         Err(why) => {
             respond(req, failed(why.clone()));
@@ -149,6 +154,7 @@ fn run_inner(
             return Err(why);
         }
     };
+    files.note_cache(launch_fetch.hits, launch_fetch.misses, launch_fetch.bytes);
     let handler = JobHandler::new(identity, launch.exe.0.clone()).with_fs(files);
     let mut cmd = tracer::Command::new(&line.path);
     cmd.args(line.argv.iter().skip(1))
@@ -192,11 +198,12 @@ fn run_inner(
         let status = tracer.run_mut();
         // Every job process is gone: what they wrote reaches central
         // before the home hears of the end.
-        if let Some(files) = tracer.handler_mut().fs_mut() {
+        let counters = tracer.handler_mut().fs_mut().map(|files| {
             for e in files.finish() {
                 log::warn!("job {}: write-back failed: {e}", setup.job);
             }
-        }
+            files.counters()
+        });
         log::debug!("job {}: exited after {:?}", setup.job, t0.elapsed());
         // Output first, then the exit: wait for the relay to drain the pipes
         // (every job process is dead, so they reach EOF).
@@ -215,7 +222,7 @@ fn run_inner(
         };
         // Central first (on the wire before the exit), so `diatom ps` after
         // `diatom exec` returns shows the end; its answer is awaited after.
-        let reported = report(&event);
+        let reported = report(&event, counters);
         if let Err(e) = ask::<JobReply>(net, home, Job::Exit(event.clone()), Duration::from_secs(5))
         {
             log::info!("job {}: home did not take the exit: {e}", setup.job);
@@ -225,9 +232,7 @@ fn run_inner(
             setup.job,
             t0.elapsed()
         );
-        if let Some(call) = reported {
-            crate::daemon::finish_report(setup.job, call);
-        }
+        crate::daemon::finish_report(setup.job, reported);
         let _ = stop_tx.send(());
         event
     });
@@ -284,9 +289,21 @@ fn file_layer(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<(FsLayer,
     Ok((files, cwd))
 }
 
+/// How the launch's files were found: counted with the file layer's.
+#[derive(Debug, Clone, Copy, Default)]
+struct LaunchFetch {
+    hits: u64,
+    misses: u64,
+    bytes: u64,
+}
+
 /// Makes sure every file of the launch is cached (fetching the missing
 /// ones from the home in one request) and maps them to cache objects.
-fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<LocalExec, String> {
+fn fetch_and_plan(
+    setup: &JobSetup,
+    home: Peer,
+    launch: &Launch,
+) -> Result<(LocalExec, LaunchFetch), String> {
     let mut objects: HashMap<Blob, PathBuf> = HashMap::new();
     let mut missing = Vec::new();
     for (path, stamp) in &launch.image.files {
@@ -298,6 +315,11 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
             None => missing.push((path.clone(), *stamp)),
         }
     }
+    let mut counted = LaunchFetch {
+        hits: objects.len() as u64,
+        misses: missing.len() as u64,
+        bytes: 0,
+    };
     if !missing.is_empty() {
         let reply = ask::<JobReply>(
             &setup.net,
@@ -314,6 +336,7 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
         }
         for ((path, stamp), data) in missing.into_iter().zip(files) {
             let data = data?.0;
+            counted.bytes += data.len() as u64;
             let p = Path::new(std::ffi::OsStr::from_bytes(&path));
             let obj = setup
                 .cache
@@ -322,7 +345,7 @@ fn fetch_and_plan(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<Local
             objects.insert(path, obj.path);
         }
     }
-    fs::exec_plan(&launch.image, &objects)
+    Ok((fs::exec_plan(&launch.image, &objects)?, counted))
 }
 
 /// The job's stdio on the node: three pipes, or one pty.

@@ -1,6 +1,6 @@
 //! The control families: DSCP (central to node: ping, status, start a job,
 //! signal or kill it) and DICP control (node to central: heartbeats, which
-//! also register a node central does not know, and job events).
+//! also register a node central does not know, job events and counters).
 
 use std::collections::BTreeMap;
 
@@ -102,6 +102,16 @@ pub enum DicpRequest {
         job: JobId,
         /// What happened.
         event: JobEvent,
+    },
+    /// A job's file-layer counters (forwarded calls by kind, bytes moved,
+    /// cache hits), sent just before the [`JobEvent`] of its end. A
+    /// variant of its own, appended, so a central that does not know it
+    /// answers `Unsupported` and still gets the end event.
+    JobCounters {
+        /// Which job.
+        job: JobId,
+        /// Counter name to value.
+        counters: BTreeMap<String, u64>,
     },
 }
 

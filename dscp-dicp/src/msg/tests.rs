@@ -64,6 +64,12 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             job: 7,
             event: JobEvent::Exited { code: 3 },
         }),
+        Request::Dicp(DicpRequest::JobCounters {
+            job: 7,
+            counters: [("calls.Open".to_string(), 3), ("bytes_read".to_string(), 1 << 20)]
+                .into_iter()
+                .collect(),
+        }),
         Request::Job(job::Request::Launch(Box::new(launch))),
         Request::Job(job::Request::Output {
             seq: 10,

@@ -381,6 +381,7 @@ impl FsLayer {
                             &id,
                         )
                         .is_some();
+                    self.note_cache(u64::from(cached), u64::from(!cached), 0);
                     if !cached && stat.size >= self.cfg.stream_min {
                         match self.start_stream(&canon, &stat.stamp()) {
                             Ok(true) => return Ok((node, Some(canon))),

@@ -188,7 +188,7 @@ pub struct FsLayer {
     exec: exec::ExecState,
     /// Files still arriving.
     streams: Vec<stream::Live>,
-    /// Counters, logged at the job's end.
+    /// Counters, logged and reported to central at the job's end.
     stats: std::sync::Arc<std::sync::Mutex<stats::Stats>>,
 }
 
@@ -329,6 +329,28 @@ impl FsLayer {
             log::debug!("file layer: requests {}", s.requests);
         }
         errors
+    }
+
+    /// The layer's counters as reported to central with the job's end
+    /// (see [`stats::Stats::counters`]).
+    pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .counters()
+    }
+
+    /// Counts files whose content the node cache had (`hits`) or had to
+    /// fetch (`misses`, `bytes` fetched outside the layer's own requests):
+    /// the layer's opens, and the launch's files.
+    pub fn note_cache(&self, hits: u64, misses: u64, bytes: u64) {
+        let mut s = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.cache_hits += hits;
+        s.cache_misses += misses;
+        s.bytes_read += bytes;
     }
 
     /// The central program process `pid` runs when the layer exec'd it

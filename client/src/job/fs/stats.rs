@@ -1,7 +1,8 @@
 //! Per-job counters of the file layer, logged at the job's end (debug
-//! level): calls stopped by kind and the time spent deciding them,
-//! requests forwarded to the home by kind and the time spent waiting for
-//! their answers.
+//! level) and reported to central with it ([`Stats::counters`]): calls
+//! stopped by kind and the time spent deciding them, requests forwarded
+//! to the home by kind and the time spent waiting for their answers,
+//! bytes moved each way, and opens served from the node cache.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,6 +48,53 @@ pub(crate) struct Stats {
     pub stops: Tally,
     /// Requests to the home, by kind (time: waiting for the answer).
     pub requests: Tally,
+    /// File bytes received from the home (`Read` answers, background
+    /// fetches included).
+    pub bytes_read: u64,
+    /// File bytes sent to the home (`Write` requests).
+    pub bytes_written: u64,
+    /// Files whose content was found in the node cache (opens and the
+    /// launch's program and libraries).
+    pub cache_hits: u64,
+    /// Files whose content had to be fetched from the home.
+    pub cache_misses: u64,
+}
+
+impl Stats {
+    /// The counters central stores with the job's end: `calls.KIND` per
+    /// forwarded request kind, `calls` and `stops` in total, bytes moved
+    /// and cache hits and misses.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut c: BTreeMap<String, u64> = self
+            .requests
+            .0
+            .iter()
+            .map(|(k, (n, _))| (format!("calls.{k}"), u64::from(*n)))
+            .collect();
+        c.insert("calls".into(), u64::from(self.requests.total().0));
+        c.insert("stops".into(), u64::from(self.stops.total().0));
+        c.insert("bytes_read".into(), self.bytes_read);
+        c.insert("bytes_written".into(), self.bytes_written);
+        c.insert("cache_hits".into(), self.cache_hits);
+        c.insert("cache_misses".into(), self.cache_misses);
+        c
+    }
+
+    /// Counts the file bytes a request sends or its answer brings.
+    fn add_bytes(&mut self, req_bytes: u64, answer: &Result<Response, String>) {
+        self.bytes_written += req_bytes;
+        if let Ok(Response::Data(d)) = answer {
+            self.bytes_read += d.0.len() as u64;
+        }
+    }
+}
+
+/// File bytes a request carries to the home.
+fn sent_bytes(r: &Request) -> u64 {
+    match r {
+        Request::Write { data, .. } => data.0.len() as u64,
+        _ => 0,
+    }
 }
 
 /// The kind of a request, for the counters.
@@ -84,12 +132,10 @@ pub(crate) struct Counting {
 }
 
 impl Counting {
-    fn note(&self, kind: &'static str, took: Duration) {
-        self.stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .requests
-            .add(kind, took);
+    fn note(&self, kind: &'static str, took: Duration, sent: u64, r: &Result<Response, String>) {
+        let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        s.requests.add(kind, took);
+        s.add_bytes(sent, r);
     }
 }
 
@@ -99,25 +145,71 @@ impl FsClient for Counting {
         if k != "Write" && k != "Read" {
             log::trace!("forward {req:?}");
         }
+        let sent = sent_bytes(&req);
         let t = Instant::now();
         let r = self.inner.call(req);
-        self.note(k, t.elapsed());
+        self.note(k, t.elapsed(), sent, &r);
         r
     }
 
     fn start(&self, req: Request) -> PendingAnswer<'_> {
         let k = kind(&req);
+        let sent = sent_bytes(&req);
         let t = Instant::now();
         let pending = self.inner.start(req);
         Box::new(move || {
             let r = pending();
-            self.note(k, t.elapsed());
+            self.note(k, t.elapsed(), sent, &r);
             r
         })
     }
 
     fn share(&self) -> Option<Arc<dyn FsClient + Send + Sync>> {
-        // Background fetches are not counted.
-        self.inner.share()
+        // Background fetches run beside the job: their waits are not the
+        // job's, so only the bytes they move are counted.
+        let inner = self.inner.share()?;
+        Some(Arc::new(CountingBytes {
+            inner,
+            stats: Arc::clone(&self.stats),
+        }))
+    }
+}
+
+/// A shared client (background fetches) that counts only bytes moved.
+struct CountingBytes {
+    inner: Arc<dyn FsClient + Send + Sync>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl CountingBytes {
+    fn note(&self, sent: u64, r: &Result<Response, String>) {
+        let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        s.add_bytes(sent, r);
+    }
+}
+
+impl FsClient for CountingBytes {
+    fn call(&self, req: Request) -> Result<Response, String> {
+        let sent = sent_bytes(&req);
+        let r = self.inner.call(req);
+        self.note(sent, &r);
+        r
+    }
+
+    fn start(&self, req: Request) -> PendingAnswer<'_> {
+        let sent = sent_bytes(&req);
+        let pending = self.inner.start(req);
+        Box::new(move || {
+            let r = pending();
+            self.note(sent, &r);
+            r
+        })
+    }
+
+    fn share(&self) -> Option<Arc<dyn FsClient + Send + Sync>> {
+        Some(Arc::new(CountingBytes {
+            inner: Arc::clone(&self.inner),
+            stats: Arc::clone(&self.stats),
+        }))
     }
 }
