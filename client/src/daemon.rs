@@ -194,7 +194,8 @@ impl Node {
                 None
             }
         };
-        let counters = counters.and_then(|counters| start(DicpRequest::JobCounters { job, counters }));
+        let counters =
+            counters.and_then(|counters| start(DicpRequest::JobCounters { job, counters }));
         let end = start(DicpRequest::JobEvent { job, event });
         PendingReport { counters, end }
     }

@@ -3,6 +3,7 @@
 
 mod cluster_admin;
 mod cluster_net;
+mod dashboard;
 mod exec;
 mod files;
 mod proto;

@@ -128,7 +128,10 @@ function drawNodes(nodes) {
   $("nodes-count").textContent = `${nodes.filter(n => n.state === "up").length} up of ${nodes.length}`;
   const rows = nodes.map(n => {
     const pct = n.slots ? Math.min(100, 100 * n.slots_used / n.slots) : 0;
-    const bar = el("span", { class: "bar" }, el("span", { style: `width:${pct}%` }));
+    // Through the CSSOM: the page's CSP forbids inline style attributes.
+    const fill = el("span");
+    fill.style.width = pct + "%";
+    const bar = el("span", { class: "bar" }, fill);
     const dropped = Object.entries(n.dropped || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
     return el("tr", { "data-node": n.name, "data-state": n.state },
       el("td", {}, el("b", {}, n.name)),
@@ -137,7 +140,7 @@ function drawNodes(nodes) {
       el("td", { class: "num" }, n.cpus),
       el("td", {}, bar, `${n.slots_used} / ${n.slots}`),
       el("td", { class: "num" }, n.load.toFixed(2)),
-      el("td", { title: n.last_seen }, ago(n.last_seen)),
+      el("td", { title: n.last_seen + " (" + ago(n.last_seen) + ")" }, clock(n.last_seen)),
       el("td", { class: "num", title: dropped || "none" }, sum(n.dropped)),
       el("td", { class: "num" }, bytes(n.cache_bytes)),
       el("td", { class: "muted", title: n.kernel }, n.version));
@@ -266,7 +269,9 @@ function select(id) {
 
 function chart(id, samples, series, interval) {
   const root = $(id);
-  const W = 600, H = 140, P = 6;
+  // Drawn at the element's own width, so text and dots are not stretched.
+  const W = Math.max(200, Math.round(root.getBoundingClientRect().width) || 600), H = 140, P = 14;
+  root.setAttribute("viewBox", `0 0 ${W} ${H}`);
   root.replaceChildren();
   for (let i = 1; i < 4; i++) root.append(svg("line", { class: "grid", x1: 0, x2: W, y1: i * H / 4, y2: i * H / 4 }));
   if (samples.length === 0) {
@@ -289,7 +294,16 @@ function chart(id, samples, series, interval) {
     } else {
       const pts = samples.map(s => `${x(s.at).toFixed(1)},${y(d.get(s)).toFixed(1)}`).join(" ");
       root.append(svg("polyline", { class: "line", points: pts, stroke: d.color }));
+      // The newest value as a dot, so a lone first sample shows too.
+      const last = samples[samples.length - 1];
+      root.append(svg("circle", { cx: Math.min(W - 3, x(last.at)), cy: y(d.get(last)), r: 3, fill: d.color }));
     }
+  }
+  for (const [frac, txt] of [[0, "−60 min"], [0.5, "−30 min"], [1, "now"]]) {
+    const t = svg("text", { x: frac * W + (frac === 0 ? 4 : frac === 1 ? -4 : 0), y: H - 4, class: "empty", "font-size": 10,
+      "text-anchor": frac === 0 ? "start" : frac === 1 ? "end" : "middle" });
+    t.textContent = txt;
+    root.append(t);
   }
   const label = svg("text", { x: 4, y: 14, class: "empty", "font-size": 11 });
   label.textContent = "max " + (Number.isInteger(max) ? max : max.toFixed(2));

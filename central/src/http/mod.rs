@@ -341,7 +341,10 @@ fn uid_of(user: &str) -> Option<u32> {
     if let Ok(uid) = user.parse() {
         return Some(uid);
     }
-    nix::unistd::User::from_name(user).ok().flatten().map(|u| u.uid.as_raw())
+    nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
 }
 
 async fn jobs(

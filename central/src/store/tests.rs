@@ -424,6 +424,18 @@ fn listing_ten_thousand_jobs_pages_and_filters() {
     assert_eq!(s.count_jobs(Some(JobState::Running)).unwrap(), 100);
 }
 
+/// SQLite's plan for `sql` with `args`, its steps joined by ` | `.
+fn query_plan(conn: &Connection, sql: &str, args: &[rusqlite::types::Value]) -> String {
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    plan.join(" | ")
+}
+
 #[test]
 fn list_queries_search_an_index() {
     let t = TempDir::new();
@@ -455,14 +467,7 @@ fn list_queries_search_an_index() {
     ];
     for f in filters {
         let (sql, args) = jobs_query(&f).unwrap();
-        let conn = s.conn();
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let plan: Vec<String> = stmt
-            .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let plan = plan.join(" | ");
+        let plan = query_plan(&s.conn(), &sql, &args);
         assert!(plan.contains("SEARCH jobs"), "{f:?}: {plan}");
         assert!(!plan.contains("SCAN jobs"), "{f:?}: {plan}");
     }
@@ -536,4 +541,119 @@ fn corrupt_values_are_errors_not_panics() {
             ..
         })
     ));
+}
+
+/// What the dashboard asks on every refresh, on a store of 100 nodes and
+/// 10,000 jobs: each job page searches an index (or walks the rowid
+/// backwards for the unfiltered newest page) and visits no more rows than
+/// it returns plus what its filter skips along one index.
+#[test]
+fn dashboard_refresh_queries_stay_small_on_a_big_store() {
+    let t = TempDir::new();
+    let s = Store::open(&t.state()).unwrap();
+    for i in 0..100 {
+        s.upsert_node(&node(&format!("node{i:03}"))).unwrap();
+    }
+    {
+        let mut conn = s.conn();
+        let tx = conn.transaction().unwrap();
+        for i in 0..10_000u64 {
+            let state = if i >= 9_900 { "running" } else { "exited" };
+            tx.execute(
+                "INSERT INTO jobs (uid, user, node, program, argv, cwd, state, start, counters)
+                 VALUES (?1, ?2, ?3, '/bin/true', '[]', '/', ?4, ?5, '{\"calls\":1}')",
+                params![
+                    (i % 7) as i64,
+                    format!("user{}", i % 7),
+                    format!("node{:03}", i % 100),
+                    state,
+                    i as i64
+                ],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO job_events (job, at, kind, detail) VALUES (?1, ?2, 'placed', '')",
+                params![(i + 1) as i64, i as i64],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    assert_eq!(s.list_nodes().unwrap().len(), 100);
+    let page = |f: JobFilter| {
+        let (sql, args) = jobs_query(&f).unwrap();
+        let conn = s.conn();
+        let plan = query_plan(&conn, &sql, &args);
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+            .count();
+        let full_scan_steps = stmt.get_status(rusqlite::StatementStatus::FullscanStep);
+        (plan, rows, full_scan_steps)
+    };
+    // The newest page of everything: a backwards walk that stops at LIMIT.
+    let (plan, rows, scan) = page(JobFilter {
+        include_finished: true,
+        limit: Some(50),
+        ..JobFilter::default()
+    });
+    assert_eq!(rows, 50);
+    assert!(scan <= 50, "{plan}: {scan} steps for 50 rows");
+    assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    // Every filtered or later page searches an index, without sorting.
+    for f in [
+        JobFilter {
+            include_finished: true,
+            limit: Some(50),
+            before: Some(JobId(5_000)),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            state: Some(JobState::Running),
+            limit: Some(50),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            state: Some(JobState::Exited),
+            limit: Some(50),
+            before: Some(JobId(9_000)),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            include_finished: true,
+            node: Some("node042".into()),
+            limit: Some(50),
+            ..JobFilter::default()
+        },
+        JobFilter {
+            include_finished: true,
+            uid: Some(3),
+            limit: Some(50),
+            before: Some(JobId(7_000)),
+            ..JobFilter::default()
+        },
+    ] {
+        let (plan, rows, scan) = page(f.clone());
+        assert_eq!(rows, 50, "{f:?}");
+        assert!(plan.contains("SEARCH jobs"), "{f:?}: {plan}");
+        assert!(!plan.contains("SCAN jobs"), "{f:?}: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{f:?}: {plan}");
+        assert_eq!(scan, 0, "{f:?}: {plan}");
+    }
+    // One job's detail: its row by id and its events by the job index.
+    let conn = s.conn();
+    for sql in [
+        format!("{JOB_SELECT} WHERE id = 4242"),
+        "SELECT at, kind, detail FROM job_events WHERE job = 4242 ORDER BY seq".to_owned(),
+    ] {
+        let plan = query_plan(&conn, &sql, &[]);
+        assert!(plan.contains("SEARCH"), "{sql}: {plan}");
+        assert!(!plan.contains("SCAN"), "{sql}: {plan}");
+    }
+    drop(conn);
+    assert_eq!(s.job_events(JobId(4242)).unwrap().len(), 1);
+    assert_eq!(s.count_jobs(Some(JobState::Running)).unwrap(), 100);
 }

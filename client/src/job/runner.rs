@@ -98,11 +98,7 @@ pub type Report<'a> = &'a dyn Fn(&JobEvent, Option<BTreeMap<String, u64>>) -> Pe
 /// Runs the job to its end and returns how it ended. `report` tells
 /// central, before the home hears of the end, so that `diatom ps` run after
 /// `diatom exec` returned already shows the job finished.
-pub fn run(
-    setup: JobSetup,
-    control: &JobControl,
-    report: Report<'_>,
-) -> JobEvent {
+pub fn run(setup: JobSetup, control: &JobControl, report: Report<'_>) -> JobEvent {
     let job = setup.job;
     let event = match run_inner(&setup, control, report) {
         Ok(e) => e,

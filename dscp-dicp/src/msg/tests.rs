@@ -66,9 +66,12 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
         }),
         Request::Dicp(DicpRequest::JobCounters {
             job: 7,
-            counters: [("calls.Open".to_string(), 3), ("bytes_read".to_string(), 1 << 20)]
-                .into_iter()
-                .collect(),
+            counters: [
+                ("calls.Open".to_string(), 3),
+                ("bytes_read".to_string(), 1 << 20),
+            ]
+            .into_iter()
+            .collect(),
         }),
         Request::Job(job::Request::Launch(Box::new(launch))),
         Request::Job(job::Request::Output {
