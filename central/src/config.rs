@@ -116,3 +116,57 @@ fn http_addr(value: &str) -> Result<SocketAddr, ConfigError> {
         .next()
         .ok_or_else(|| err("no address".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(
+        toml: &str,
+        http: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<CentralConfig, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("diatom-central-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError::Read {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let file = dir.join(format!("c{}.toml", toml.len()));
+        std::fs::write(&file, toml).map_err(|e| ConfigError::Read {
+            path: file.clone(),
+            source: e,
+        })?;
+        let mut flags = CentralFlags::default();
+        flags.common.config = Some(file.clone());
+        flags.http = http.map(str::to_owned);
+        flags.http_token = token.map(PathBuf::from);
+        let r = CentralConfig::resolve(&flags);
+        let _ = std::fs::remove_file(&file);
+        r
+    }
+
+    #[test]
+    fn http_needs_a_token_off_loopback() {
+        let off = resolve("", None, None).unwrap();
+        assert_eq!((off.http, off.http_token), (None, None));
+        let lo = resolve("[central]\nhttp = \"127.0.0.1:12080\"\n", None, None).unwrap();
+        assert_eq!(lo.http, Some("127.0.0.1:12080".parse().unwrap()));
+        let v6 = resolve("", Some("[::1]:8080"), None).unwrap();
+        assert_eq!(v6.http, Some("[::1]:8080".parse().unwrap()));
+        for open in ["0.0.0.0:12080", "10.1.2.3:80"] {
+            let e = resolve("", Some(open), None).unwrap_err();
+            assert!(e.to_string().contains("--http-token"), "{open}: {e}");
+            let ok = resolve("", Some(open), Some("/etc/diatom/http.token")).unwrap();
+            assert_eq!(ok.http_token, Some(PathBuf::from("/etc/diatom/http.token")));
+        }
+        let file_token = resolve(
+            "[central]\nhttp = \"0.0.0.0:1\"\nhttp_token = \"/t\"\n",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(file_token.http_token, Some(PathBuf::from("/t")));
+        assert!(resolve("", Some("no port"), None).is_err());
+    }
+}

@@ -15,13 +15,13 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use diatom_tests::bin_path;
-use diatom_tests::cluster::text;
 use diatom_tests::cluster::{
     as_user, assert_diatom_failure, chown, describe, entries_owned_by, find_by, is_rfc3339,
     job_id_arg, keygen, new_session, node_name, processes_in_session, processes_with_arg,
     processes_with_env, pseudo_random, set_mode, show, unique, unique_sleep, world_executable_bin,
     DiatomCluster, Feed, Spawned, NOBODY, PORT,
 };
+use diatom_tests::cluster::{eventually, text};
 use diatom_tests::netns::{run_checked, Netns};
 use diatom_tests::require_root;
 use diatom_tests::testdir::TestDir;
@@ -47,20 +47,6 @@ fn dropped_total(dropped: &Value, what: &str) -> u64 {
 
 fn bad_auth(c: &DiatomCluster) -> u64 {
     c.status_json()["dropped"]["bad_auth"].as_u64().unwrap_or(0)
-}
-
-/// Polls `cond` every 100 ms until it holds or `timeout` passes.
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn wait_gone(arg: &str, timeout: Duration) {

@@ -11,9 +11,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use diatom_tests::bin_path;
-use diatom_tests::cluster::{describe, find_by, keygen, node_name, text, DiatomCluster};
+use diatom_tests::cluster::{
+    describe, eventually, find_by, keygen, node_name, text, DiatomCluster, Feed, Spawned,
+};
 use diatom_tests::netns::Netns;
 use diatom_tests::testdir::TestDir;
 use diatom_tests::{in_ci, require_root};
@@ -219,6 +222,26 @@ fn dashboard_api_matches_the_cli() {
     assert_eq!(api(&c, "/api/jobs?limit=0").status, 400);
     assert_eq!(api(&c, "/api/jobs?colour=red").status, 400);
     assert_eq!(api(&c, "/no/such/page").status, 404);
+
+    // A job watched live: running while it waits for its input, then
+    // exited once the input closes.
+    let mut live = Spawned::spawn(c.diatom_cmd(["exec", "/bin/cat"]), Feed::Pipe);
+    let mut running = Value::Null;
+    let seen = eventually(Duration::from_secs(30), || {
+        running = api(&c, "/api/jobs?state=running").json("running jobs");
+        running.as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert!(seen, "the job shows as running: {running}");
+    let id = running[0]["id"].clone();
+    assert_eq!(running[0]["end"], Value::Null, "{running}");
+    let status = api(&c, "/api/status").json("status while running");
+    assert_eq!(status["jobs"]["running"], 1, "{status}");
+    live.close_stdin();
+    let out = live.wait_or_panic(Duration::from_secs(30), "the live job");
+    assert!(out.status.success(), "{}", describe(&out));
+    let done = api(&c, &format!("/api/jobs/{id}")).json("the live job's end");
+    assert_eq!(done["state"], "exited", "{done}");
+    assert_eq!(done["exit_status"], 0, "{done}");
 
     // The chart's samples, and the page itself with its two assets.
     let hist = api(&c, "/api/history").json("/api/history");

@@ -1393,6 +1393,20 @@ pub fn unique_sleep(secs: u32) -> String {
     format!("{secs}.{}1", unique("0"))
 }
 
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Bytes as text, lossily (for assertions and messages).
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
