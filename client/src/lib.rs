@@ -4,5 +4,6 @@ pub mod config;
 pub mod daemon;
 pub mod job;
 pub mod net;
+pub mod netrelay;
 pub mod pty;
 pub mod records;

@@ -4,6 +4,7 @@
 
 pub mod closure;
 pub mod fs;
+pub mod net;
 pub mod session;
 pub mod signals;
 pub mod terminal;

@@ -1,5 +1,5 @@
 //! The home's side of one job: launch it on the node, serve its requests
-//! (file fetches, output, the exit), feed it stdin, forward signals, and
+//! (file fetches, files, sockets, output, the exit), feed it stdin, forward signals, and
 //! notice when the node is gone.
 
 use std::ffi::OsString;
@@ -22,6 +22,7 @@ use nix::sys::signal::Signal;
 use super::closure::ExecPlan;
 use super::fs::sys::time_ns;
 use super::fs::FileService;
+use super::net::NetService;
 use super::{signals, terminal};
 
 /// Everything the home knows when it launches a job.
@@ -147,7 +148,14 @@ fn read_files(list: &[(Blob, FileStamp)]) -> Vec<Result<Blob, String>> {
 }
 
 /// Serves the node's requests until the exit arrives or the node is lost.
-fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>, files: &mut FileService) {
+fn serve(
+    net: &Net,
+    node: Peer,
+    node_name: &str,
+    done: &Sender<Outcome>,
+    files: &mut FileService,
+    sockets: &NetService,
+) {
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     let mut closed = [false; 3];
@@ -167,6 +175,7 @@ fn serve(net: &Net, node: Peer, node_name: &str, done: &Sender<Outcome>, files: 
                 match req.request() {
                     Ok(Request::Job(Job::Fetch(list))) => respond(req, JobReply::Files(read_files(&list))),
                     Ok(Request::Fs(r)) => respond(req, files.handle(r)),
+                    Ok(Request::Net(r)) => sockets.handle(req, r),
                     Ok(Request::Job(Job::Output { fd, data, .. })) => {
                         let idx = usize::from(fd.min(2));
                         let res = if closed[idx] {
@@ -245,9 +254,19 @@ pub fn run(job: HomeJob) -> Outcome {
     let serve_done = done_tx.clone();
     // After the launch read the caller's umask (FileService::new sets it to 0).
     let mut files = FileService::new();
+    let sockets = NetService::new(net.clone(), node);
     let spawned = std::thread::Builder::new()
         .name("home-serve".into())
-        .spawn(move || serve(&serve_net, node, &serve_name, &serve_done, &mut files));
+        .spawn(move || {
+            serve(
+                &serve_net,
+                node,
+                &serve_name,
+                &serve_done,
+                &mut files,
+                &sockets,
+            )
+        });
     if let Err(e) = spawned {
         return Outcome::Ended(JobEvent::Failed {
             reason: format!("cannot start a thread: {e}"),

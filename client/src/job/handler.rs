@@ -9,16 +9,18 @@
 //! - Files: with a [`FsLayer`] ([`JobHandler::with_fs`]), every file call
 //!   is served from central (see `fs/`).
 //!
-//! Socket and process forwarding grow here as later layers arrive.
+//! - Network: with a [`NetLayer`] ([`JobHandler::with_net`]), the socket
+//!   calls that name addresses go through central (see `net/`).
 
 use std::collections::{HashMap, HashSet};
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
 use syscalls::Sysno;
-use tracer::{Action, Handler, NewTask, SyscallSet, SyscallStop, TraceeMemory};
+use tracer::{Action, Handler, NewTask, SyscallExit, SyscallSet, SyscallStop, TraceeMemory};
 
 use super::fs::FsLayer;
+use super::net::NetLayer;
 
 /// The caller's identity on central, as getuid and friends must report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct JobHandler {
     first_exec_pending: bool,
     /// Transparent file access, when the job has it.
     fs: Option<FsLayer>,
+    /// The network through central, when the job has it.
+    net: Option<NetLayer>,
 }
 
 impl JobHandler {
@@ -58,7 +62,14 @@ impl JobHandler {
             threads: HashMap::new(),
             first_exec_pending: true,
             fs: None,
+            net: None,
         }
+    }
+
+    /// Serves the job's socket calls with `net`.
+    pub fn with_net(mut self, net: NetLayer) -> Self {
+        self.net = Some(net);
+        self
     }
 
     /// Serves the job's file calls with `fs`.
@@ -171,6 +182,9 @@ impl Handler for JobHandler {
         if let Some(fs) = &self.fs {
             s.extend_from(&fs.subscriptions());
         }
+        if let Some(net) = &self.net {
+            s.extend_from(&net.subscriptions());
+        }
         s
     }
 
@@ -183,7 +197,17 @@ impl Handler for JobHandler {
             Some(Sysno::getgroups) => self.getgroups(stop),
             Some(Sysno::readlink) => self.readlink(stop, 0),
             Some(Sysno::readlinkat) => self.readlink(stop, 1),
+            Some(nr) if NetLayer::serves(nr) && self.net.is_some() => match &mut self.net {
+                Some(net) => net.handle_syscall(stop),
+                None => Action::Continue,
+            },
             _ => self.delegate(stop),
+        }
+    }
+
+    fn handle_exit(&mut self, exit: &mut SyscallExit<'_>) {
+        if let Some(net) = &mut self.net {
+            net.handle_exit(exit);
         }
     }
 
@@ -217,6 +241,9 @@ impl Handler for JobHandler {
 
     fn on_exit(&mut self, tid: Pid, tgid: Pid, _status: tracer::ExitStatus) {
         self.threads.remove(&tid);
+        if let Some(net) = &mut self.net {
+            net.on_exit(tid, tgid);
+        }
         if let Some(fs) = &mut self.fs {
             fs.on_exit(tid, tgid);
         }

@@ -4,4 +4,5 @@
 pub mod fs;
 pub mod handler;
 pub mod launch;
+pub mod net;
 pub mod runner;

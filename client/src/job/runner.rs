@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use super::fs::{self, FsConfig, FsLayer};
 use super::handler::{Identity, JobHandler};
 use super::launch::{self, LocalExec};
+use super::net::{NetLayer, Relay};
 use crate::cache::Cache;
 use crate::daemon::PendingReport;
 use crate::net::{ask, reply as respond, Incoming, Net};
@@ -151,7 +152,20 @@ fn run_inner(
         }
     };
     files.note_cache(launch_fetch.hits, launch_fetch.misses, launch_fetch.bytes);
-    let handler = JobHandler::new(identity, launch.exe.0.clone()).with_fs(files);
+    // Issue 8 (sandbox): pass Some(the job's /proc/PID/ns/net) here once the
+    // job runs in its own network namespace; the relay then makes its
+    // loopback sockets there.
+    let netns: Option<std::fs::File> = None;
+    let net_relay = Relay::new(
+        net.clone(),
+        home,
+        netns,
+        format!("diatom-{}-job{}", std::process::id(), setup.job),
+    )
+    .map_err(|e| format!("cannot start the job's network relay: {e}"))?;
+    let handler = JobHandler::new(identity, launch.exe.0.clone())
+        .with_fs(files)
+        .with_net(NetLayer::new(net_relay.clone()));
     let mut cmd = tracer::Command::new(&line.path);
     cmd.args(line.argv.iter().skip(1))
         .arg0(line.argv.first().cloned().unwrap_or_default())
@@ -190,7 +204,7 @@ fn run_inner(
         .map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let status = std::thread::scope(|s| {
-        s.spawn(|| dispatch(net, home, control, input, &stop_rx));
+        s.spawn(|| dispatch(net, home, control, &net_relay, input, &stop_rx));
         let status = tracer.run_mut();
         // Every job process is gone: what they wrote reaches central
         // before the home hears of the end.
@@ -230,6 +244,7 @@ fn run_inner(
         );
         crate::daemon::finish_report(setup.job, reported);
         let _ = stop_tx.send(());
+        net_relay.close();
         event
     });
     let _ = relay.join();
@@ -577,7 +592,14 @@ fn relay_output(net: &Net, home: Peer, ends: OutputEnds) {
 
 /// Serves the home's requests while the job runs: stdin, resize, signals;
 /// and kills the job when the home is lost.
-fn dispatch(net: &Net, home: Peer, control: &JobControl, input: InputEnd, stop: &Receiver<()>) {
+fn dispatch(
+    net: &Net,
+    home: Peer,
+    control: &JobControl,
+    relay: &Arc<Relay>,
+    input: InputEnd,
+    stop: &Receiver<()>,
+) {
     let (tx, rx) = crossbeam_channel::bounded::<(Incoming, Vec<u8>)>(4);
     let (fd, is_tty) = match input {
         InputEnd::Pipe(fd) => (fd, false),
@@ -628,6 +650,7 @@ fn dispatch(net: &Net, home: Peer, control: &JobControl, input: InputEnd, stop: 
                         control.signal(sig);
                         respond(req, JobReply::Ok);
                     }
+                    Ok(Request::Net(msg)) => relay.handle(req, msg),
                     Ok(Request::Job(Job::Launch(_))) => respond(req, failed("already launched".into())),
                     Ok(other) => respond(req, failed(format!("unexpected request {other:?}"))),
                     Err(e) => respond(req, failed(e.to_string())),

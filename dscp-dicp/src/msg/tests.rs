@@ -97,8 +97,13 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             envp: vec![],
         }),
         Request::Net(net::Request::Connect {
-            sock: 1,
-            addr: "[::1]:80".parse().unwrap(),
+            stream: 1,
+            to: net::Addr::Inet("[::1]:80".parse().unwrap()),
+        }),
+        Request::Net(net::Request::Data {
+            stream: net::HOME_STREAM | 3,
+            seq: 7,
+            data: Blob(vec![9; 3000]),
         }),
         Request::Proc(proc::Request::Hostname),
     ];
@@ -123,9 +128,9 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             size: 5,
             ..Default::default()
         })),
-        Response::Net(net::Response::Data {
-            data: "hi".into(),
-            from: None,
+        Response::Net(net::Response::Connected {
+            local: net::Addr::Unix("/run/x.sock".into()),
+            peer: net::Addr::Inet("10.0.0.1:443".parse().unwrap()),
         }),
         Response::Proc(proc::Response::Ids {
             uid: 1,

@@ -1,0 +1,616 @@
+//! The node's relay of one job's network: loopback sockets in the job's
+//! network namespace that the job's own sockets really talk to, and the
+//! threads that move their traffic to and from the home over the job
+//! session (see `docs/network.md`). The tracer's side (`super`) tells the
+//! relay what the job asked for and points the job's sockets at it; the
+//! relay keeps what both need to know: which job socket is which central
+//! socket, and which relay address stands for which central address.
+//!
+//! Every relay socket is created by one thread that entered the job's
+//! network namespace (`setns`), when the runner gives one: a socket stays in
+//! the namespace it was made in, whichever thread uses it later.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use dscp_dicp::msg::net::{Addr, Kind, Request, Response, SockId, StreamId};
+use dscp_dicp::msg::Blob;
+use dscp_dicp::Peer;
+
+use crate::net::{ask, reply, Incoming, Net};
+use crate::netrelay::addr::{self, Parsed};
+use crate::netrelay::stream::{self, Opened, Streams};
+
+/// How long the home may take for a connect on central (its own limit is
+/// [`HOME_CONNECT_LIMIT`], then the session's slack).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(80);
+/// The home gives up a connect on central after this long (`ETIMEDOUT`).
+pub const HOME_CONNECT_LIMIT: Duration = Duration::from_secs(60);
+/// How long short requests (bind, listen, a datagram) may take.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the relay waits for the job's socket to reach a relay listener
+/// once the tracer pointed it there.
+const ACCEPT_WAIT: Duration = Duration::from_secs(30);
+/// Largest datagram.
+const DATAGRAM_MAX: usize = 65536;
+
+/// What the relay knows of one of the job's sockets (keyed by its inode,
+/// which every descriptor of it shares across dup and fork).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSock {
+    /// Its address family.
+    pub family: i32,
+    /// Stream or datagram.
+    pub kind: Kind,
+    /// The central socket standing for it (bound, listening, UDP).
+    pub home: Option<SockId>,
+    /// Its address as central shows it (`getsockname`).
+    pub local: Option<Addr>,
+    /// Its peer as central shows it (`getpeername`).
+    pub peer: Option<Addr>,
+    /// The node-side address its own socket is bound to (a datagram
+    /// socket's, where relays send replies; a listener's, where relays
+    /// connect), raw.
+    pub node: Option<Vec<u8>>,
+}
+
+impl JobSock {
+    /// A socket the relay has not seen bound or connected yet.
+    pub fn new(family: i32, kind: Kind) -> JobSock {
+        JobSock {
+            family,
+            kind,
+            home: None,
+            local: None,
+            peer: None,
+            node: None,
+        }
+    }
+}
+
+/// A job listening socket: where the relay connects for each connection
+/// central accepted.
+#[derive(Debug, Clone)]
+struct Listening {
+    family: i32,
+    node: Vec<u8>,
+    local: Addr,
+}
+
+struct UdpRelay {
+    sock: Arc<UdpSocket>,
+    addr: SocketAddr,
+}
+
+#[derive(Default)]
+struct State {
+    socks: HashMap<u64, JobSock>,
+    /// Relay-side node addresses and the central addresses they stand for
+    /// (a datagram relay's address is its central peer; an accepted
+    /// stream's connecting socket is the central client).
+    names: HashMap<SocketAddr, Addr>,
+    /// Datagram relays by (central socket, central peer).
+    udp: HashMap<(SockId, Addr), UdpRelay>,
+    /// Where a central datagram socket's job socket is bound on the node.
+    udp_owner: HashMap<SockId, (i32, SocketAddr)>,
+    listeners: HashMap<SockId, Listening>,
+}
+
+type MakeRequest = (i32, i32, Sender<Result<OwnedFd, i32>>);
+
+/// One job's relay. Shared between the tracer thread and the session's
+/// dispatch thread.
+pub struct Relay {
+    net: Net,
+    home: Peer,
+    label: String,
+    maker: Sender<MakeRequest>,
+    streams: Arc<Streams>,
+    next_id: AtomicU64,
+    closed: Arc<AtomicBool>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("home", &self.home)
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+/// A connect under way: the home's answer, and where the job's socket
+/// must connect on the node.
+pub struct Connecting {
+    /// Central's local and peer addresses, or central's errno.
+    pub result: Receiver<Result<(Addr, Addr), i32>>,
+    /// Where the tracer connects the job's socket (raw address).
+    pub target: Vec<u8>,
+    /// Tell the relay which node address the job's socket connects from
+    /// (getsockname of it), or drop it when the job's connect failed.
+    pub from: Sender<Vec<u8>>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Relay {
+    /// The relay of a job whose home is `home` on `net`. `netns`: the job's
+    /// network namespace (an open `/proc/PID/ns/net`), where every relay
+    /// socket is made; `None` uses the daemon's own. `label` makes the
+    /// relay's abstract unix names unique on the node.
+    pub fn new(
+        net: Net,
+        home: Peer,
+        netns: Option<File>,
+        label: String,
+    ) -> std::io::Result<Arc<Relay>> {
+        let (tx, rx) = crossbeam_channel::unbounded::<MakeRequest>();
+        std::thread::Builder::new()
+            .name("net-maker".into())
+            .spawn(move || make_sockets(netns, &rx))?;
+        Ok(Arc::new(Relay {
+            net,
+            home,
+            label,
+            maker: tx,
+            streams: Streams::new(),
+            next_id: AtomicU64::new(1),
+            closed: Arc::new(AtomicBool::new(false)),
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    fn socket(&self, family: i32, ty: i32) -> Result<OwnedFd, i32> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.maker
+            .send((family, ty, tx))
+            .map_err(|_| libc::ENETDOWN)?;
+        rx.recv().map_err(|_| libc::ENETDOWN)?
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What the relay knows of the job socket with inode `ino`.
+    pub fn sock(&self, ino: u64) -> Option<JobSock> {
+        lock(&self.state).socks.get(&ino).cloned()
+    }
+
+    /// Records (or replaces) what is known of job socket `ino`.
+    pub fn set_sock(&self, ino: u64, s: JobSock) {
+        lock(&self.state).socks.insert(ino, s);
+    }
+
+    /// The central address a relay-side node address stands for.
+    pub fn central_name(&self, node: &SocketAddr) -> Option<Addr> {
+        lock(&self.state).names.get(node).cloned()
+    }
+
+    /// A loopback listener (or an abstract unix one) for a job socket of
+    /// `family` to connect to, and its raw address.
+    fn relay_listener(&self, family: i32) -> Result<(OwnedFd, Vec<u8>), i32> {
+        let fd = self.socket(family, libc::SOCK_STREAM)?;
+        let raw = if family == libc::AF_UNIX {
+            let raw = addr::abstract_unix(format!("{}-l{}", self.label, self.id()).as_bytes());
+            addr::bind_raw(fd.as_fd(), &raw)?;
+            raw
+        } else {
+            addr::bind(fd.as_fd(), &Addr::Inet(addr::loopback(family)))?;
+            match addr::local_of(fd.as_fd())? {
+                Parsed::Addr(a) => addr::encode(&a),
+                _ => return Err(libc::EAFNOSUPPORT),
+            }
+        };
+        addr::listen(fd.as_fd(), 4)?;
+        Ok((fd, raw))
+    }
+
+    /// Starts a stream connect to `to` on central for job socket `ino` of
+    /// `family`: the home connects on a thread of the relay while the
+    /// tracer waits (bounded) for the answer.
+    pub fn connect(self: &Arc<Self>, ino: u64, family: i32, to: Addr) -> Result<Connecting, i32> {
+        let (listener, target) = self.relay_listener(family)?;
+        let id = self.id();
+        let opened = self.streams.open(id).ok_or(libc::EAGAIN)?;
+        let (res_tx, res_rx) = crossbeam_channel::bounded(1);
+        let (from_tx, from_rx) = crossbeam_channel::bounded(1);
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name(format!("net-connect-{id}"))
+            .spawn(move || me.finish_connect(ino, family, to, opened, listener, &res_tx, &from_rx))
+            .map_err(|_| libc::EAGAIN)?;
+        Ok(Connecting {
+            result: res_rx,
+            target,
+            from: from_tx,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_connect(
+        &self,
+        ino: u64,
+        family: i32,
+        to: Addr,
+        opened: Opened,
+        listener: OwnedFd,
+        result: &Sender<Result<(Addr, Addr), i32>>,
+        from: &Receiver<Vec<u8>>,
+    ) {
+        let stream = opened.id();
+        let asked = ask::<Response>(
+            &self.net,
+            self.home,
+            Request::Connect {
+                stream,
+                to: to.clone(),
+            },
+            CONNECT_TIMEOUT,
+        );
+        let res = match asked {
+            Ok(Response::Connected { local, peer }) => Ok((
+                addr::for_family(&local, family),
+                addr::for_family(&peer, family),
+            )),
+            Ok(Response::Errno(e)) => Err(e),
+            Ok(_) => Err(libc::EPROTO),
+            Err(e) => {
+                log::info!("connect to {to:?} through the home: {e}");
+                Err(libc::ENETUNREACH)
+            }
+        };
+        if let Ok((local, _)) = &res {
+            if let Some(s) = lock(&self.state).socks.get_mut(&ino) {
+                s.local.get_or_insert_with(|| local.clone());
+            }
+        }
+        let _ = result.send(res.clone());
+        if res.is_err() {
+            // A job socket that connected meanwhile (the tracer stopped
+            // waiting) sees the listener close: a reset.
+            return;
+        }
+        let Ok(expected) = from.recv_timeout(ACCEPT_WAIT) else {
+            self.reset(stream);
+            return;
+        };
+        match accept_expected(&listener, family, &expected) {
+            Some(sock) => self.streams.run(opened, sock, &self.net, self.home),
+            None => self.reset(stream),
+        }
+    }
+
+    fn reset(&self, stream: StreamId) {
+        let _ = ask::<Response>(
+            &self.net,
+            self.home,
+            Request::Reset { stream },
+            SHORT_TIMEOUT,
+        );
+    }
+
+    /// Binds a central socket of `kind` at `at`; its id and central's
+    /// address, or central's errno.
+    pub fn bind_home(
+        &self,
+        kind: Kind,
+        family: i32,
+        at: Addr,
+        reuse_addr: bool,
+    ) -> Result<(SockId, Addr), i32> {
+        let sock = self.id();
+        let msg = Request::Bind {
+            sock,
+            kind,
+            addr: at,
+            reuse_addr,
+        };
+        match ask::<Response>(&self.net, self.home, msg, SHORT_TIMEOUT) {
+            Ok(Response::Bound { local }) => Ok((sock, addr::for_family(&local, family))),
+            Ok(Response::Errno(e)) => Err(e),
+            Ok(_) => Err(libc::EPROTO),
+            Err(e) => {
+                log::info!("bind through the home: {e}");
+                Err(libc::ENETDOWN)
+            }
+        }
+    }
+
+    /// The raw node address the job's socket of `family` binds to in place
+    /// of its central address.
+    pub fn node_bind_address(&self, family: i32) -> Vec<u8> {
+        if family == libc::AF_UNIX {
+            addr::abstract_unix(format!("{}-b{}", self.label, self.id()).as_bytes())
+        } else {
+            addr::encode(&Addr::Inet(addr::loopback(family)))
+        }
+    }
+
+    /// Listens on central socket `sock`; connections accepted there are
+    /// relayed to the job's socket bound at `node` (raw) on the node.
+    pub fn listen_home(
+        &self,
+        sock: SockId,
+        family: i32,
+        node: Vec<u8>,
+        local: Addr,
+        backlog: i32,
+    ) -> Result<(), i32> {
+        lock(&self.state).listeners.insert(
+            sock,
+            Listening {
+                family,
+                node,
+                local,
+            },
+        );
+        let msg = Request::Listen { sock, backlog };
+        let res = match ask::<Response>(&self.net, self.home, msg, SHORT_TIMEOUT) {
+            Ok(Response::Ok) => Ok(()),
+            Ok(Response::Errno(e)) => Err(e),
+            Ok(_) => Err(libc::EPROTO),
+            Err(_) => Err(libc::ENETDOWN),
+        };
+        if res.is_err() {
+            lock(&self.state).listeners.remove(&sock);
+        }
+        res
+    }
+
+    /// Records where the job's datagram socket for central socket `sock`
+    /// is bound on the node (where relays send what central receives).
+    pub fn set_udp_owner(&self, sock: SockId, family: i32, node: SocketAddr) {
+        lock(&self.state).udp_owner.insert(sock, (family, node));
+    }
+
+    /// The node address of the datagram relay for (`sock`, `peer`),
+    /// made on first use: the job sends to it instead of `peer`, and
+    /// datagrams from `peer` reach the job from it.
+    pub fn udp_relay(self: &Arc<Self>, sock: SockId, peer: &Addr) -> Result<SocketAddr, i32> {
+        let key = (sock, peer.clone());
+        if let Some(r) = lock(&self.state).udp.get(&key) {
+            return Ok(r.addr);
+        }
+        let (family, owner) = lock(&self.state)
+            .udp_owner
+            .get(&sock)
+            .copied()
+            .ok_or(libc::EINVAL)?;
+        let fd = self.socket(family, libc::SOCK_DGRAM)?;
+        addr::bind(fd.as_fd(), &Addr::Inet(addr::loopback(family)))?;
+        let udp = Arc::new(UdpSocket::from(fd));
+        let at = udp
+            .local_addr()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        {
+            let mut st = lock(&self.state);
+            if let Some(r) = st.udp.get(&key) {
+                return Ok(r.addr); // made meanwhile by the other thread
+            }
+            st.names.insert(at, peer.clone());
+            st.udp.insert(
+                key,
+                UdpRelay {
+                    sock: udp.clone(),
+                    addr: at,
+                },
+            );
+        }
+        let me = self.clone();
+        let peer = peer.clone();
+        std::thread::Builder::new()
+            .name(format!("net-udp-{sock}"))
+            .spawn(move || me.pump_datagrams(&udp, sock, &peer, owner))
+            .map_err(|_| libc::EAGAIN)?;
+        Ok(at)
+    }
+
+    /// Job to central: what the job's socket (at `owner`) sends to this
+    /// relay goes out from central socket `sock` to `peer`.
+    fn pump_datagrams(&self, udp: &UdpSocket, sock: SockId, peer: &Addr, owner: SocketAddr) {
+        let mut buf = vec![0u8; DATAGRAM_MAX];
+        loop {
+            let got = udp.recv_from(&mut buf);
+            if self.closed.load(Ordering::Relaxed) {
+                return;
+            }
+            let (n, from) = match got {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("datagram relay: {e}");
+                    return;
+                }
+            };
+            if from != owner {
+                log::debug!("datagram relay: dropped a datagram from {from}");
+                continue;
+            }
+            let msg = Request::Datagram {
+                sock,
+                peer: peer.clone(),
+                data: Blob(buf[..n].to_vec()),
+            };
+            if let Err(e) = ask::<Response>(&self.net, self.home, msg, SHORT_TIMEOUT) {
+                log::debug!("datagram to the home: {e}");
+            }
+        }
+    }
+
+    /// Serves the home's socket requests (from the session's dispatch
+    /// thread; nothing here blocks for long).
+    pub fn handle(self: &Arc<Self>, req: Incoming, msg: Request) {
+        match msg {
+            Request::Data { .. } | Request::Reset { .. } => self.streams.deliver(req, msg),
+            Request::Accepted {
+                listener,
+                stream,
+                peer,
+            } => {
+                let me = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("net-accepted-{stream:x}"))
+                    .spawn(move || {
+                        let answer = match me.accepted(listener, stream, peer) {
+                            Ok(()) => Response::Ok,
+                            Err(e) => Response::Errno(e),
+                        };
+                        reply(req, answer);
+                    });
+                if let Err(e) = spawned {
+                    log::warn!("no thread for an accepted connection: {e}");
+                }
+            }
+            Request::Datagram { sock, peer, data } => {
+                let answer = match self.deliver_datagram(sock, &peer, &data) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => Response::Errno(e),
+                };
+                reply(req, answer);
+            }
+            _ => reply(req, Response::Errno(libc::EINVAL)),
+        }
+    }
+
+    /// Central accepted a connection on `listener`: connect to the job's
+    /// listening socket and pump.
+    fn accepted(&self, listener: SockId, stream: StreamId, peer: Addr) -> Result<(), i32> {
+        let target = lock(&self.state)
+            .listeners
+            .get(&listener)
+            .cloned()
+            .ok_or(libc::ECONNREFUSED)?;
+        let opened = self.streams.open(stream).ok_or(libc::EEXIST)?;
+        let fd = self.socket(target.family, libc::SOCK_STREAM)?;
+        addr::connect_raw(fd.as_fd(), &target.node)?;
+        if let Ok(Parsed::Addr(Addr::Inet(from))) = addr::local_of(fd.as_fd()) {
+            let peer = addr::for_family(&peer, target.family);
+            let mut st = lock(&self.state);
+            st.names.insert(from, peer);
+        }
+        self.streams.run(opened, fd, &self.net, self.home);
+        Ok(())
+    }
+
+    /// The local (central) address of listener `sock`, for the sockets
+    /// the job accepts from it.
+    pub fn listener_local(&self, sock: SockId) -> Option<Addr> {
+        lock(&self.state)
+            .listeners
+            .get(&sock)
+            .map(|l| l.local.clone())
+    }
+
+    fn deliver_datagram(
+        self: &Arc<Self>,
+        sock: SockId,
+        peer: &Addr,
+        data: &[u8],
+    ) -> Result<(), i32> {
+        let at = self.udp_relay(sock, peer)?;
+        let (relay, owner) = {
+            let st = lock(&self.state);
+            let relay = st.udp.get(&(sock, peer.clone())).map(|r| r.sock.clone());
+            let owner = st.udp_owner.get(&sock).map(|o| o.1);
+            (relay, owner)
+        };
+        let (Some(relay), Some(owner)) = (relay, owner) else {
+            return Err(libc::EINVAL);
+        };
+        debug_assert_eq!(relay.local_addr().ok(), Some(at));
+        relay
+            .send_to(data, owner)
+            .map(|_| ())
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// The job is over: stop every relay thread.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let st = lock(&self.state);
+        for r in st.udp.values() {
+            stream::shutdown_raw(r.sock.as_raw_fd(), libc::SHUT_RDWR);
+        }
+        drop(st);
+        self.streams.close_all();
+    }
+}
+
+/// Accepts on `listener` the one connection from the job's socket (whose
+/// node address is `expected`), refusing any other: without a network
+/// namespace of its own, other programs on the node could reach the
+/// relay's loopback listener.
+fn accept_expected(listener: &OwnedFd, family: i32, expected: &[u8]) -> Option<OwnedFd> {
+    let deadline = Instant::now() + ACCEPT_WAIT;
+    let want = addr::parse(expected);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            log::info!("the job's socket never reached its relay");
+            return None;
+        }
+        let mut pfd = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        // SAFETY: accept4 on a listening socket we own; a non-negative
+        // result is a new descriptor we own.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: just returned by accept4.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let ok = if family == libc::AF_UNIX {
+            // The tracer made the job's socket connect: its pid is ours.
+            addr::peer_pid(sock.as_fd()) == Ok(std::process::id() as i32)
+        } else {
+            addr::peer_of(sock.as_fd()).ok() == want
+        };
+        if ok {
+            return Some(sock);
+        }
+        log::warn!("the job's relay refused a connection from another socket");
+    }
+}
+
+/// The socket-making thread: enters `netns` once, then makes sockets.
+fn make_sockets(netns: Option<File>, rx: &Receiver<MakeRequest>) {
+    let mut failed = None;
+    if let Some(ns) = netns {
+        if let Err(e) = nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET) {
+            log::error!("cannot enter the job's network namespace: {e}");
+            failed = Some(libc::ENETDOWN);
+        }
+    }
+    for (family, ty, back) in rx {
+        let made = match failed {
+            Some(e) => Err(e),
+            None => addr::socket(family, ty),
+        };
+        let _ = back.send(made);
+    }
+}
