@@ -6,5 +6,6 @@ mod cluster_net;
 mod dashboard;
 mod exec;
 mod files;
+mod network;
 mod proto;
 mod trace;

@@ -273,10 +273,12 @@ impl NetService {
             }
             // SAFETY: just returned by accept4.
             let conn = unsafe { OwnedFd::from_raw_fd(c) };
-            let peer = match addr::peer_of(conn.as_fd()) {
+            let name = |p: Result<Parsed, i32>| match p {
                 Ok(Parsed::Addr(a)) => a,
                 _ => Addr::Unix(Blob::default()),
             };
+            let peer = name(addr::peer_of(conn.as_fd()));
+            let local = name(addr::local_of(conn.as_fd()));
             let stream = HOME_STREAM | self.next.fetch_add(1, Ordering::Relaxed);
             let Some(opened) = self.streams.open(stream) else {
                 continue;
@@ -285,6 +287,7 @@ impl NetService {
                 listener,
                 stream,
                 peer,
+                local,
             };
             match ask::<Response>(&self.net, self.node, msg, NODE_TIMEOUT) {
                 Ok(Response::Ok) => self.streams.run(opened, conn, &self.net, self.node),

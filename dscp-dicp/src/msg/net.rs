@@ -110,6 +110,8 @@ pub enum Request {
         stream: StreamId,
         /// The connecting peer, as central saw it.
         peer: Addr,
+        /// The accepted socket's own address on central.
+        local: Addr,
     },
     /// Either way: one datagram of a datagram socket. Node to home: send it
     /// from the socket to `peer`; home to node: it came from `peer`.

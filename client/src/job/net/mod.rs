@@ -515,9 +515,10 @@ impl NetLayer {
         let (Some(ino), Ok(dup)) = (inode(pid, fd), self.dup(pid, fd)) else {
             return;
         };
-        let peer = inet_of(addr::peer_of(dup.as_fd())).and_then(|a| self.relay.central_name(&a));
+        let from = inet_of(addr::peer_of(dup.as_fd()));
+        let peer = from.and_then(|a| self.relay.central_name(&a));
         let mut s = JobSock::new(listener.family, Kind::Stream);
-        s.local = listener.home.and_then(|l| self.relay.listener_local(l));
+        s.local = self.relay.accepted_local(from.as_ref(), listener.home);
         s.peer = peer.clone();
         self.relay.set_sock(ino, s);
         if let Some(p) = peer {

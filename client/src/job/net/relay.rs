@@ -95,6 +95,9 @@ struct State {
     /// (a datagram relay's address is its central peer; an accepted
     /// stream's connecting socket is the central client).
     names: HashMap<SocketAddr, Addr>,
+    /// An accepted stream's connecting socket and the accepted central
+    /// socket's own address.
+    accepted_local: HashMap<SocketAddr, Addr>,
     /// Datagram relays by (central socket, central peer).
     udp: HashMap<(SockId, Addr), UdpRelay>,
     /// Where a central datagram socket's job socket is bound on the node.
@@ -456,12 +459,13 @@ impl Relay {
                 listener,
                 stream,
                 peer,
+                local,
             } => {
                 let me = self.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("net-accepted-{stream:x}"))
                     .spawn(move || {
-                        let answer = match me.accepted(listener, stream, peer) {
+                        let answer = match me.accepted(listener, stream, peer, local) {
                             Ok(()) => Response::Ok,
                             Err(e) => Response::Errno(e),
                         };
@@ -484,7 +488,13 @@ impl Relay {
 
     /// Central accepted a connection on `listener`: connect to the job's
     /// listening socket and pump.
-    fn accepted(&self, listener: SockId, stream: StreamId, peer: Addr) -> Result<(), i32> {
+    fn accepted(
+        &self,
+        listener: SockId,
+        stream: StreamId,
+        peer: Addr,
+        local: Addr,
+    ) -> Result<(), i32> {
         let target = lock(&self.state)
             .listeners
             .get(&listener)
@@ -494,21 +504,26 @@ impl Relay {
         let fd = self.socket(target.family, libc::SOCK_STREAM)?;
         addr::connect_raw(fd.as_fd(), &target.node)?;
         if let Ok(Parsed::Addr(Addr::Inet(from))) = addr::local_of(fd.as_fd()) {
-            let peer = addr::for_family(&peer, target.family);
             let mut st = lock(&self.state);
-            st.names.insert(from, peer);
+            st.names
+                .insert(from, addr::for_family(&peer, target.family));
+            st.accepted_local
+                .insert(from, addr::for_family(&local, target.family));
         }
         self.streams.run(opened, fd, &self.net, self.home);
         Ok(())
     }
 
-    /// The local (central) address of listener `sock`, for the sockets
-    /// the job accepts from it.
-    pub fn listener_local(&self, sock: SockId) -> Option<Addr> {
-        lock(&self.state)
-            .listeners
-            .get(&sock)
-            .map(|l| l.local.clone())
+    /// The central local address of the connection a relay socket at
+    /// `node` carries (else that of listener `sock`), for a socket the job
+    /// accepted.
+    pub fn accepted_local(&self, node: Option<&SocketAddr>, sock: Option<SockId>) -> Option<Addr> {
+        let st = lock(&self.state);
+        node.and_then(|n| st.accepted_local.get(n).cloned())
+            .or_else(|| {
+                sock.and_then(|s| st.listeners.get(&s))
+                    .map(|l| l.local.clone())
+            })
     }
 
     fn deliver_datagram(

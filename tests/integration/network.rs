@@ -1,0 +1,422 @@
+//! The job's network goes through central (issue 7, network part; the
+//! contract is `docs/network.md`). A real cluster: servers and clients
+//! live in central's network namespace, on the central-only address that
+//! no node can route to (checked), so a job reaches them only through its
+//! home; and a port the job listens on is opened on central, not on the
+//! node (checked from both namespaces). The job programs are real
+//! `python3`, `curl` and `getent`.
+// Helpers here are test code too; clippy's allow-unwrap-in-tests only covers
+// #[test] functions themselves.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use diatom_tests::cluster::{
+    describe, local, pseudo_random, set_mode, DiatomCluster, Feed, Spawned,
+};
+use diatom_tests::netns::MountView;
+use diatom_tests::require_root;
+use diatom_tests::testdir::TestDir;
+
+/// How long one job of these tests may run.
+const RUN: Duration = Duration::from_secs(120);
+
+/// A directory of job scripts, readable by everyone.
+fn scripts(test: &str) -> TestDir {
+    let d = TestDir::new(&format!("{test}-net")).unwrap();
+    set_mode(d.path(), 0o755);
+    d
+}
+
+fn put(dir: &TestDir, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    set_mode(&p, 0o644);
+    p.display().to_string()
+}
+
+/// For test `test` (when it can run): a one-node cluster named `name`, a
+/// script directory and the central-only address.
+fn start(test: &str, name: &str) -> Option<(DiatomCluster, TestDir, Ipv4Addr)> {
+    if !require_root(test) {
+        return None;
+    }
+    let c = DiatomCluster::builder(1).name(name).start();
+    let ip = c.net().central_only_addr();
+    Some((c, scripts(name), ip))
+}
+
+/// Runs `f` on a thread in central's network namespace.
+fn in_central<T: Send>(c: &DiatomCluster, f: impl FnOnce() -> T + Send) -> T {
+    c.net().central.run(f).unwrap()
+}
+
+/// `diatom exec ARGS` to completion, failing the test on a timeout.
+fn exec(c: &DiatomCluster, args: &[&str]) -> Output {
+    let mut all = vec!["exec", "--"];
+    all.extend_from_slice(args);
+    c.run(c.diatom_cmd(&all), Feed::Null, RUN)
+}
+
+/// Starts `diatom exec ARGS` in the background.
+fn spawn(c: &DiatomCluster, args: &[&str]) -> Spawned {
+    let mut all = vec!["exec", "--"];
+    all.extend_from_slice(args);
+    Spawned::spawn(c.diatom_cmd(&all), Feed::Null)
+}
+
+/// Waits until the job printed a line starting with `prefix` and returns
+/// the rest of it.
+fn wait_line(job: &mut Spawned, prefix: &str) -> String {
+    let deadline = Instant::now() + RUN;
+    loop {
+        let out = String::from_utf8_lossy(&job.stdout_so_far()).into_owned();
+        if let Some(line) = out.lines().find(|l| l.starts_with(prefix)) {
+            if out.contains(&format!("{line}\n")) {
+                return line[prefix.len()..].trim().to_owned();
+            }
+        }
+        if let Some(st) = job.try_wait() {
+            panic!(
+                "the job exited ({st}) before printing {prefix:?}\nstdout: {out}\nstderr: {}",
+                String::from_utf8_lossy(&job.stderr_so_far())
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {prefix:?} from the job: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ok_text(out: &Output, what: &str) -> String {
+    assert!(out.status.success(), "{what}: {}", describe(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256_hex(data: &[u8], dir: &TestDir) -> String {
+    let p = dir.join("expected.bin");
+    std::fs::write(&p, data).unwrap();
+    let out = local(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            "import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())",
+            p.to_str().unwrap(),
+        ],
+        Feed::Null,
+    );
+    ok_text(&out, "local sha256").trim().to_owned()
+}
+
+/// A minimal HTTP/1.0 server on `l` (in central's namespace): every
+/// request gets `body`.
+fn serve_http(l: TcpListener, body: Vec<u8>) {
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                     Content-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+            });
+        }
+    });
+}
+
+/// Whether a TCP connect from node 1's namespace to `addr` succeeds.
+fn node_reaches(c: &DiatomCluster, addr: SocketAddr) -> bool {
+    c.net().nodes[0]
+        .ns
+        .run(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+        .unwrap()
+}
+
+/// A port that nothing listens on in central's namespace.
+fn closed_port(c: &DiatomCluster, ip: Ipv4Addr) -> u16 {
+    c.net()
+        .central
+        .run(move || {
+            TcpListener::bind((ip, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .unwrap()
+}
+
+const FETCH_PY: &str = r#"
+import hashlib, socket, sys
+host, port, closed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port))
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+chunks = []
+while True:
+    b = s.recv(1 << 16)
+    if not b:
+        break
+    chunks.append(b)
+data = b"".join(chunks)
+body = data.split(b"\r\n\r\n", 1)[1]
+print("body", len(body), hashlib.sha256(body).hexdigest())
+print("peer", *s.getpeername())
+s.close()
+try:
+    socket.create_connection((host, closed), timeout=20)
+    print("closed port: connected")
+except OSError as e:
+    print("closed port errno", e.errno)
+"#;
+
+#[test]
+fn network_tcp_to_a_central_only_server() {
+    let Some((c, dir, ip)) = start("network_tcp_to_a_central_only_server", "ntcp") else {
+        return;
+    };
+    let l = in_central(&c, move || TcpListener::bind((ip, 0)).unwrap());
+    let port = l.local_addr().unwrap().port();
+    let server = SocketAddr::from((ip, port));
+    let body = pseudo_random(6 << 20, 7);
+    let sha = sha256_hex(&body, &dir);
+    serve_http(l, body.clone());
+    assert!(
+        !node_reaches(&c, server),
+        "test setup: the node must not reach {server} itself"
+    );
+    let closed = closed_port(&c, ip);
+
+    let script = put(&dir, "fetch.py", FETCH_PY);
+    let out = exec(
+        &c,
+        &[
+            "/usr/bin/python3",
+            &script,
+            &ip.to_string(),
+            &port.to_string(),
+            &closed.to_string(),
+        ],
+    );
+    let text = ok_text(&out, "python3 fetch.py");
+    let want = format!(
+        "body {} {sha}\npeer {ip} {port}\nclosed port errno {}\n",
+        body.len(),
+        libc::ECONNREFUSED
+    );
+    assert_eq!(text, want, "python3 through central: {}", describe(&out));
+
+    if Path::new("/usr/bin/curl").exists() {
+        let url = format!("http://{server}/blob");
+        let out = exec(&c, &["/usr/bin/curl", "-sS", "--max-time", "60", &url]);
+        assert!(
+            out.status.success() && out.stdout == body,
+            "curl {url} through central: {} (got {} bytes of {})",
+            out.status,
+            out.stdout.len(),
+            body.len()
+        );
+    }
+}
+
+const LISTEN_PY: &str = r#"
+import selectors, socket
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 0))
+l.listen(4)
+print("port", l.getsockname()[1], flush=True)
+l.setblocking(False)
+sel = selectors.DefaultSelector()
+sel.register(l, selectors.EVENT_READ)
+assert sel.select(timeout=100), "no connection"
+c, a = l.accept()
+print("peer", a[0], flush=True)
+print("local", *c.getsockname(), flush=True)
+c.setblocking(True)
+data = b""
+while not data.endswith(b"\n"):
+    chunk = c.recv(100)
+    if not chunk:
+        break
+    data += chunk
+c.sendall(b"job says " + data)
+c.shutdown(socket.SHUT_WR)
+print("eof", c.recv(100) == b"", flush=True)
+"#;
+
+#[test]
+fn network_job_listens_on_central() {
+    let Some((c, dir, ip)) = start("network_job_listens_on_central", "nlisten") else {
+        return;
+    };
+    let script = put(&dir, "listen.py", LISTEN_PY);
+    let mut job = spawn(&c, &["/usr/bin/python3", &script]);
+    let port: u16 = wait_line(&mut job, "port ").parse().unwrap();
+    assert_ne!(port, 0);
+    // Not open on the node, on any of its addresses.
+    for node_ip in [Ipv4Addr::LOCALHOST, c.net().nodes[0].addr] {
+        assert!(
+            !node_reaches(&c, SocketAddr::from((node_ip, port))),
+            "port {port} is open on the node ({node_ip})"
+        );
+    }
+    // Open on central: a client there exchanges data with the job.
+    let reply = in_central(&c, move || {
+        let mut s = TcpStream::connect((ip, port)).unwrap();
+        s.write_all(b"hello from central\n").unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "job says hello from central\n"
+    );
+    let out = job.wait_or_panic(RUN, "the listening job");
+    let text = ok_text(&out, "python3 listen.py");
+    assert_eq!(
+        text,
+        format!("port {port}\npeer {ip}\nlocal {ip} {port}\neof True\n"),
+        "{}",
+        describe(&out)
+    );
+}
+
+const UDP_PY: &str = r#"
+import selectors, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(30)
+s.sendto(b"one", (host, port))
+data, src = s.recvfrom(100)
+print("recvfrom", data.decode(), *src)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect((host, port))
+c.send(b"two")
+c.setblocking(False)
+sel = selectors.DefaultSelector()
+sel.register(c, selectors.EVENT_READ)
+assert sel.select(timeout=30), "no reply"
+print("connected", c.recv(100).decode(), *c.getpeername())
+"#;
+
+#[test]
+fn network_udp_to_a_central_only_server() {
+    let Some((c, dir, ip)) = start("network_udp_to_a_central_only_server", "nudp") else {
+        return;
+    };
+    let udp = in_central(&c, move || UdpSocket::bind((ip, 0)).unwrap());
+    let port = udp.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1500];
+        while let Ok((n, from)) = udp.recv_from(&mut b) {
+            let up = b[..n].to_ascii_uppercase();
+            let _ = udp.send_to(&up, from);
+        }
+    });
+    let script = put(&dir, "udp.py", UDP_PY);
+    let out = exec(
+        &c,
+        &[
+            "/usr/bin/python3",
+            &script,
+            &ip.to_string(),
+            &port.to_string(),
+        ],
+    );
+    let text = ok_text(&out, "python3 udp.py");
+    assert_eq!(
+        text,
+        format!("recvfrom ONE {ip} {port}\nconnected TWO {ip} {port}\n"),
+        "{}",
+        describe(&out)
+    );
+    // Name lookups read central's files and work as they do locally.
+    let remote = exec(&c, &["/usr/bin/getent", "hosts", "localhost"]);
+    let here = local("/usr/bin/getent", &["hosts", "localhost"], Feed::Null);
+    assert_eq!(
+        ok_text(&remote, "getent hosts localhost"),
+        ok_text(&here, "local getent")
+    );
+}
+
+const UNIX_PY: &str = r#"
+import os, socket, sys
+srv, mine = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(srv)
+s.sendall(b"ping\n")
+print("reply", s.recv(100).decode().strip(), s.getpeername(), flush=True)
+s.close()
+l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+l.bind(mine)
+l.listen(1)
+print("ready", l.getsockname(), flush=True)
+c, _ = l.accept()
+c.sendall(c.recv(100).upper())
+c.close()
+"#;
+
+#[test]
+fn network_unix_socket_paths_are_centrals() {
+    if !require_root("network_unix_socket_paths_are_centrals") {
+        return;
+    }
+    let dir = scripts("nunix");
+    // Sockets in a directory the node cannot see.
+    let only = TestDir::new("nunix-only").unwrap();
+    set_mode(only.path(), 0o755);
+    let c = DiatomCluster::builder(1)
+        .name("nunix")
+        .node_mounts(MountView::new().hide(only.path()))
+        .start();
+    let srv = only.join("srv.sock");
+    let l = UnixListener::bind(&srv).unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut b = [0u8; 100];
+            let n = conn.read(&mut b).unwrap_or(0);
+            let _ = conn.write_all(&b[..n].to_ascii_uppercase());
+        }
+    });
+    let mine = only.join("job.sock");
+    let script = put(&dir, "unix.py", UNIX_PY);
+    let (srv_s, mine_s) = (srv.display().to_string(), mine.display().to_string());
+    let mut job = spawn(&c, &["/usr/bin/python3", &script, &srv_s, &mine_s]);
+    let ready = wait_line(&mut job, "ready ");
+    assert_eq!(ready, mine_s, "getsockname of the job's unix socket");
+    // The job's socket file is on central.
+    let mut s = UnixStream::connect(&mine).unwrap();
+    s.write_all(b"to the job").unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "TO THE JOB");
+    let out = job.wait_or_panic(RUN, "the unix-socket job");
+    let text = ok_text(&out, "python3 unix.py");
+    assert_eq!(
+        text,
+        format!("reply PING {srv_s}\nready {mine_s}\n"),
+        "{}",
+        describe(&out)
+    );
+}
