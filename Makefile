@@ -8,7 +8,7 @@ CARGO      ?= cargo
 BINS       := diatom diatom-central diatom-client
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build static-client test install uninstall bench clean
+.PHONY: all build static-client test vm-test install uninstall bench clean
 
 all: build
 
@@ -27,6 +27,13 @@ static-client:
 test: static-client
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+# Just the tests whose nodes are QEMU/TCG virtual machines booting the
+# static node daemon (tests/integration/vm.rs). Root; packages
+# qemu-system-x86, linux-image-cloud-amd64, busybox-static.
+vm-test: static-client
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p diatom-tests --test integration -- vm::
 
 install: build
 	install -d $(DESTDIR)$(BINDIR)

@@ -36,7 +36,7 @@ use diatom_tests::cluster::{shell_status, text};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -47,7 +47,7 @@ use diatom_tests::cluster::{
 };
 use diatom_tests::netns::MountView;
 use diatom_tests::testdir::TestDir;
-use diatom_tests::{bin_path, in_ci, require_root};
+use diatom_tests::{assert_static, require_root, static_client};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
@@ -1125,67 +1125,6 @@ fn files_writes_reach_central_at_fsync_and_close() {
 }
 
 // ----- a bare node -------------------------------------------------------------
-
-/// The static `diatom-client` (`make static-client`), next to the
-/// workspace's other builds. Outside CI a missing build skips the test;
-/// in CI it fails it.
-fn static_client(test: &str) -> Option<PathBuf> {
-    let target = bin_path("diatom-client")
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target directory");
-    let p = target.join("x86_64-unknown-linux-gnu/release/diatom-client");
-    if p.is_file() {
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if mtime(&p) < mtime(&bin_path("diatom-client")) {
-            eprintln!(
-                "{test}: note: {} is older than the debug diatom-client; `make static-client` \
-                 rebuilds it",
-                p.display()
-            );
-        }
-        return Some(p);
-    }
-    let why = format!(
-        "{test}: the static node daemon {} is missing; build it with `make static-client` \
-         (RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p diatom-client \
-         --target x86_64-unknown-linux-gnu)",
-        p.display()
-    );
-    assert!(!in_ci(), "{why}");
-    eprintln!("skipping {why}");
-    None
-}
-
-/// Panics unless `bin` is an ELF executable without an interpreter
-/// (PT_INTERP): it must start where there is no `/lib`.
-fn assert_static(bin: &Path) {
-    let mut data = Vec::new();
-    std::fs::File::open(bin)
-        .unwrap()
-        .take(1 << 20)
-        .read_to_end(&mut data)
-        .unwrap();
-    assert!(
-        data.len() > 64 && data.starts_with(b"\x7fELF") && data[4] == 2,
-        "{} is not a 64-bit ELF file",
-        bin.display()
-    );
-    let u16_at = |o: usize| usize::from(u16::from_le_bytes([data[o], data[o + 1]]));
-    let phoff = usize::try_from(u64::from_le_bytes(data[32..40].try_into().unwrap())).unwrap();
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    let interp = (0..phnum).any(|i| {
-        let o = phoff + i * phentsize;
-        data.get(o..o + 4) == Some(&3u32.to_le_bytes()[..])
-    });
-    assert!(
-        !interp,
-        "{} has an ELF interpreter (PT_INTERP): not a static build, it cannot start on a \
-         bare node",
-        bin.display()
-    );
-}
 
 #[test]
 fn files_bare_node_runs_python_and_gcc() {

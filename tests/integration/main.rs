@@ -9,3 +9,4 @@ mod files;
 mod network;
 mod proto;
 mod trace;
+mod vm;

@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests: privilege checks, paths of the
 //! built binaries, the network-namespace cluster harness (`netns`), a real
-//! Diatom cluster on top of it (`cluster`) and per-test scratch directories
-//! (`testdir`).
+//! Diatom cluster on top of it (`cluster`), nodes as QEMU virtual machines
+//! (`vm`), per-test scratch directories (`testdir`), and the static node
+//! daemon a bare node or a VM runs ([`static_client`]).
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// True when running under CI (`CI=true`), where a skipped test is a failure.
 pub fn in_ci() -> bool {
@@ -37,6 +39,79 @@ pub fn bin_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The static `diatom-client` (`make static-client`), next to the
+/// workspace's other builds. Outside CI a missing build skips the test;
+/// in CI it fails it.
+pub fn static_client(test: &str) -> Option<PathBuf> {
+    let target = bin_path("diatom-client")
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target directory");
+    let p = target.join("x86_64-unknown-linux-gnu/release/diatom-client");
+    if p.is_file() {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if mtime(&p) < mtime(&bin_path("diatom-client")) {
+            eprintln!(
+                "{test}: note: {} is older than the debug diatom-client; `make static-client` \
+                 rebuilds it",
+                p.display()
+            );
+        }
+        return Some(p);
+    }
+    let why = format!(
+        "{test}: the static node daemon {} is missing; build it with `make static-client` \
+         (RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p diatom-client \
+         --target x86_64-unknown-linux-gnu)",
+        p.display()
+    );
+    assert!(!in_ci(), "{why}");
+    eprintln!("skipping {why}");
+    None
+}
+
+/// Whether `bin` is a 64-bit ELF executable without an interpreter
+/// (PT_INTERP), i.e. one that starts where there is no `/lib`; `Err` says
+/// why it is not.
+pub fn static_elf(bin: &Path) -> Result<(), String> {
+    let mut data = Vec::new();
+    std::fs::File::open(bin)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut data))
+        .map_err(|e| format!("cannot read {}: {e}", bin.display()))?;
+    if !(data.len() > 64 && data.starts_with(b"\x7fELF") && data[4] == 2) {
+        return Err(format!("{} is not a 64-bit ELF file", bin.display()));
+    }
+    let u16_at = |o: usize| usize::from(u16::from_le_bytes([data[o], data[o + 1]]));
+    let phoff = data[32..40]
+        .try_into()
+        .ok()
+        .map(u64::from_le_bytes)
+        .and_then(|o| usize::try_from(o).ok())
+        .unwrap_or(usize::MAX);
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let interp = (0..phnum).any(|i| {
+        let o = phoff.saturating_add(i * phentsize);
+        data.get(o..o.saturating_add(4)) == Some(&3u32.to_le_bytes()[..])
+    });
+    if interp {
+        return Err(format!(
+            "{} has an ELF interpreter (PT_INTERP): not a static build, it cannot start on a \
+             bare node",
+            bin.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Panics unless `bin` is a static executable ([`static_elf`]).
+pub fn assert_static(bin: &Path) {
+    if let Err(why) = static_elf(bin) {
+        panic!("{why}");
+    }
+}
+
 pub mod cluster;
 pub mod netns;
 pub mod testdir;
+pub mod vm;

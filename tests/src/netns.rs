@@ -41,7 +41,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-pub use cluster::{Cluster, ClusterNode};
+pub use cluster::{Cluster, ClusterNode, NODE_IFACE};
 pub use daemon::Daemon;
 pub use mounts::MountView;
 

@@ -121,6 +121,11 @@ pub fn launch_from_plan(
         envp: envp.into_iter().map(Blob).collect(),
         cwd: bytes(cwd),
         umask: umask as u32,
+        hostname: Blob(
+            nix::unistd::gethostname()
+                .map(|h| h.into_vec())
+                .unwrap_or_default(),
+        ),
         exe: bytes(&exe),
         groups,
         tty,

@@ -5,6 +5,9 @@
 //!   while the job really runs as an unprivileged user on the node.
 //! - `/proc/self/exe` (and `/proc/PID/exe` of a job process) names the
 //!   program the user asked for, not the cached loader the node exec'd.
+//! - Host name: `uname` reports central's host name as the nodename
+//!   ([`JobHandler::with_hostname`]); the kernel (`uname -srvm`) stays the
+//!   node's, as `docs/interface.md` says.
 //!
 //! - Files: with a [`FsLayer`] ([`JobHandler::with_fs`]), every file call
 //!   is served from central (see `fs/`).
@@ -50,6 +53,8 @@ pub struct JobHandler {
     fs: Option<FsLayer>,
     /// The network through central, when the job has it.
     net: Option<NetLayer>,
+    /// Central's host name, reported as `uname`'s nodename when set.
+    hostname: Option<Vec<u8>>,
 }
 
 impl JobHandler {
@@ -63,12 +68,21 @@ impl JobHandler {
             first_exec_pending: true,
             fs: None,
             net: None,
+            hostname: None,
         }
     }
 
     /// Serves the job's socket calls with `net`.
     pub fn with_net(mut self, net: NetLayer) -> Self {
         self.net = Some(net);
+        self
+    }
+
+    /// Makes `uname` report `hostname` (central's) as the nodename. On a
+    /// node that is its own machine (a VM, another host) the node's name
+    /// would otherwise show through `hostname` and `gethostname`.
+    pub fn with_hostname(mut self, hostname: Vec<u8>) -> Self {
+        self.hostname = Some(hostname);
         self
     }
 
@@ -132,6 +146,25 @@ impl JobHandler {
         self.launched.contains(&pid).then(|| self.program.clone())
     }
 
+    /// `uname`: the node's answer with central's host name as nodename
+    /// (cut to the 64 bytes the field holds before its NUL).
+    fn uname(stop: &SyscallStop<'_>, hostname: &[u8]) -> Action {
+        // SAFETY: utsname is plain bytes, valid zeroed; uname fills it.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid, writable utsname.
+        if unsafe { libc::uname(&mut u) } != 0 {
+            return Action::errno(Errno::last());
+        }
+        u.nodename = [0; 65];
+        for (d, s) in u.nodename.iter_mut().zip(hostname.iter().take(64)) {
+            *d = *s as libc::c_char;
+        }
+        match stop.memory().write_value(stop.arg(0), &u) {
+            Ok(()) => Action::Return(0),
+            Err(_) => Action::errno(Errno::EFAULT),
+        }
+    }
+
     fn write_ids(stop: &SyscallStop<'_>, id: u32) -> Action {
         let mem = stop.memory();
         for i in 0..3 {
@@ -179,6 +212,9 @@ impl Handler for JobHandler {
         ]
         .into_iter()
         .collect();
+        if self.hostname.is_some() {
+            s.insert(Sysno::uname);
+        }
         if let Some(fs) = &self.fs {
             s.extend_from(&fs.subscriptions());
         }
@@ -197,6 +233,10 @@ impl Handler for JobHandler {
             Some(Sysno::getgroups) => self.getgroups(stop),
             Some(Sysno::readlink) => self.readlink(stop, 0),
             Some(Sysno::readlinkat) => self.readlink(stop, 1),
+            Some(Sysno::uname) => match &self.hostname {
+                Some(h) => Self::uname(stop, h),
+                None => Action::Continue,
+            },
             Some(nr) if NetLayer::serves(nr) && self.net.is_some() => match &mut self.net {
                 Some(net) => net.handle_syscall(stop),
                 None => Action::Continue,
@@ -290,6 +330,26 @@ mod tests {
         let (status, out) = run_traced(h, "id", &[]);
         assert_eq!(status, tracer::ExitStatus::Exited(0));
         assert!(out.starts_with("uid=4242 gid=4343 groups=4343,7"), "{out}");
+    }
+
+    #[test]
+    fn uname_reports_centrals_host_name_and_the_nodes_kernel() {
+        let h = JobHandler::new(
+            Identity {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            },
+            b"/usr/bin/uname".to_vec(),
+        )
+        .with_hostname(b"central-host".to_vec());
+        let (status, out) = run_traced(h, "uname", &["-n", "-r"]);
+        assert_eq!(status, tracer::ExitStatus::Exited(0));
+        let release = nix::sys::utsname::uname().unwrap();
+        assert_eq!(
+            out,
+            format!("central-host {}\n", release.release().to_string_lossy())
+        );
     }
 
     #[test]

@@ -164,6 +164,7 @@ fn run_inner(
     )
     .map_err(|e| format!("cannot start the job's network relay: {e}"))?;
     let handler = JobHandler::new(identity, launch.exe.0.clone())
+        .with_hostname(launch.hostname.0.clone())
         .with_fs(files)
         .with_net(NetLayer::new(net_relay.clone()));
     let mut cmd = tracer::Command::new(&line.path);

@@ -64,6 +64,9 @@ pub struct Launch {
     pub umask: u32,
     /// The program the user asked for, resolved (what `/proc/self/exe` shows).
     pub exe: Blob,
+    /// Central's host name: what the job's `uname` reports as nodename
+    /// (`hostname`, `gethostname`), while the kernel is the node's.
+    pub hostname: Blob,
     /// The caller's supplementary groups.
     pub groups: Vec<u32>,
     /// `-t`: a pty of this size.

@@ -38,6 +38,7 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
         envp: vec!["A=b".into()],
         cwd: "/home/alice".into(),
         umask: 0o22,
+        hostname: "central".into(),
         exe: "/bin/echo".into(),
         groups: vec![1000, 27],
         tty: Some(job::WinSize { rows: 24, cols: 80 }),
