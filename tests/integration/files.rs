@@ -32,21 +32,26 @@
 // #[test] functions themselves.
 #![allow(clippy::unwrap_used)]
 
+<<<<<<< HEAD
 use diatom_tests::cluster::{shell_status, text};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+=======
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+>>>>>>> eef27aa (Process trees (issue 7): whole-job signals, set*id emulation, exec of /proc/self/exe, process-tree tests)
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use diatom_tests::central_files::*;
 use diatom_tests::cluster::{
-    as_user, chown, describe, pseudo_random, set_mode, show, DiatomCluster, Feed, Spawned, NOBODY,
+    chown, describe, pseudo_random, set_mode, show, text, DiatomCluster, Feed, Spawned, NOBODY,
 };
-use diatom_tests::netns::MountView;
 use diatom_tests::testdir::TestDir;
+<<<<<<< HEAD
 use diatom_tests::{assert_static, require_root, static_client};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
@@ -332,6 +337,9 @@ fn read_central(path: &Path, what: &str) -> Vec<u8> {
         )
     })
 }
+=======
+use diatom_tests::{bin_path, in_ci, require_root};
+>>>>>>> eef27aa (Process trees (issue 7): whole-job signals, set*id emulation, exec of /proc/self/exe, process-tree tests)
 
 // ----- the tests ---------------------------------------------------------------
 

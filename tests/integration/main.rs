@@ -7,6 +7,7 @@ mod dashboard;
 mod exec;
 mod files;
 mod network;
+mod processes;
 mod proto;
 mod trace;
 mod vm;

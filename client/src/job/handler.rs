@@ -2,7 +2,11 @@
 //! program sees central's world rather than the node's.
 //!
 //! - Identity: `getuid` and friends report the caller's ids on central,
-//!   while the job really runs as an unprivileged user on the node.
+//!   while the job really runs as an unprivileged user on the node. The
+//!   `set*id` family and `setgroups` succeed, doing nothing, when they ask
+//!   for ids the job already has (what `posix_spawn`'s `RESETIDS` and
+//!   privilege-dropping code do), and fail with `EPERM` otherwise: a job
+//!   cannot change its identity, since the home serves it as the caller.
 //! - `/proc/self/exe` (and `/proc/PID/exe` of a job process) names the
 //!   program the user asked for, not the cached loader the node exec'd.
 //! - Host name: `uname` reports central's host name as the nodename
@@ -23,6 +27,7 @@ use syscalls::Sysno;
 use tracer::{Action, Handler, NewTask, SyscallExit, SyscallSet, SyscallStop, TraceeMemory};
 
 use super::fs::FsLayer;
+use super::members::Members;
 use super::net::NetLayer;
 
 /// The caller's identity on central, as getuid and friends must report it.
@@ -55,6 +60,8 @@ pub struct JobHandler {
     net: Option<NetLayer>,
     /// Central's host name, reported as `uname`'s nodename when set.
     hostname: Option<Vec<u8>>,
+    /// The job's processes, for the job's controls to signal.
+    members: Members,
 }
 
 impl JobHandler {
@@ -69,6 +76,7 @@ impl JobHandler {
             fs: None,
             net: None,
             hostname: None,
+            members: Members::default(),
         }
     }
 
@@ -92,6 +100,12 @@ impl JobHandler {
         self
     }
 
+    /// Keeps `members` up to date with the job's processes.
+    pub fn with_members(mut self, members: Members) -> Self {
+        self.members = members;
+        self
+    }
+
     /// The file layer, if any.
     pub fn fs_mut(&mut self) -> Option<&mut FsLayer> {
         self.fs.as_mut()
@@ -100,6 +114,7 @@ impl JobHandler {
     /// Records the job's first process once it is spawned.
     pub fn set_first_process(&mut self, pid: Pid) {
         self.launched.insert(pid);
+        self.members.add(pid);
         if let Some(fs) = &mut self.fs {
             fs.set_first_process(pid);
         }
@@ -175,6 +190,42 @@ impl JobHandler {
         Action::Return(0)
     }
 
+    /// `setuid`/`setgid` family: success for the ids the job has (`-1`
+    /// keeps one), `EPERM` for any other. `nargs` ids are in the arguments.
+    fn set_ids(stop: &SyscallStop<'_>, nargs: usize, id: u32) -> Action {
+        let keeps = |a: u64| a as u32 == u32::MAX || a as u32 == id;
+        if (0..nargs).all(|i| keeps(stop.arg(i))) {
+            Action::Return(0)
+        } else {
+            Action::errno(Errno::EPERM)
+        }
+    }
+
+    /// `setgroups`: success when asked for the groups the job has.
+    fn setgroups(&self, stop: &SyscallStop<'_>) -> Action {
+        let n = stop.arg(0) as usize;
+        if n > 65536 {
+            return Action::errno(Errno::EINVAL);
+        }
+        let Ok(bytes) = stop.memory().read_bytes(stop.arg(1), 4 * n) else {
+            return Action::errno(Errno::EFAULT);
+        };
+        let mut asked: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut have = self.identity.groups.clone();
+        asked.sort_unstable();
+        asked.dedup();
+        have.sort_unstable();
+        have.dedup();
+        if asked == have {
+            Action::Return(0)
+        } else {
+            Action::errno(Errno::EPERM)
+        }
+    }
+
     fn getgroups(&self, stop: &SyscallStop<'_>) -> Action {
         let size = stop.arg(0) as i32;
         let n = self.identity.groups.len();
@@ -207,6 +258,15 @@ impl Handler for JobHandler {
             Sysno::getresuid,
             Sysno::getresgid,
             Sysno::getgroups,
+            Sysno::setuid,
+            Sysno::setgid,
+            Sysno::setreuid,
+            Sysno::setregid,
+            Sysno::setresuid,
+            Sysno::setresgid,
+            Sysno::setfsuid,
+            Sysno::setfsgid,
+            Sysno::setgroups,
             Sysno::readlink,
             Sysno::readlinkat,
         ]
@@ -231,6 +291,16 @@ impl Handler for JobHandler {
             Some(Sysno::getresuid) => Self::write_ids(stop, self.identity.uid),
             Some(Sysno::getresgid) => Self::write_ids(stop, self.identity.gid),
             Some(Sysno::getgroups) => self.getgroups(stop),
+            Some(Sysno::setuid) => Self::set_ids(stop, 1, self.identity.uid),
+            Some(Sysno::setgid) => Self::set_ids(stop, 1, self.identity.gid),
+            Some(Sysno::setreuid) => Self::set_ids(stop, 2, self.identity.uid),
+            Some(Sysno::setregid) => Self::set_ids(stop, 2, self.identity.gid),
+            Some(Sysno::setresuid) => Self::set_ids(stop, 3, self.identity.uid),
+            Some(Sysno::setresgid) => Self::set_ids(stop, 3, self.identity.gid),
+            // They return the previous id and never fail; nothing changes.
+            Some(Sysno::setfsuid) => Action::Return(i64::from(self.identity.uid)),
+            Some(Sysno::setfsgid) => Action::Return(i64::from(self.identity.gid)),
+            Some(Sysno::setgroups) => self.setgroups(stop),
             Some(Sysno::readlink) => self.readlink(stop, 0),
             Some(Sysno::readlinkat) => self.readlink(stop, 1),
             Some(Sysno::uname) => match &self.hostname {
@@ -260,6 +330,7 @@ impl Handler for JobHandler {
             self.threads.insert(tid, tgid);
             return;
         }
+        self.members.add(tgid);
         // A forked child runs its parent's image until it execs.
         if self.launched.contains(&parent_process) {
             self.launched.insert(tgid);
@@ -273,6 +344,11 @@ impl Handler for JobHandler {
         // The first exec is the node starting the cached program itself.
         if self.first_exec_pending && self.launched.contains(&pid) {
             self.first_exec_pending = false;
+            // So that an exec of /proc/self/exe (by it or a forked child)
+            // runs the program again, not the node's loader.
+            if let Some(fs) = &mut self.fs {
+                fs.set_program_of(pid, self.program.clone());
+            }
             return;
         }
         self.launched.remove(&pid);
@@ -289,6 +365,7 @@ impl Handler for JobHandler {
         }
         if tid == tgid {
             self.launched.remove(&tgid);
+            self.members.remove(tgid);
         }
     }
 }
@@ -350,6 +427,34 @@ mod tests {
             out,
             format!("central-host {}\n", release.release().to_string_lossy())
         );
+    }
+
+    #[test]
+    fn setting_the_ids_the_job_has_succeeds_and_others_fail() {
+        let h = JobHandler::new(
+            Identity {
+                uid: 4242,
+                gid: 4343,
+                groups: vec![7, 4343],
+            },
+            b"/usr/bin/python3".to_vec(),
+        );
+        // Each call prints "ok" or its errno name; the last line shows the
+        // ids did not move.
+        let script = "'import os\n\
+            def t(f, *a):\n\
+            \x20   try: f(*a); print(\"ok\")\n\
+            \x20   except OSError as e: print(os.strerror(e.errno))\n\
+            t(os.setuid, 4242); t(os.seteuid, 4242); t(os.setresuid, -1, 4242, -1)\n\
+            t(os.setgid, 4343); t(os.setregid, 4343, -1); t(os.setgroups, [4343, 7])\n\
+            t(os.setuid, 0); t(os.setresgid, 1, 1, 1); t(os.setgroups, [0])\n\
+            print(os.getresuid(), os.getresgid())'";
+        let (status, out) = run_traced(h, "python3 -c", &[script]);
+        assert_eq!(status, tracer::ExitStatus::Exited(0), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..6], ["ok"; 6], "{out}");
+        assert_eq!(lines[6..9], ["Operation not permitted"; 3], "{out}");
+        assert_eq!(lines[9], "(4242, 4242, 4242) (4343, 4343, 4343)", "{out}");
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub mod fs;
 pub mod handler;
 pub mod launch;
+pub mod members;
 pub mod net;
 pub mod runner;

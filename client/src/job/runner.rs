@@ -9,18 +9,17 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
 use dscp_dicp::Peer;
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use super::fs::{self, FsConfig, FsLayer};
 use super::handler::{Identity, JobHandler};
 use super::launch::{self, LocalExec};
+use super::members::Members;
 use super::net::{NetLayer, Relay};
 use crate::cache::Cache;
 use crate::daemon::PendingReport;
@@ -63,18 +62,16 @@ pub struct JobSetup {
 /// What other threads may do to a running job.
 #[derive(Debug, Default)]
 pub struct JobControl {
-    pgid: AtomicI32,
+    /// The job's processes (kept by the job's tracer handler).
+    members: Members,
     killed: Mutex<Option<String>>,
 }
 
 impl JobControl {
-    /// Sends `signal` to the job's process group (nothing before it runs).
+    /// Sends `signal` to every process of the job (nothing before it runs).
     pub fn signal(&self, signal: i32) {
-        let pgid = self.pgid.load(Ordering::SeqCst);
-        if pgid > 0 {
-            if let Ok(sig) = Signal::try_from(signal) {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), sig);
-            }
+        if let Ok(sig) = Signal::try_from(signal) {
+            self.members.signal(sig);
         }
     }
 
@@ -166,7 +163,8 @@ fn run_inner(
     let handler = JobHandler::new(identity, launch.exe.0.clone())
         .with_hostname(launch.hostname.0.clone())
         .with_fs(files)
-        .with_net(NetLayer::new(net_relay.clone()));
+        .with_net(NetLayer::new(net_relay.clone()))
+        .with_members(control.members.clone());
     let mut cmd = tracer::Command::new(&line.path);
     cmd.args(line.argv.iter().skip(1))
         .arg0(line.argv.first().cloned().unwrap_or_default())
@@ -188,7 +186,6 @@ fn run_inner(
     };
     let pid = tracer.pid();
     tracer.handler_mut().set_first_process(pid);
-    control.pgid.store(pid.as_raw(), Ordering::SeqCst);
     let (parent_ends, input) = stdio.into_parent();
     respond(req, JobReply::Started);
     log::debug!("job {}: spawned after {:?}", setup.job, t0.elapsed());

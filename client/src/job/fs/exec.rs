@@ -85,6 +85,10 @@ impl ExecState {
         self.exe.get(&pid).map(|v| &v[..])
     }
 
+    pub(crate) fn set_program_of(&mut self, pid: Pid, program: Vec<u8>) {
+        self.exe.insert(pid, program);
+    }
+
     pub(crate) fn on_exec(&mut self, pid: Pid) {
         match self.pending.remove(&pid) {
             Some(p) => {

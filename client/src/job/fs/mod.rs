@@ -253,6 +253,12 @@ impl FsLayer {
         self.exec.first = Some(pid);
     }
 
+    /// Records that `pid` runs the central program `program` (the job's
+    /// first image, which the node exec'd itself).
+    pub fn set_program_of(&mut self, pid: Pid, program: Vec<u8>) {
+        self.exec.set_program_of(pid, program);
+    }
+
     /// The calls the layer stops.
     pub fn subscriptions(&self) -> SyscallSet {
         use Sysno::*;
