@@ -39,7 +39,6 @@ pub fn bin_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-<<<<<<< HEAD
 /// The static `diatom-client` (`make static-client`), next to the
 /// workspace's other builds. Outside CI a missing build skips the test;
 /// in CI it fails it.
@@ -112,9 +111,7 @@ pub fn assert_static(bin: &Path) {
     }
 }
 
-=======
 pub mod central_files;
->>>>>>> eef27aa (Process trees (issue 7): whole-job signals, set*id emulation, exec of /proc/self/exe, process-tree tests)
 pub mod cluster;
 pub mod netns;
 pub mod testdir;
