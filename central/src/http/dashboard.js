@@ -207,6 +207,13 @@ function drawJobs(jobs) {
     ? `jobs ${jobs[0].id} – ${jobs[jobs.length - 1].id}` : "";
 }
 
+function drawJobsError(msg) {
+  state.lastIds = [];
+  $("jobs").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "empty" }, msg)));
+  $("older").disabled = true;
+  $("page-info").textContent = "";
+}
+
 function fact(dl, k, v) {
   dl.append(el("dt", {}, k), el("dd", {}, v));
 }
@@ -333,13 +340,20 @@ async function refresh() {
   if (busy) return;
   busy = true;
   try {
-    const [status, nodes, jobs, hist] = await Promise.all([
-      api("/api/status"), api("/api/nodes"), api("/api/jobs?" + jobsQuery()), api("/api/history"),
+    // A bad filter (an unknown user) is the jobs table's problem only.
+    const jobs = api("/api/jobs?" + jobsQuery()).catch(e => {
+      if (e instanceof Unauthorized) throw e;
+      return e;
+    });
+    const [status, nodes, hist] = await Promise.all([
+      api("/api/status"), api("/api/nodes"), api("/api/history"),
     ]);
     $("token-box").hidden = true;
     drawStatus(status, nodes);
     drawNodes(nodes);
-    drawJobs(jobs);
+    const page = await jobs;
+    if (page instanceof Error) drawJobsError(page.message);
+    else drawJobs(page);
     drawCharts(hist);
     await drawDetail();
     $("live").className = "live";
