@@ -53,6 +53,7 @@ uninstall:
 bench:
 	$(CARGO) run --release -p diatom-bench --bin proto_bench
 	$(CARGO) run --release -p diatom-bench --bin trace_bench
+	$(CARGO) run --release -p diatom-bench --bin net_bench
 
 clean:
 	$(CARGO) clean

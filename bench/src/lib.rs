@@ -1,7 +1,8 @@
 //! Helpers shared by the benchmark binaries: command-line knobs, medians,
-//! and a loopback cluster ([`cluster`]).
+//! a loopback cluster ([`cluster`]) and protocol pieces ([`proto`]).
 
 pub mod cluster;
+pub mod proto;
 
 use std::time::Duration;
 

@@ -63,6 +63,22 @@ fn exec(c: &DiatomCluster, args: &[&str]) -> Output {
     c.run(c.diatom_cmd(&all), Feed::Null, RUN)
 }
 
+/// Writes the Python script `(name, code)` to `dir` and runs it with
+/// `args` under `diatom exec`; its stdout (it must succeed) and output.
+fn python(
+    c: &DiatomCluster,
+    dir: &TestDir,
+    (name, code): (&str, &str),
+    args: &[&dyn std::fmt::Display],
+) -> (String, Output) {
+    let script = put(dir, name, code);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut argv = vec!["/usr/bin/python3", script.as_str()];
+    argv.extend(args.iter().map(String::as_str));
+    let out = exec(c, &argv);
+    (ok_text(&out, &format!("python3 {name}")), out)
+}
+
 /// Starts `diatom exec ARGS` in the background.
 fn spawn(c: &DiatomCluster, args: &[&str]) -> Spawned {
     let mut all = vec!["exec", "--"];
@@ -115,6 +131,14 @@ fn sha256_hex(data: &[u8], dir: &TestDir) -> String {
     ok_text(&out, "local sha256").trim().to_owned()
 }
 
+/// The head of [`serve_http`]'s answers.
+fn http_head(len: usize) -> String {
+    format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {len}\r\n\r\n"
+    )
+}
+
 /// A minimal HTTP/1.0 server on `l` (in central's namespace): every
 /// request gets `body`.
 fn serve_http(l: TcpListener, body: Vec<u8>) {
@@ -131,12 +155,7 @@ fn serve_http(l: TcpListener, body: Vec<u8>) {
                         Ok(n) => req.extend_from_slice(&b[..n]),
                     }
                 }
-                let head = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\
-                     Content-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(http_head(body.len()).as_bytes());
                 let _ = conn.write_all(&body);
             });
         }
@@ -188,6 +207,40 @@ except OSError as e:
     print("closed port errno", e.errno)
 "#;
 
+const NONBLOCKING_PY: &str = r#"
+import errno, selectors, socket, sys
+host, port, port6 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket()
+s.setblocking(False)
+print("connect_ex", s.connect_ex((host, port)) in (0, errno.EINPROGRESS))
+sel = selectors.DefaultSelector()
+sel.register(s, selectors.EVENT_WRITE)
+assert sel.select(timeout=30), "never writable"
+print("so_error", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+s.send(b"GET / HTTP/1.0\r\n\r\n")
+sel.modify(s, selectors.EVENT_READ)
+n = 0
+while True:
+    assert sel.select(timeout=30), "never readable"
+    try:
+        b = s.recv(1 << 16)
+    except BlockingIOError:
+        continue
+    if not b:
+        break
+    n += len(b)
+print("got", n)
+v6 = socket.create_connection(("::1", port6))
+v6.sendall(b"GET / HTTP/1.0\r\n\r\n")
+d = b""
+while True:
+    b = v6.recv(65536)
+    if not b:
+        break
+    d += b
+print("v6", d.split(b"\r\n\r\n", 1)[1].decode(), v6.getpeername()[:2])
+"#;
+
 #[test]
 fn network_tcp_to_a_central_only_server() {
     let Some((c, dir, ip)) = start("network_tcp_to_a_central_only_server", "ntcp") else {
@@ -205,24 +258,57 @@ fn network_tcp_to_a_central_only_server() {
     );
     let closed = closed_port(&c, ip);
 
-    let script = put(&dir, "fetch.py", FETCH_PY);
-    let out = exec(
-        &c,
-        &[
-            "/usr/bin/python3",
-            &script,
-            &ip.to_string(),
-            &port.to_string(),
-            &closed.to_string(),
-        ],
-    );
-    let text = ok_text(&out, "python3 fetch.py");
+    let (text, out) = python(&c, &dir, ("fetch.py", FETCH_PY), &[&ip, &port, &closed]);
     let want = format!(
         "body {} {sha}\npeer {ip} {port}\nclosed port errno {}\n",
         body.len(),
         libc::ECONNREFUSED
     );
     assert_eq!(text, want, "python3 through central: {}", describe(&out));
+
+    // Non-blocking connect with selectors, and central's own IPv6 loopback
+    // (the node has a ::1 too, with nothing listening).
+    let l6 = in_central(&c, || TcpListener::bind("[::1]:0").unwrap());
+    let port6 = l6.local_addr().unwrap().port();
+    serve_http(l6, b"hello v6".to_vec());
+    let script = ("nonblocking.py", NONBLOCKING_PY);
+    let (text, out) = python(&c, &dir, script, &[&ip, &port, &port6]);
+    let total = http_head(body.len()).len() + body.len();
+    let want = format!("connect_ex True\nso_error 0\ngot {total}\nv6 hello v6 ('::1', {port6})\n");
+    assert_eq!(text, want, "non-blocking and IPv6: {}", describe(&out));
+
+    // Upload: what the job writes just before it exits reaches central.
+    let sink = in_central(&c, move || TcpListener::bind((ip, 0)).unwrap());
+    let sink_port = sink.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = sink.accept().unwrap();
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        let _ = tx.send(got);
+    });
+    let upload = "import socket,sys\n\
+                  s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n\
+                  s.sendall(bytes(range(256)) * 20000)\n";
+    let out = exec(
+        &c,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            upload,
+            &ip.to_string(),
+            &sink_port.to_string(),
+        ],
+    );
+    ok_text(&out, "python3 upload");
+    let got = rx.recv_timeout(RUN).unwrap();
+    let sent: Vec<u8> = (0..20000).flat_map(|_| 0..=255u8).collect();
+    assert!(
+        got == sent,
+        "central received {} bytes of the {} the job sent before exiting",
+        got.len(),
+        sent.len()
+    );
 
     if Path::new("/usr/bin/curl").exists() {
         let url = format!("http://{server}/blob");
@@ -333,17 +419,7 @@ fn network_udp_to_a_central_only_server() {
             let _ = udp.send_to(&up, from);
         }
     });
-    let script = put(&dir, "udp.py", UDP_PY);
-    let out = exec(
-        &c,
-        &[
-            "/usr/bin/python3",
-            &script,
-            &ip.to_string(),
-            &port.to_string(),
-        ],
-    );
-    let text = ok_text(&out, "python3 udp.py");
+    let (text, out) = python(&c, &dir, ("udp.py", UDP_PY), &[&ip, &port]);
     assert_eq!(
         text,
         format!("recvfrom ONE {ip} {port}\nconnected TWO {ip} {port}\n"),

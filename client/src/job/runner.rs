@@ -218,6 +218,8 @@ fn run_inner(
         if out_done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
             log::warn!("job {}: output relay did not finish", setup.job);
         }
+        // Likewise what the job wrote to its sockets reaches central.
+        net_relay.drain(Duration::from_secs(10));
         let event = match status {
             Ok(tracer::ExitStatus::Exited(code)) => JobEvent::Exited { code },
             Ok(tracer::ExitStatus::Signaled { signal, .. }) => match control.kill_reason() {

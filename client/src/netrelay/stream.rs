@@ -75,6 +75,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Streams {
     map: Mutex<HashMap<StreamId, Entry>>,
+    /// Reader threads still sending the local socket's bytes.
+    readers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -153,10 +155,17 @@ impl Streams {
             return;
         }
         let (rnet, rsock) = (net.clone(), sock.clone());
+        let readers = self.readers.clone();
+        readers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name(format!("stream-{id:x}-out"))
-            .spawn(move || read_side(&rsock, &rnet, peer, id));
+            .spawn(move || {
+                read_side(&rsock, &rnet, peer, id);
+                readers.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
         if let Err(e) = spawned {
+            self.readers
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             log::warn!("stream {id:x}: no reader thread: {e}");
             shutdown(&sock, libc::SHUT_RDWR);
         }
@@ -179,6 +188,20 @@ impl Streams {
             Err(TrySendError::Full(i)) => refuse(i, libc::ENOBUFS),
             Err(TrySendError::Disconnected(i)) => refuse(i, libc::ECONNRESET),
         }
+    }
+
+    /// Waits until every local socket's bytes have been taken by the peer
+    /// (each reader reached the end of its socket and its last `Data` was
+    /// acknowledged), at most `limit`. Whether they all did.
+    pub fn drain(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.readers.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Shuts every stream's socket (the job is over): their threads end.
@@ -368,6 +391,84 @@ fn write_side(sock: &OwnedFd, rx: Receiver<Inbound>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dscp_dicp::msg::Request as AnyRequest;
+    use dscp_dicp::{Key, Keyring};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// One end of a job session on loopback, with its streams served.
+    fn end(key: &Key) -> (Net, Arc<Streams>) {
+        let mut keys = Keyring::new();
+        keys.insert(9, key);
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let net = Net::open_session(sock, keys).unwrap();
+        let streams = Streams::new();
+        let (n, s) = (net.clone(), streams.clone());
+        std::thread::spawn(move || {
+            for req in n.requests().iter() {
+                match req.request() {
+                    Ok(AnyRequest::Net(m)) => s.deliver(req, m),
+                    _ => reply(req, Response::Errno(libc::EINVAL)),
+                }
+            }
+        });
+        (net, streams)
+    }
+
+    fn peer(net: &Net) -> Peer {
+        Peer {
+            addr: net.local_addr(),
+            key_id: 9,
+        }
+    }
+
+    #[test]
+    fn bytes_flow_in_order_with_half_close_both_ways() {
+        let key = Key::generate();
+        let (na, sa) = end(&key);
+        let (nb, sb) = end(&key);
+        let (a_app, a_relay) = UnixStream::pair().unwrap();
+        let (b_app, b_relay) = UnixStream::pair().unwrap();
+        let (oa, ob) = (sa.open(1).unwrap(), sb.open(1).unwrap());
+        sa.run(oa, a_relay.into(), &na, peer(&nb));
+        sb.run(ob, b_relay.into(), &nb, peer(&na));
+        // More than a window of chunks, in odd-sized writes.
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = a_app.try_clone().unwrap();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || {
+            for c in sent.chunks(100_003) {
+                w.write_all(c).unwrap();
+            }
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        let mut b = b_app;
+        b.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        assert!(
+            got == data,
+            "{} bytes of {} arrived in order",
+            got.len(),
+            data.len()
+        );
+        // The other direction still works after the first one ended.
+        b.write_all(b"reply").unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = String::new();
+        let mut a = a_app;
+        a.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "reply");
+    }
+
+    #[test]
+    fn data_for_an_unknown_stream_is_a_reset() {
+        let key = Key::generate();
+        let (na, _sa) = end(&key);
+        let (nb, _sb) = end(&key);
+        let call = na.start(peer(&nb), data(77, 0, b"x".to_vec())).unwrap();
+        assert_eq!(answer(call), Err(libc::ECONNRESET));
+    }
 
     #[test]
     fn ids_are_unique_until_forgotten() {

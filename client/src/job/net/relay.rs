@@ -549,6 +549,15 @@ impl Relay {
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
     }
 
+    /// The job's processes are gone: waits (at most `limit`) until what
+    /// they wrote to their streams has reached central, so that the home,
+    /// which exits when it hears of the job's end, does not cut it off.
+    pub fn drain(&self, limit: Duration) {
+        if !self.streams.drain(limit) {
+            log::info!("job streams still sending after {limit:?}");
+        }
+    }
+
     /// The job is over: stop every relay thread.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
