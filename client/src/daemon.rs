@@ -177,7 +177,7 @@ impl Node {
         finish_report(job, pending);
     }
 
-    /// Starts telling central about a job's end, and its counters when
+    /// Starts telling central about a job's start or end, and its counters when
     /// there are some (sent first, so central has them when it hears of
     /// the end), without waiting for the answers (see [`finish_report`]).
     pub fn start_report(
@@ -186,7 +186,11 @@ impl Node {
         event: JobEvent,
         counters: Option<BTreeMap<String, u64>>,
     ) -> PendingReport {
-        self.records.ended(job, &event);
+        if event != JobEvent::Started {
+            // The node's log has one line per end: a start line would
+            // read back as an end (see `records`).
+            self.records.ended(job, &event);
+        }
         let start = |msg: DicpRequest| match self.net.start(self.central(), msg) {
             Ok(call) => Some(call),
             Err(e) => {
@@ -296,7 +300,9 @@ impl Node {
             .spawn(move || {
                 let reported = std::cell::Cell::new(false);
                 let event = runner::run(setup, &control, &|e, counters| {
-                    reported.set(true);
+                    if *e != JobEvent::Started {
+                        reported.set(true);
+                    }
                     me.start_report(job, e.clone(), counters)
                 });
                 lock(&me.jobs).remove(&job);

@@ -189,7 +189,7 @@ fn dashboard_api_matches_the_cli() {
         .iter()
         .filter_map(|e| e["kind"].as_str())
         .collect();
-    for want in ["placed", "exited"] {
+    for want in ["placed", "started", "exited"] {
         assert!(kinds.contains(&want), "timeline {kinds:?} lacks {want}");
     }
     let counters = &detail["counters"];
@@ -218,6 +218,10 @@ fn dashboard_api_matches_the_cli() {
     // Errors: JSON, and the right codes.
     assert_eq!(api(&c, "/api/jobs/99999").status, 404);
     assert_eq!(api(&c, "/api/jobs/abc").status, 400);
+    assert_eq!(api(&c, "/api/jobs/18446744073709551615").status, 404);
+    let all = api(&c, "/api/jobs?before=18446744073709551615").json("huge before");
+    assert_eq!(all, jobs, "a `before` past every id pages from the newest");
+    assert_eq!(api(&c, "/api/jobs?limit=-1").status, 400);
     assert_eq!(api(&c, "/api/jobs?state=sleeping").status, 400);
     assert_eq!(api(&c, "/api/jobs?limit=0").status, 400);
     assert_eq!(api(&c, "/api/jobs?colour=red").status, 400);
@@ -421,7 +425,9 @@ fn dashboard_in_headless_chromium() {
     let title = format!("<h2 id=\"detail-title\">Job {}</h2>", ok["id"]);
     assert!(dom.contains(&title), "the job's detail is open:\n{dom}");
     assert!(
-        dom.contains("<b>placed</b>") && dom.contains("<b>exited</b>"),
+        dom.contains("<b>placed</b>")
+            && dom.contains("<b>started</b>")
+            && dom.contains("<b>exited</b>"),
         "its timeline is shown:\n{dom}"
     );
 

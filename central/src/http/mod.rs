@@ -331,7 +331,8 @@ impl JobsQuery {
             node: self.node.clone().filter(|n| !n.is_empty()),
             include_finished: true,
             limit: Some(limit),
-            before: self.before.map(JobId),
+            // Ids are SQLite integers: anything above is "before all".
+            before: self.before.map(|b| JobId(b.min(i64::MAX as u64))),
         })
     }
 }
@@ -355,9 +356,12 @@ async fn jobs(
         Ok(Query(q)) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let filter = match q.filter() {
-        Ok(f) => f,
-        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    // A user name is looked up through NSS, which may block: off the
+    // accepting thread.
+    let filter = match tokio::task::spawn_blocking(move || q.filter()).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(why)) => return error(StatusCode::BAD_REQUEST, why),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     answer(app, move |c| c.jobs_page(&filter).map(Some)).await
 }
@@ -366,6 +370,10 @@ async fn job(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Respo
     let Ok(id) = id.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, "a job id is a number");
     };
+    if i64::try_from(id).is_err() {
+        // Past what the store can hold: no such job.
+        return error(StatusCode::NOT_FOUND, "no such job");
+    }
     answer(app, move |c| c.job_json(JobId(id))).await
 }
 

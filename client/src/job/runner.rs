@@ -94,8 +94,9 @@ impl JobControl {
 pub type Report<'a> = &'a dyn Fn(&JobEvent, Option<BTreeMap<String, u64>>) -> PendingReport;
 
 /// Runs the job to its end and returns how it ended. `report` tells
-/// central, before the home hears of the end, so that `diatom ps` run after
-/// `diatom exec` returned already shows the job finished.
+/// central that the program started, and its end before the home hears
+/// of it, so that `diatom ps` run after `diatom exec` returned already
+/// shows the job finished.
 pub fn run(setup: JobSetup, control: &JobControl, report: Report<'_>) -> JobEvent {
     let job = setup.job;
     let event = match run_inner(&setup, control, report) {
@@ -189,6 +190,8 @@ fn run_inner(
     let (parent_ends, input) = stdio.into_parent();
     respond(req, JobReply::Started);
     log::debug!("job {}: spawned after {:?}", setup.job, t0.elapsed());
+    // For the job's timeline on central; its answer is awaited at the end.
+    let started = report(&JobEvent::Started, None);
 
     // Output relay and request dispatch run beside the tracer.
     let (out_done_tx, out_done_rx) = crossbeam_channel::bounded::<()>(1);
@@ -243,6 +246,7 @@ fn run_inner(
             t0.elapsed()
         );
         crate::daemon::finish_report(setup.job, reported);
+        crate::daemon::finish_report(setup.job, started);
         let _ = stop_tx.send(());
         net_relay.close();
         event
