@@ -14,17 +14,25 @@
 //! `node`, `limit`, `before`), `/api/jobs/ID`, `/api/history`. Nothing
 //! changes state: only GET and HEAD are routed.
 //!
+//! **Limits.** At most [`MAX_CONNECTIONS`] connections are served at once
+//! and one idle for [`IDLE`] is closed, so a client that opens many and
+//! sends nothing cannot take the descriptors central needs for its jobs.
+//!
 //! **Token.** With a token file every `/api` request (and any path other
 //! than the page's three files, which hold no cluster data) needs
 //! `Authorization: Bearer TOKEN`, else it gets a bare 401. The page reads
 //! the token from the URL fragment (`/#token=...`, never sent to the
 //! server) or asks for it, and sends it with each API request.
 
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, Request, State};
@@ -32,9 +40,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::Listener;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use crate::daemon::core::Central;
 use crate::store::{JobFilter, JobId, JobState, StoreError};
@@ -45,6 +57,12 @@ pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 50;
 /// A token file longer than this is not a token.
 const MAX_TOKEN_FILE: u64 = 4096;
+/// Connections served at once; more wait to be accepted. Keeps the
+/// dashboard from taking the descriptors central needs for jobs.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection with no bytes either way for this long is closed (a
+/// browser reconnects when it next polls).
+pub const IDLE: Duration = Duration::from_secs(60);
 
 /// What can stop the dashboard from starting. Each message is one line.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +165,7 @@ pub fn spawn(
     central: Arc<Central>,
 ) -> Result<(), HttpError> {
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
+        .enable_all()
         .max_blocking_threads(4)
         .thread_name("http-store")
         .build()
@@ -158,7 +176,7 @@ pub fn spawn(
         .spawn(move || {
             rt.block_on(async move {
                 let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
+                    Ok(l) => Limited::new(l, MAX_CONNECTIONS, IDLE),
                     Err(e) => {
                         log::error!("dashboard: {e}");
                         return;
@@ -171,6 +189,122 @@ pub fn spawn(
         })
         .map_err(HttpError::Start)?;
     Ok(())
+}
+
+/// The dashboard's listener: at most `max` connections at once, each
+/// closed after `idle` without traffic (see [`MAX_CONNECTIONS`], [`IDLE`]).
+struct Limited {
+    inner: tokio::net::TcpListener,
+    permits: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl Limited {
+    fn new(inner: tokio::net::TcpListener, max: usize, idle: Duration) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(Semaphore::new(max)),
+            idle,
+        }
+    }
+}
+
+impl Listener for Limited {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        // `None` only if the semaphore were closed, which it never is.
+        let permit = Arc::clone(&self.permits).acquire_owned().await.ok();
+        let (io, addr) = Listener::accept(&mut self.inner).await;
+        let conn = Conn {
+            io,
+            idle: self.idle,
+            deadline: Box::pin(tokio::time::sleep(self.idle)),
+            _permit: permit,
+        };
+        (conn, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// One accepted connection: holds its slot until dropped, and fails its
+/// next read or write once it has been idle past its deadline.
+struct Conn {
+    io: tokio::net::TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Conn {
+    /// What a poll of the socket gives: progress pushes the deadline back;
+    /// waiting past it is an error, so hyper drops the connection.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle dashboard connection",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_read(cx, buf);
+        me.watch(cx, r)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write(cx, buf);
+        me.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
+        me.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -407,6 +541,62 @@ mod tests {
             Err(HttpError::TokenRead { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two slots and a short idle time: two silent connections hold both,
+    /// a third request waits until the server closes an idle one, then is
+    /// answered; the silent ones end with EOF or a reset, never a hang.
+    #[test]
+    fn connections_are_capped_and_idle_ones_closed() {
+        use std::io::{Read, Write};
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        std::thread::spawn(move || {
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                let app = Router::new().route("/", get(|| async { "served" }));
+                let _ = axum::serve(Limited::new(l, 2, Duration::from_secs(1)), app).await;
+            })
+        });
+        let wait = Some(Duration::from_secs(30));
+        let silent: Vec<std::net::TcpStream> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(wait).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("served"), "{answer}");
+        // The third was accepted only once a slot came free: a silent one
+        // is already closed (its socket closes before its slot is given
+        // back), where without the cap both would still be open.
+        let closed = silent.iter().filter(|s| {
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 1];
+            let gone = !matches!((&**s).read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            s.set_nonblocking(false).unwrap();
+            gone
+        });
+        assert!(
+            closed.count() >= 1,
+            "the third connection waited for a slot"
+        );
+        for mut s in silent {
+            s.set_read_timeout(wait).unwrap();
+            let mut buf = [0u8; 16];
+            match s.read(&mut buf) {
+                Ok(n) => assert_eq!(n, 0, "an idle connection gets nothing but its end"),
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+            }
+        }
     }
 
     #[test]
