@@ -54,7 +54,7 @@ impl Embedded {
             job_memory: total_memory() / 2,
             job_pids: 4096,
             // The embedded node runs jobs as the caller: it is the caller.
-            job_user: None,
+            job_uids: None,
         };
         let node = Node::new(cfg, &key).map_err(|e| e.to_string())?;
         std::thread::Builder::new()

@@ -340,6 +340,13 @@ impl Cache {
         self.shared.state()
     }
 
+    /// The directories a job reads from (objects, and partial objects in
+    /// `tmp/` while they stream in): all a job's root shows of the cache,
+    /// read-only; never the index, which names other jobs' files.
+    pub fn job_dirs(&self) -> Vec<PathBuf> {
+        vec![self.shared.objects_dir.clone(), self.shared.tmp_dir.clone()]
+    }
+
     /// Where the object with this hash lives (whether or not it exists).
     pub fn object_path(&self, hash: &Hash) -> PathBuf {
         self.shared.object_path(hash)

@@ -276,6 +276,10 @@ pub struct ClientFlags {
     /// Most processes and threads any one job may have [default: 4096].
     #[arg(long, value_name = "N")]
     pub job_pids: Option<u64>,
+    /// Uids jobs run as when the daemon is root, one per running job; none
+    /// of them may own anything on the node [default: 1900000000-1900065535].
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub job_uids: Option<String>,
 }
 
 /// The `[client]` table of the configuration file.
@@ -290,6 +294,7 @@ pub struct ClientFile {
     slots: Option<u32>,
     job_memory: Option<String>,
     job_pids: Option<u64>,
+    job_uids: Option<String>,
 }
 
 /// The validated settings the node daemon runs with.
@@ -311,9 +316,10 @@ pub struct ClientConfig {
     pub job_memory: u64,
     /// Process/thread cap per job.
     pub job_pids: u64,
-    /// The unprivileged (uid, gid) jobs run as; None runs them as the
-    /// daemon's own user (an unprivileged or embedded node).
-    pub job_user: Option<(u32, u32)>,
+    /// The range of unprivileged uids jobs run as (uid = gid), one per
+    /// running job; None runs them as the daemon's own user (an
+    /// unprivileged or embedded node).
+    pub job_uids: Option<(u32, u32)>,
 }
 
 impl ClientConfig {
@@ -349,6 +355,18 @@ impl ClientConfig {
                 rule: "at least 1",
             });
         }
+        let job_uids = match flags.job_uids.clone().or(file.job_uids) {
+            Some(r) => Some(parse_uid_range(&r)?),
+            None => default_job_uids(),
+        };
+        if let Some((first, last)) = job_uids {
+            if u64::from(last - first) + 1 < u64::from(slots) {
+                return Err(ConfigError::Range {
+                    what: "--job-uids",
+                    rule: "a range with at least one uid per slot",
+                });
+            }
+        }
         Ok(Self {
             central: resolve_addr("--central", &central)?,
             bind: common.bind,
@@ -358,23 +376,41 @@ impl ClientConfig {
             slots,
             job_memory,
             job_pids,
-            job_user: default_job_user(),
+            job_uids: if nix::unistd::geteuid().is_root() {
+                job_uids
+            } else {
+                None
+            },
         })
     }
 }
 
-/// The user jobs run as when the daemon is root: `nobody` (a job owns
-/// nothing on the node); None when the daemon is unprivileged.
-pub fn default_job_user() -> Option<(u32, u32)> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
+/// The default per-job uid range of a root daemon: high ids no
+/// distribution allocates (subordinate uid ranges start at 100000 and
+/// grow by 65536 per user); None when the daemon is unprivileged.
+pub fn default_job_uids() -> Option<(u32, u32)> {
+    nix::unistd::geteuid()
+        .is_root()
+        .then_some((1_900_000_000, 1_900_065_535))
+}
+
+/// Parses `FIRST-LAST` (a range of uids, neither of them 0).
+pub fn parse_uid_range(s: &str) -> Result<(u32, u32), ConfigError> {
+    let bad = ConfigError::Range {
+        what: "--job-uids",
+        rule: "FIRST-LAST with 0 < FIRST <= LAST < 4294967295",
+    };
+    let (a, b) = s.trim().split_once('-').ok_or(ConfigError::Range {
+        what: "--job-uids",
+        rule: "FIRST-LAST with 0 < FIRST <= LAST < 4294967295",
+    })?;
+    let (Ok(first), Ok(last)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) else {
+        return Err(bad);
+    };
+    if first == 0 || first > last || last == u32::MAX {
+        return Err(bad);
     }
-    let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
-    Some(
-        nobody
-            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
-            .unwrap_or((65534, 65534)),
-    )
+    Ok((first, last))
 }
 
 /// The number of CPUs this process may run on.
@@ -433,6 +469,15 @@ mod tests {
         assert_eq!(format_size(512 << 20), "512 MiB");
         assert_eq!(format_size(1536 << 20), "1.5 GiB");
         assert_eq!(format_size(12), "12 B");
+    }
+
+    #[test]
+    fn uid_ranges() {
+        assert_eq!(parse_uid_range("200-299").unwrap(), (200, 299));
+        assert!(parse_uid_range("0-5").is_err());
+        assert!(parse_uid_range("9-5").is_err());
+        assert!(parse_uid_range("5").is_err());
+        assert!(parse_uid_range("1-4294967295").is_err());
     }
 
     #[test]

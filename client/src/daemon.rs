@@ -14,6 +14,7 @@ use crate::cache::Cache;
 use crate::config::ClientConfig;
 use crate::job::runner::{self, JobControl, JobSetup};
 use crate::records::JobLog;
+use crate::sandbox::NodeSandbox;
 use dscp_dicp::msg::control::{
     DicpRequest, DicpResponse, DscpRequest, DscpResponse, JobEvent, NodeInfo, StartJob,
 };
@@ -33,6 +34,7 @@ pub struct Node {
     records: JobLog,
     jobs: Mutex<HashMap<u64, Arc<JobControl>>>,
     kernel: String,
+    sandbox: Arc<NodeSandbox>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,6 +63,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The job sandbox could not be prepared.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
 }
 
 impl Node {
@@ -90,6 +95,7 @@ impl Node {
         if !lost.is_empty() {
             log::warn!("jobs {lost:?} were running when this node stopped: recorded as lost");
         }
+        let sandbox = NodeSandbox::new(&cfg.state_dir, cfg.job_uids)?;
         let uts = nix::sys::utsname::uname().ok();
         let kernel = uts
             .map(|u| {
@@ -107,6 +113,7 @@ impl Node {
             records,
             jobs: Mutex::new(HashMap::new()),
             kernel,
+            sandbox,
         }))
     }
 
@@ -259,6 +266,14 @@ impl Node {
                 reason: format!("all {} slots are busy", self.cfg.slots),
             };
         }
+        let uid = match self.sandbox.take_uid() {
+            Ok(u) => u,
+            Err(e) => {
+                return DscpResponse::Refused {
+                    reason: e.to_string(),
+                }
+            }
+        };
         let key = Key::from_bytes(start.session_key);
         let sock = match UdpSocket::bind(SocketAddr::new(self.cfg.bind.ip(), 0)) {
             Ok(s) => s,
@@ -289,7 +304,9 @@ impl Node {
             net,
             cache: self.cache.clone(),
             job_dir: self.cfg.state_dir.join("jobs").join(job.to_string()),
-            run_as: self.cfg.job_user,
+            run_as: uid.as_ref().map(|u| u.ids()),
+            uid,
+            sandbox: Arc::clone(&self.sandbox),
             memory_cap: self.cfg.job_memory,
             pids_cap: self.cfg.job_pids,
             node_name: self.cfg.name.clone(),

@@ -7,3 +7,4 @@ pub mod net;
 pub mod netrelay;
 pub mod pty;
 pub mod records;
+pub mod sandbox;

@@ -9,5 +9,6 @@ mod files;
 mod network;
 mod processes;
 mod proto;
+mod sandbox;
 mod trace;
 mod vm;

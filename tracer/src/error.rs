@@ -51,6 +51,21 @@ pub enum SpawnError {
         /// The error.
         errno: Errno,
     },
+    /// Making the new namespaces (`clone` with `CLONE_NEW*`) was refused:
+    /// no privilege, or user namespaces are disabled.
+    #[error("cannot make the job's namespaces ({0})")]
+    Namespaces(Errno),
+    /// Writing the new user namespace's uid/gid maps failed.
+    #[error("cannot map ids into the job's user namespace: {0}")]
+    IdMap(std::io::Error),
+    /// The parent-side hook run when the namespace's first process exists
+    /// (e.g. joining a cgroup) failed.
+    #[error("setting up the job's first process failed: {0}")]
+    InitStarted(std::io::Error),
+    /// The `pre_init` hook (mounts, network) failed in the namespace's
+    /// first process.
+    #[error("setting up the job's namespaces failed: {0}")]
+    Init(Errno),
     /// The child died before reporting success or failure of its setup.
     #[error("the new process died during setup (status {0:#x})")]
     ChildDied(i32),

@@ -20,6 +20,21 @@
 //!
 //! Between `fork` and `execve` the child only makes raw system calls on data
 //! prepared before the fork (the parent may be multi-threaded).
+//!
+//! With [`Command::pid_namespace`] the program instead runs as PID 2 of a
+//! new PID namespace (plus the other namespaces asked for):
+//! 1. the parent `clone`s the namespace's PID 1 (untraced), writes its
+//!    uid/gid maps when a user namespace is made, runs the `on_init` hook
+//!    (join a cgroup) and releases it;
+//! 2. PID 1 runs the `pre_init` hook (mounts, network) and forks the
+//!    program's process, then only reaps: the kernel drops signals PID 1
+//!    has no handler for, so the program must not be PID 1 or Ctrl-C and
+//!    `kill` would not reach it; PID 1 exits when the program's process
+//!    has been reaped, which kills whatever is left in the namespace;
+//! 3. the program's process sends one byte on a unix socket whose reader
+//!    has `SO_PASSCRED`, so the kernel hands the parent its pid as the
+//!    parent sees it; the parent seizes that process, and from there the
+//!    handshake is the one above.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -39,6 +54,15 @@ use crate::tracer::Tracer;
 const SECCOMP_FILTER_FLAG_SPEC_ALLOW: libc::c_ulong = 1 << 2;
 
 type PreExec = Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>;
+type OnInit = Box<dyn FnMut(Pid) -> std::io::Result<()> + Send + Sync>;
+
+/// The namespaces asked for with [`Command::pid_namespace`].
+struct Namespaces {
+    /// `CLONE_NEW*` flags besides `CLONE_NEWPID`.
+    flags: libc::c_int,
+    pre_init: Option<PreExec>,
+    on_init: Option<OnInit>,
+}
 
 /// A program to start under the tracer (like `std::process::Command`).
 pub struct Command {
@@ -48,6 +72,7 @@ pub struct Command {
     cwd: Option<OsString>,
     pre_exec: Option<PreExec>,
     kill_descendants: bool,
+    ns: Option<Namespaces>,
 }
 
 impl std::fmt::Debug for Command {
@@ -67,6 +92,7 @@ pub(crate) mod stage {
     pub const NO_NEW_PRIVS: u32 = 3;
     pub const SECCOMP: u32 = 4;
     pub const EXEC: u32 = 5;
+    pub const INIT: u32 = 6;
 }
 
 impl Command {
@@ -81,6 +107,7 @@ impl Command {
             cwd: None,
             pre_exec: None,
             kill_descendants: true,
+            ns: None,
         }
     }
 
@@ -147,13 +174,87 @@ impl Command {
     /// Runs in a forked child of a possibly multi-threaded process: it must
     /// only do what is async-signal-safe (no allocation, no locks, no
     /// panics; raw system calls are fine). Nothing it does is traced by
-    /// seccomp yet.
+    /// seccomp yet. With [`Command::pid_namespace`] the child comes from a
+    /// raw `clone`, so libc still believes the parent's threads exist:
+    /// libc calls that act on every thread (`setuid`, `setgid`,
+    /// `setgroups`) wait for them forever; make those system calls raw.
     pub unsafe fn pre_exec<F>(&mut self, f: F) -> &mut Self
     where
         F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     {
         self.pre_exec = Some(Box::new(f));
         self
+    }
+
+    /// Runs the program as PID 2 of a new PID namespace, under a PID 1 that
+    /// only reaps (see the module documentation), with the other
+    /// namespaces of `flags` (`CLONE_NEWNS | CLONE_NEWNET | ...`) made at
+    /// the same time. With `CLONE_NEWUSER` the caller's uid and gid are
+    /// mapped to themselves. Killing [`Tracer::init_pid`] ends everything
+    /// in the namespace.
+    pub fn pid_namespace(&mut self, flags: libc::c_int) -> &mut Self {
+        let ns = self.ns.get_or_insert(Namespaces {
+            flags: 0,
+            pre_init: None,
+            on_init: None,
+        });
+        ns.flags = flags & !libc::CLONE_NEWPID;
+        self
+    }
+
+    /// A hook run in the parent once the namespace's PID 1 exists and
+    /// before it runs anything (e.g. put it in a cgroup). Only with
+    /// [`Command::pid_namespace`]. An `Err` aborts the start with
+    /// [`SpawnError::InitStarted`].
+    pub fn on_init<F>(&mut self, f: F) -> &mut Self
+    where
+        F: FnMut(Pid) -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        if let Some(ns) = &mut self.ns {
+            ns.on_init = Some(Box::new(f));
+        }
+        self
+    }
+
+    /// A hook run by the namespace's PID 1 before it forks the program:
+    /// mounts, bringing up `lo`. Only with [`Command::pid_namespace`]. An
+    /// `Err` aborts the start with [`SpawnError::Init`].
+    ///
+    /// # Safety
+    /// As for [`Command::pre_exec`]: raw system calls on data prepared
+    /// before, nothing that allocates or locks.
+    pub unsafe fn pre_init<F>(&mut self, f: F) -> &mut Self
+    where
+        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        if let Some(ns) = &mut self.ns {
+            ns.pre_init = Some(Box::new(f));
+        }
+        self
+    }
+
+    /// Makes the namespaces and runs the `on_init` and `pre_init` hooks
+    /// without starting the program: whether [`Command::spawn`] can work
+    /// here (an unprivileged user may be refused user namespaces or mounts
+    /// in them). `Ok` without [`Command::pid_namespace`].
+    pub fn probe_namespaces(&mut self) -> Result<(), SpawnError> {
+        let Some(ns) = self.ns.as_mut() else {
+            return Ok(());
+        };
+        let (err_r, err_w) = pipe()?;
+        match start_init(ns, err_w, None) {
+            Ok((init, _)) => {
+                // Not reached: without a program nothing reports a pid.
+                let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(init, None);
+                Ok(())
+            }
+            Err(InitEnd::Exited(0)) => Ok(()),
+            Err(InitEnd::Exited(code)) => {
+                Err(read_child_error(&err_r, "", None).unwrap_or(SpawnError::ChildDied(code)))
+            }
+            Err(InitEnd::Error(e)) => Err(e),
+        }
     }
 
     /// Starts the program traced by `handler`. Returns once the child is
@@ -195,30 +296,73 @@ impl Command {
         let (sync_r, sync_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
 
-        // SAFETY: the child only calls async-signal-safe functions on data
-        // prepared above, then execs or _exits.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(SpawnError::Sys {
-                what: "fork",
-                errno: Errno::last(),
-            });
-        }
-        if pid == 0 {
-            // SAFETY: we are the child; see `child`.
-            unsafe {
-                child(
-                    sync_r.as_raw_fd(),
-                    err_w.as_raw_fd(),
-                    self.pre_exec.as_mut(),
-                    cwd.as_ref(),
-                    &prog,
-                    &path,
-                    &argv_p,
-                    &envp_p,
-                )
+        let pre_exec = self.pre_exec.as_mut();
+        let mut init = None;
+        let pid = if let Some(ns) = self.ns.as_mut() {
+            let sync_fd = sync_r.as_raw_fd();
+            let err_fd = err_w.as_raw_fd();
+            let mut pre_exec = pre_exec;
+            let err_dup = err_w.try_clone().map_err(|e| SpawnError::Sys {
+                what: "dup",
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+            })?;
+            let mut program = || {
+                // SAFETY: we are the program's process, forked by PID 1.
+                unsafe {
+                    child(
+                        sync_fd,
+                        err_fd,
+                        pre_exec.take(),
+                        cwd.as_ref(),
+                        &prog,
+                        &path,
+                        &argv_p,
+                        &envp_p,
+                    )
+                }
+            };
+            let started = start_init(ns, err_dup, Some(&mut program));
+            let path_s = self.path.to_string_lossy().into_owned();
+            let cwd_s = self.cwd.as_ref().map(|c| c.to_string_lossy().into_owned());
+            match started {
+                Ok((i, program)) => {
+                    init = Some(i);
+                    program.as_raw()
+                }
+                Err(InitEnd::Error(e)) => return Err(e),
+                Err(InitEnd::Exited(code)) => {
+                    drop(err_w);
+                    return Err(read_child_error(&err_r, &path_s, cwd_s.as_deref())
+                        .unwrap_or(SpawnError::ChildDied(code)));
+                }
             }
-        }
+        } else {
+            // SAFETY: the child only calls async-signal-safe functions on data
+            // prepared above, then execs or _exits.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(SpawnError::Sys {
+                    what: "fork",
+                    errno: Errno::last(),
+                });
+            }
+            if pid == 0 {
+                // SAFETY: we are the child; see `child`.
+                unsafe {
+                    child(
+                        sync_r.as_raw_fd(),
+                        err_w.as_raw_fd(),
+                        pre_exec,
+                        cwd.as_ref(),
+                        &prog,
+                        &path,
+                        &argv_p,
+                        &envp_p,
+                    )
+                }
+            }
+            pid
+        };
         drop(sync_r);
         drop(err_w);
         let pid = Pid::from_raw(pid);
@@ -231,7 +375,12 @@ impl Command {
             | ptrace::Options::PTRACE_O_TRACESYSGOOD;
         if let Err(e) = ptrace::seize(pid, opts) {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
+            if let Some(i) = init {
+                let _ = nix::sys::signal::kill(i, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(i, None);
+            } else {
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
             return Err(SpawnError::PtraceDenied(e));
         }
         // Release the child. If this fails the child is gone; run() reports it.
@@ -241,13 +390,238 @@ impl Command {
         Ok(Tracer::new(
             handler,
             set,
-            pid,
+            (pid, init),
             err_r,
             self.path.to_string_lossy().into_owned(),
             self.cwd.as_ref().map(|c| c.to_string_lossy().into_owned()),
             self.kill_descendants,
         ))
     }
+}
+
+/// How a namespaced start ended when no program process was seized.
+enum InitEnd {
+    /// The parent failed a step (and killed PID 1).
+    Error(SpawnError),
+    /// PID 1 exited with this code before a program process reported; the
+    /// error pipe says why.
+    Exited(i32),
+}
+
+/// Makes the namespaces' PID 1 (see the module documentation) and returns
+/// it with the pid of the program's process, which `program` runs in
+/// (`None`: PID 1 exits after its `pre_init`, for a probe).
+fn start_init(
+    ns: &mut Namespaces,
+    err_w: OwnedFd,
+    program: Option<&mut dyn FnMut()>,
+) -> Result<(Pid, Pid), InitEnd> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
+    let (go_r, go_w) = pipe().map_err(InitEnd::Error)?;
+    let sys =
+        |what: &'static str| move |errno: Errno| InitEnd::Error(SpawnError::Sys { what, errno });
+    let (cred_parent, cred_child) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(sys("socketpair"))?;
+    socket::setsockopt(&cred_parent, sockopt::PassCred, &true).map_err(sys("SO_PASSCRED"))?;
+    let flags = (libc::CLONE_NEWPID | ns.flags) as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    let fds = InitFds {
+        go_r: go_r.as_raw_fd(),
+        go_w: go_w.as_raw_fd(),
+        cred: cred_child.as_raw_fd(),
+        err: err_w.as_raw_fd(),
+    };
+    let pre_init = ns.pre_init.as_mut();
+    // SAFETY: `clone` without a new stack behaves as `fork`; the child only
+    // makes raw system calls (see `init_main`).
+    let init = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if init < 0 {
+        return Err(InitEnd::Error(SpawnError::Namespaces(Errno::last())));
+    }
+    if init == 0 {
+        // SAFETY: we are the new PID 1, right after clone.
+        unsafe { init_main(&fds, pre_init, program) }
+    }
+    let init = Pid::from_raw(init as i32);
+    drop(go_r);
+    drop(cred_child);
+    drop(err_w);
+    let abort = |e: SpawnError| {
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(init, None);
+        InitEnd::Error(e)
+    };
+    if ns.flags & libc::CLONE_NEWUSER != 0 {
+        write_id_maps(init).map_err(|e| abort(SpawnError::IdMap(e)))?;
+    }
+    if let Some(f) = ns.on_init.as_mut() {
+        f(init).map_err(|e| abort(SpawnError::InitStarted(e)))?;
+    }
+    // SAFETY: writing one byte from a valid buffer to our pipe.
+    unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    drop(go_w);
+    match recv_pid(&cred_parent) {
+        Some(pid) => Ok((init, pid)),
+        None => {
+            let code = match nix::sys::wait::waitpid(init, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+                _ => -1,
+            };
+            Err(InitEnd::Exited(code))
+        }
+    }
+}
+
+/// The raw descriptors PID 1 uses.
+struct InitFds {
+    go_r: i32,
+    go_w: i32,
+    cred: i32,
+    err: i32,
+}
+
+/// The namespace's PID 1. Never returns.
+///
+/// # Safety
+/// Only in the child right after `clone`; raw system calls only.
+unsafe fn init_main(
+    fds: &InitFds,
+    pre_init: Option<&mut PreExec>,
+    program: Option<&mut dyn FnMut()>,
+) -> ! {
+    let fail = |errno: i32| -> ! {
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&stage::INIT.to_ne_bytes());
+        msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: raw write and _exit, async-signal-safe.
+        unsafe {
+            libc::write(fds.err, msg.as_ptr().cast(), 8);
+            libc::_exit(127)
+        }
+    };
+    // SAFETY (whole block): raw system calls on values prepared before
+    // the clone.
+    unsafe {
+        libc::close(fds.go_w);
+        let mut b = 0u8;
+        if libc::read(fds.go_r, (&mut b as *mut u8).cast(), 1) != 1 {
+            // The parent gave up on us.
+            libc::_exit(127);
+        }
+        if let Some(f) = pre_init {
+            if let Err(e) = f() {
+                fail(e.raw_os_error().unwrap_or(libc::EINVAL));
+            }
+        }
+        let Some(program) = program else {
+            libc::_exit(0)
+        };
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            // The kernel attaches our pid, as the parent sees it, to this
+            // byte (the reader has SO_PASSCRED).
+            libc::write(fds.cred, b"p".as_ptr().cast(), 1);
+            libc::close(fds.cred);
+            program();
+            libc::_exit(127);
+        }
+        if pid < 0 {
+            fail(Errno::last_raw());
+        }
+        // PID 1 holds copies of every descriptor the (multi-threaded)
+        // parent had at the clone, such as the write end of the program's
+        // stdin pipe: keeping any would keep the program from seeing EOF.
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+            for fd in 0..65536 {
+                libc::close(fd);
+            }
+        }
+        // Reap everything; the namespace ends with the program's process.
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(-1, &mut status, libc::__WALL);
+            if r == pid as libc::pid_t {
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    128 + libc::WTERMSIG(status)
+                };
+                libc::_exit(code);
+            }
+            if r < 0 && Errno::last_raw() == libc::ECHILD {
+                libc::_exit(0);
+            }
+        }
+    }
+}
+
+/// Maps the caller's uid and gid to themselves in `init`'s new user
+/// namespace (`setgroups` denied first, as an unprivileged writer must).
+fn write_id_maps(init: Pid) -> std::io::Result<()> {
+    let uid = nix::unistd::geteuid();
+    let gid = nix::unistd::getegid();
+    match std::fs::write(format!("/proc/{init}/setgroups"), "deny") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::write(format!("/proc/{init}/uid_map"), format!("{uid} {uid} 1\n"))?;
+    std::fs::write(format!("/proc/{init}/gid_map"), format!("{gid} {gid} 1\n"))
+}
+
+/// The pid the program's process reported itself with (`None` if every
+/// writer closed the socket first).
+fn recv_pid(sock: &OwnedFd) -> Option<Pid> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 1];
+    let mut space = nix::cmsg_space!(libc::ucred);
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        ) {
+            Ok(msg) if msg.bytes > 0 => {
+                for c in msg.cmsgs().ok()? {
+                    if let ControlMessageOwned::ScmCredentials(cred) = c {
+                        return Some(Pid::from_raw(cred.pid()));
+                    }
+                }
+                return None;
+            }
+            Ok(_) => return None,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Reads a child's error message (stage, errno) from the error pipe, once
+/// every writer is gone.
+pub(crate) fn read_child_error(fd: &OwnedFd, path: &str, cwd: Option<&str>) -> Option<SpawnError> {
+    let mut msg = [0u8; 8];
+    // SAFETY: reading into a local buffer from our pipe.
+    let n = unsafe { libc::read(fd.as_raw_fd(), msg.as_mut_ptr().cast(), 8) };
+    if n != 8 {
+        return None;
+    }
+    let stage_no = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+    let errno = i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
+    Some(child_error(stage_no, errno, path, cwd))
 }
 
 /// Decodes the child's error message (stage, errno).
@@ -261,6 +635,7 @@ pub(crate) fn child_error(stage_no: u32, errno: i32, path: &str, cwd: Option<&st
         },
         stage::NO_NEW_PRIVS => SpawnError::NoNewPrivs(errno),
         stage::SECCOMP => SpawnError::SeccompUnavailable(errno),
+        stage::INIT => SpawnError::Init(errno),
         _ => SpawnError::Exec {
             path: path.to_string(),
             errno,

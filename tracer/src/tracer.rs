@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -38,7 +38,7 @@ use crate::error::TraceError;
 use crate::handler::{Action, ExitStatus, Handler, NewTask};
 use crate::memory::{ProcMemory, TraceeMemory};
 use crate::set::SyscallSet;
-use crate::spawn::child_error;
+use crate::spawn::read_child_error;
 use crate::stop::{Call, Stopped, SyscallExit, SyscallStop};
 
 const CLONE_UNTRACED: u64 = libc::CLONE_UNTRACED as u64;
@@ -93,6 +93,9 @@ pub(crate) struct Core {
     set: SyscallSet,
     handler_set: SyscallSet,
     root: i32,
+    /// PID 1 of the job's PID namespace (a reaper the tracer does not
+    /// trace), when the program runs in one.
+    init: Option<i32>,
     tasks: HashMap<i32, Task>,
     procs: HashMap<i32, Proc>,
     /// New tasks whose first stop came before their parent's event.
@@ -127,7 +130,7 @@ impl<H: Handler> Tracer<H> {
     pub(crate) fn new(
         handler: H,
         set: SyscallSet,
-        root: Pid,
+        (root, init): (Pid, Option<Pid>),
         err_pipe: OwnedFd,
         path: String,
         cwd: Option<String>,
@@ -139,6 +142,7 @@ impl<H: Handler> Tracer<H> {
             set,
             handler_set,
             root,
+            init: init.map(Pid::as_raw),
             tasks: HashMap::new(),
             procs: HashMap::new(),
             held: HashMap::new(),
@@ -163,6 +167,13 @@ impl<H: Handler> Tracer<H> {
     /// The first process.
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.core.root)
+    }
+
+    /// PID 1 of the program's PID namespace (see
+    /// [`Command::pid_namespace`](crate::Command::pid_namespace)): killing
+    /// it kills every process of the namespace at once.
+    pub fn init_pid(&self) -> Option<Pid> {
+        self.core.init.map(Pid::from_raw)
     }
 
     /// The handler.
@@ -640,15 +651,7 @@ impl Core {
     /// Reads the child's setup error, if it reported one.
     fn child_setup_error(&mut self) -> Option<crate::error::SpawnError> {
         let fd = self.err_pipe.take()?;
-        let mut msg = [0u8; 8];
-        // SAFETY: reading into a local buffer from our pipe; the writer has exited.
-        let n = unsafe { libc::read(fd.as_raw_fd(), msg.as_mut_ptr().cast(), 8) };
-        if n != 8 {
-            return None;
-        }
-        let stage = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
-        let errno = i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
-        Some(child_error(stage, errno, &self.path, self.cwd.as_deref()))
+        read_child_error(&fd, &self.path, self.cwd.as_deref())
     }
 
     /// Kills every remaining tracee (the job is over).
@@ -660,6 +663,7 @@ impl Core {
             .keys()
             .chain(self.tasks.keys())
             .chain(self.held.keys())
+            .chain(self.init.iter())
             .copied()
             .collect();
         for t in targets {

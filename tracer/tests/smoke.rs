@@ -39,3 +39,51 @@ fn dropping_an_unrun_tracer_kills_the_child() {
         Err(nix::errno::Errno::ESRCH)
     );
 }
+
+/// The program runs as PID 2 of its own PID namespace (PID 1 only reaps),
+/// its descendants are traced, a signal from outside reaches it, and
+/// killing PID 1 ends everything in the namespace.
+#[test]
+fn a_pid_namespace_keeps_the_program_out_of_pid_1() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root for CLONE_NEWPID without a user namespace");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("tracer-pidns-{}", std::process::id()));
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        &format!(
+            "echo $$ > {0}; sh -c 'echo $$ >> {0}'; trap 'exit 7' INT; echo ready >> {0}; while :; do sleep 0.05; done",
+            out.display()
+        ),
+    ])
+    .pid_namespace(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS);
+    let printer = Printer::new(Vec::new(), SyscallSet::diatom_default());
+    let mut t = cmd.spawn(printer).expect("spawn");
+    let pid = t.pid();
+    let init = t.init_pid().expect("an init");
+    assert_ne!(pid, init);
+    let waiter = std::thread::spawn(move || {
+        // Send SIGINT once the shell says it set its trap.
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.contains("ready") {
+                nix::sys::signal::kill(pid, nix::sys::signal::SIGINT).unwrap();
+                return text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+    let st = t.run_mut().expect("run");
+    let text = waiter.join().unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("2"), "{text}");
+    assert_eq!(lines.next(), Some("3"), "{text}");
+    assert_eq!(st, ExitStatus::Exited(7));
+    // PID 1 is gone with the program.
+    assert_eq!(
+        nix::sys::signal::kill(init, None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+}

@@ -129,7 +129,24 @@ pub fn launch_from_plan(
         exe: bytes(&exe),
         groups,
         tty,
+        rlimits: own_rlimits(),
     })
+}
+
+/// This process's limits, which the job keeps on the node (capped there).
+fn own_rlimits() -> dscp_dicp::msg::job::Rlimits {
+    use nix::sys::resource::{getrlimit, Resource};
+    let mut r = dscp_dicp::msg::job::Rlimits::default();
+    for (res, slot) in [
+        (Resource::RLIMIT_CORE, &mut r.core),
+        (Resource::RLIMIT_NOFILE, &mut r.nofile),
+        (Resource::RLIMIT_STACK, &mut r.stack),
+    ] {
+        if let Ok((soft, hard)) = getrlimit(res) {
+            *slot = (soft, hard);
+        }
+    }
+    r
 }
 
 /// Reads the files a node asked for, checking each still has the stamp the

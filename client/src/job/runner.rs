@@ -9,12 +9,14 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
 use dscp_dicp::Peer;
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use super::fs::{self, FsConfig, FsLayer};
 use super::handler::{Identity, JobHandler};
@@ -25,6 +27,8 @@ use crate::cache::Cache;
 use crate::daemon::PendingReport;
 use crate::net::{ask, reply as respond, Incoming, Net};
 use crate::pty::{self, Pty, WindowSize};
+use crate::sandbox::cgroup::{CgroupLimits, JobCgroup};
+use crate::sandbox::{self, JobRequest, JobUid, NodeSandbox};
 use dscp_dicp::msg::control::{JobEvent, StartJob};
 use dscp_dicp::msg::job::{Launch, Request as Job, Response as JobReply, WinSize as WireWinSize};
 use dscp_dicp::msg::{Blob, Request};
@@ -57,6 +61,11 @@ pub struct JobSetup {
     pub pids_cap: u64,
     /// This node's name, for messages.
     pub node_name: String,
+    /// The uid taken from the node's pool for this job (given back when
+    /// the setup is dropped, after the job's cgroup is gone).
+    pub uid: Option<JobUid>,
+    /// The node's sandbox.
+    pub sandbox: Arc<NodeSandbox>,
 }
 
 /// What other threads may do to a running job.
@@ -64,6 +73,8 @@ pub struct JobSetup {
 pub struct JobControl {
     /// The job's processes (kept by the job's tracer handler).
     members: Members,
+    /// PID 1 of the job's PID namespace (0: none).
+    init: AtomicI32,
     killed: Mutex<Option<String>>,
 }
 
@@ -75,10 +86,18 @@ impl JobControl {
         }
     }
 
-    /// Kills the job for `reason` (reported as the job's end).
+    /// Kills the job for `reason` (reported as the job's end): every
+    /// process of it and, when it has one, its whole PID namespace.
     pub fn kill(&self, reason: String) {
-        *self.killed.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+        self.killed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(reason);
         self.signal(libc::SIGKILL);
+        let init = self.init.load(Ordering::SeqCst);
+        if init > 0 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(init), Signal::SIGKILL);
+        }
     }
 
     fn kill_reason(&self) -> Option<String> {
@@ -150,14 +169,12 @@ fn run_inner(
         }
     };
     files.note_cache(launch_fetch.hits, launch_fetch.misses, launch_fetch.bytes);
-    // Issue 8 (sandbox): pass Some(the job's /proc/PID/ns/net) here once the
-    // job runs in its own network namespace; the relay then makes its
-    // loopback sockets there.
-    let netns: Option<std::fs::File> = None;
+    // The job's network namespace exists once it is spawned: the relay is
+    // told then (Relay::enter_netns), before the job can make a socket.
     let net_relay = Relay::new(
         net.clone(),
         home,
-        netns,
+        None,
         format!("diatom-{}-job{}", std::process::id(), setup.job),
     )
     .map_err(|e| format!("cannot start the job's network relay: {e}"))?;
@@ -171,6 +188,42 @@ fn run_inner(
         .arg0(line.argv.first().cloned().unwrap_or_default())
         .envp(launch.envp.iter().map(|e| OsString::from_vec(e.0.clone())))
         .kill_descendants_on_exit(true);
+    let limits = CgroupLimits {
+        memory: sandbox::effective_limit(setup.start.limits.memory, setup.memory_cap),
+        pids: sandbox::effective_limit(setup.start.limits.pids, setup.pids_cap),
+    };
+    let read_only = setup.cache.job_dirs();
+    let jail = setup.sandbox.job(&JobRequest {
+        job: setup.job,
+        job_dir: &setup.job_dir,
+        read_only: &read_only,
+        tty: launch.tty.is_some(),
+        limits,
+    });
+    let mut jail = match jail {
+        Ok(j) => j,
+        Err(e) => {
+            let why = format!("cannot make the job's sandbox: {e}");
+            respond(req, failed(why.clone()));
+            return Err(why);
+        }
+    };
+    // Whatever happens from here, the cgroup goes with the job.
+    let cgroup = jail.cgroup.take().map(CgroupGuard);
+    if let Some(flags) = jail.namespaces {
+        cmd.pid_namespace(flags);
+        if let Some(cg) = &cgroup {
+            let cg = Arc::clone(&cg.0);
+            cmd.on_init(move |pid| cg.add(pid.as_raw()));
+        }
+        if let Some(plan) = jail.plan.take() {
+            // SAFETY: the plan only makes raw system calls on paths it
+            // prepared (MountPlan::apply).
+            unsafe {
+                cmd.pre_init(move || plan.apply());
+            }
+        }
+    }
     let child = ChildSetup::new(&launch, &stdio, setup.run_as, &cwd);
     // SAFETY: the hook only makes raw system calls on values prepared
     // before the fork (see ChildSetup::apply).
@@ -187,6 +240,20 @@ fn run_inner(
     };
     let pid = tracer.pid();
     tracer.handler_mut().set_first_process(pid);
+    if let Some(init) = tracer.init_pid() {
+        control.init.store(init.as_raw(), Ordering::SeqCst);
+        if let Some(files) = tracer.handler_mut().fs_mut() {
+            files.set_pid_namespace(init);
+        }
+    }
+    // The relay makes its loopback sockets in the job's own network
+    // namespace (a root node's jobs have one; see NodeSandbox::job).
+    if jail.own_netns {
+        match sandbox::job_netns(pid) {
+            Some(ns) => net_relay.enter_netns(ns),
+            None => log::warn!("job {}: cannot open its network namespace", setup.job),
+        }
+    }
     let (parent_ends, input) = stdio.into_parent();
     respond(req, JobReply::Started);
     log::debug!("job {}: spawned after {:?}", setup.job, t0.elapsed());
@@ -204,9 +271,20 @@ fn run_inner(
         })
         .map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let (watch_tx, watch_rx) = crossbeam_channel::bounded::<()>(1);
     let status = std::thread::scope(|s| {
         s.spawn(|| dispatch(net, home, control, &net_relay, input, &stop_rx));
+        if let Some(cg) = cgroup.as_ref().map(|c| Arc::clone(&c.0)) {
+            let watch_rx = &watch_rx;
+            s.spawn(move || watch_limits(&cg, control, watch_rx));
+        }
         let status = tracer.run_mut();
+        let _ = watch_tx.send(());
+        // A job that met its memory or pids limit was killed for it (the
+        // watcher may not have seen it before the job ended).
+        let limit_hit = cgroup.as_ref().and_then(|cg| limit_reason(&cg.0));
+        // Nothing of the job survives it.
+        drop(cgroup);
         // Every job process is gone: what they wrote reaches central
         // before the home hears of the end.
         let counters = tracer.handler_mut().fs_mut().map(|files| {
@@ -224,6 +302,9 @@ fn run_inner(
         // Likewise what the job wrote to its sockets reaches central.
         net_relay.drain(Duration::from_secs(10));
         let event = match status {
+            Ok(_) if limit_hit.is_some() => JobEvent::Killed {
+                reason: limit_hit.unwrap_or_default(),
+            },
             Ok(tracer::ExitStatus::Exited(code)) => JobEvent::Exited { code },
             Ok(tracer::ExitStatus::Signaled { signal, .. }) => match control.kill_reason() {
                 Some(reason) => JobEvent::Killed { reason },
@@ -253,6 +334,49 @@ fn run_inner(
     });
     let _ = relay.join();
     Ok(status)
+}
+
+/// Removes the job's cgroup (killing what is left in it) when dropped.
+struct CgroupGuard(Arc<JobCgroup>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.remove() {
+            log::warn!("cannot remove the job's cgroup: {e}");
+        }
+    }
+}
+
+/// How often the cgroup's counters are read while a job runs.
+const WATCH_PERIOD: Duration = Duration::from_millis(100);
+
+/// Kills the job as soon as the kernel reports it met its memory (an OOM
+/// kill) or pids limit: an OOM kill takes one process on cgroup v1, a
+/// fork bomb only meets refused forks, and either must end the whole job.
+fn watch_limits(cg: &JobCgroup, control: &JobControl, stop: &Receiver<()>) {
+    while stop.recv_timeout(WATCH_PERIOD).is_err() {
+        if let Some(reason) = limit_reason(cg) {
+            log::info!("killing a job: {reason}");
+            control.kill(reason);
+            return;
+        }
+    }
+}
+
+/// Why the job must end, if the kernel counted a limit hit.
+fn limit_reason(cg: &JobCgroup) -> Option<String> {
+    let ev = cg.events();
+    let limits = cg.limits();
+    if ev.oom_kills > 0 {
+        Some(format!(
+            "out of memory (limit {})",
+            crate::config::format_size(limits.memory)
+        ))
+    } else if ev.pids_max > 0 {
+        Some(format!("too many processes (limit {})", limits.pids))
+    } else {
+        None
+    }
 }
 
 fn failed(reason: String) -> JobReply {
@@ -470,6 +594,8 @@ struct ChildSetup {
     umask: libc::mode_t,
     cwd: CString,
     run_as: Option<(u32, u32)>,
+    /// `(resource, soft, hard)`, set before the uid switch.
+    rlimits: [(libc::c_int, u64, u64); 3],
 }
 
 impl ChildSetup {
@@ -493,6 +619,7 @@ impl ChildSetup {
             umask: launch.umask as libc::mode_t,
             cwd,
             run_as,
+            rlimits: sandbox::capped_rlimits(&launch.rlimits),
         }
     }
 
@@ -520,10 +647,32 @@ impl ChildSetup {
             if libc::chdir(self.cwd.as_ptr()) < 0 {
                 check(libc::chdir(c"/".as_ptr()))?;
             }
+            for (res, soft, hard) in self.rlimits {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                // A limit the node cannot give stays as the node's.
+                libc::setrlimit(res as _, &lim);
+            }
             if let Some((uid, gid)) = self.run_as {
-                check(libc::setgroups(0, std::ptr::null()))?;
-                check(libc::setgid(gid))?;
-                check(libc::setuid(uid))?;
+                // No capability can come back: empty the bounding set
+                // (setuid below clears the others).
+                for cap in 0..64 {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+                }
+                // Raw system calls: glibc's setuid family signals every
+                // thread it believes the process has, and a child made by a
+                // raw clone (a PID namespace's) still has the daemon's list:
+                // it would wait for threads that are not there.
+                let raw = |r: libc::c_long| check(r as libc::c_int);
+                raw(libc::syscall(
+                    libc::SYS_setgroups,
+                    0usize,
+                    std::ptr::null::<libc::gid_t>(),
+                ))?;
+                raw(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
+                raw(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
             }
         }
         Ok(())

@@ -71,6 +71,32 @@ pub struct Launch {
     pub groups: Vec<u32>,
     /// `-t`: a pty of this size.
     pub tty: Option<WinSize>,
+    /// The caller's resource limits on central (the node caps them).
+    pub rlimits: Rlimits,
+}
+
+/// Resource limits as `getrlimit` gives them, `(soft, hard)`;
+/// `u64::MAX` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimits {
+    /// `RLIMIT_CORE`, bytes.
+    pub core: (u64, u64),
+    /// `RLIMIT_NOFILE`, descriptors.
+    pub nofile: (u64, u64),
+    /// `RLIMIT_STACK`, bytes.
+    pub stack: (u64, u64),
+}
+
+impl Default for Rlimits {
+    /// Linux's defaults for a login: no core files, 1024/4096 descriptors,
+    /// 8 MiB of stack.
+    fn default() -> Self {
+        Rlimits {
+            core: (0, u64::MAX),
+            nofile: (1024, 4096),
+            stack: (8 << 20, u64::MAX),
+        }
+    }
 }
 
 /// Session requests.

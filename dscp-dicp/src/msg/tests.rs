@@ -42,6 +42,10 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
         exe: "/bin/echo".into(),
         groups: vec![1000, 27],
         tty: Some(job::WinSize { rows: 24, cols: 80 }),
+        rlimits: job::Rlimits {
+            nofile: (1024, 524288),
+            ..Default::default()
+        },
     };
     let reqs = vec![
         Request::Dscp(DscpRequest::Ping {

@@ -602,7 +602,7 @@ impl FsLayer {
         let base = match who {
             b"self" => format!("/proc/{}", stop.pid()),
             b"thread-self" => format!("/proc/{}/task/{}", stop.pid(), stop.tid()),
-            w => format!("/proc/{}", String::from_utf8_lossy(w)),
+            w => self.job_proc(w),
         };
         let mut native = base.into_bytes();
         native.extend_from_slice(tail);

@@ -190,6 +190,10 @@ pub struct FsLayer {
     streams: Vec<stream::Live>,
     /// Counters, logged and reported to central at the job's end.
     stats: std::sync::Arc<std::sync::Mutex<stats::Stats>>,
+    /// Where this daemon reads the job's own `/proc` (its PID namespace's
+    /// pids): `/proc`, or `/proc/INIT/root/proc` when the job has a PID
+    /// namespace (see [`FsLayer::set_pid_namespace`]).
+    proc_root: String,
 }
 
 impl std::fmt::Debug for FsLayer {
@@ -231,7 +235,20 @@ impl FsLayer {
             exec: exec::ExecState::new(cfg.job_dir.clone()),
             streams: Vec::new(),
             cfg,
+            proc_root: "/proc".into(),
         })
+    }
+
+    /// The job runs in a PID namespace whose PID 1 is `init` (a host pid):
+    /// a pid the job names (`/proc/2/cwd`) is read through that
+    /// namespace's own `/proc`, not the node's.
+    pub fn set_pid_namespace(&mut self, init: Pid) {
+        self.proc_root = format!("/proc/{init}/root/proc");
+    }
+
+    /// The job's `/proc/WHO` as this daemon reads it.
+    pub(crate) fn job_proc(&self, who: &[u8]) -> String {
+        format!("{}/{}", self.proc_root, String::from_utf8_lossy(who))
     }
 
     /// Makes central directory `central` (absolute, canonical: the
@@ -403,22 +420,27 @@ impl FsLayer {
     fn proc_magic(&self, lex: &[u8]) -> Option<Where> {
         let rest = lex.strip_prefix(b"/proc/")?;
         let mut it = rest.splitn(3, |b| *b == b'/');
-        let _who = it.next()?;
+        let who = it.next()?;
         let what = it.next()?;
         let tail = it.next()?;
         let (link_len, below) = match what {
             b"root" => return Some(self.classify(&paths::join(b"/", tail))),
-            b"cwd" => (b"/proc/".len() + _who.len() + 4, tail),
+            b"cwd" => (b"/proc/".len() + who.len() + 4, tail),
             b"fd" => {
                 let (n, below) = match tail.iter().position(|b| *b == b'/') {
                     Some(i) => (&tail[..i], &tail[i + 1..]),
                     None => return None,
                 };
-                (b"/proc/".len() + _who.len() + 4 + n.len(), below)
+                (b"/proc/".len() + who.len() + 4 + n.len(), below)
             }
             _ => return None,
         };
-        let target = std::fs::read_link(std::ffi::OsStr::from_bytes(&lex[..link_len])).ok()?;
+        let link = format!(
+            "{}{}",
+            self.job_proc(who),
+            String::from_utf8_lossy(&lex[b"/proc/".len() + who.len()..link_len])
+        );
+        let target = std::fs::read_link(link).ok()?;
         let central = self.mirror.central_of(target.as_os_str().as_bytes())?;
         Some(Where::Central(paths::tidy(&paths::join(&central, below))))
     }

@@ -105,7 +105,12 @@ struct State {
     listeners: HashMap<SockId, Listening>,
 }
 
-type MakeRequest = (i32, i32, Sender<Result<OwnedFd, i32>>);
+/// What the socket-making thread is asked: a socket (family, type, where
+/// to answer), or to move into the job's network namespace first.
+enum MakeRequest {
+    Socket(i32, i32, Sender<Result<OwnedFd, i32>>),
+    EnterNetns(File),
+}
 
 /// One job's relay. Shared between the tracer thread and the session's
 /// dispatch thread.
@@ -175,9 +180,16 @@ impl Relay {
     fn socket(&self, family: i32, ty: i32) -> Result<OwnedFd, i32> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.maker
-            .send((family, ty, tx))
+            .send(MakeRequest::Socket(family, ty, tx))
             .map_err(|_| libc::ENETDOWN)?;
         rx.recv().map_err(|_| libc::ENETDOWN)?
+    }
+
+    /// Makes every later relay socket in `netns` (the job's network
+    /// namespace, which exists only once the job is spawned, after the
+    /// relay). Call before the job can make a socket.
+    pub fn enter_netns(&self, netns: File) {
+        let _ = self.maker.send(MakeRequest::EnterNetns(netns));
     }
 
     fn id(&self) -> u64 {
@@ -624,17 +636,27 @@ fn accept_expected(listener: &OwnedFd, family: i32, expected: &[u8]) -> Option<O
 /// The socket-making thread: enters `netns` once, then makes sockets.
 fn make_sockets(netns: Option<File>, rx: &Receiver<MakeRequest>) {
     let mut failed = None;
-    if let Some(ns) = netns {
-        if let Err(e) = nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET) {
-            log::error!("cannot enter the job's network namespace: {e}");
-            failed = Some(libc::ENETDOWN);
-        }
-    }
-    for (family, ty, back) in rx {
-        let made = match failed {
-            Some(e) => Err(e),
-            None => addr::socket(family, ty),
+    let enter =
+        |ns: &File| match nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET) {
+            Ok(()) => None,
+            Err(e) => {
+                log::error!("cannot enter the job's network namespace: {e}");
+                Some(libc::ENETDOWN)
+            }
         };
-        let _ = back.send(made);
+    if let Some(ns) = netns {
+        failed = enter(&ns);
+    }
+    for msg in rx {
+        match msg {
+            MakeRequest::EnterNetns(ns) => failed = failed.or(enter(&ns)),
+            MakeRequest::Socket(family, ty, back) => {
+                let made = match failed {
+                    Some(e) => Err(e),
+                    None => addr::socket(family, ty),
+                };
+                let _ = back.send(made);
+            }
+        }
     }
 }

@@ -1,0 +1,387 @@
+//! The node's sandbox for jobs: what isolation this node can give (decided
+//! once when the daemon starts), the pool of per-job user ids, and for each
+//! job its cgroup, its namespaces and minimal root, and its rlimits. The
+//! runner (`job/runner.rs`) asks for a [`JobSandbox`] and hands its pieces
+//! to the tracer's spawn.
+//!
+//! - A root daemon ([`Mode::Full`]): each job runs as its own uid from the
+//!   pool, in new PID, mount, IPC, UTS and (empty) network namespaces, in a
+//!   cgroup with the job's memory and pids limits.
+//! - An unprivileged daemon (the embedded default of `diatom exec`) cannot
+//!   switch uids or make cgroups: it puts the job in a user namespace with
+//!   the same other namespaces and root when the kernel allows it
+//!   ([`Mode::UserNamespace`]), else runs it as the caller without any
+//!   ([`Mode::Off`]), and says which at `-v`.
+//!
+//! See docs/security.md for what this protects against and what it does not.
+
+pub mod cgroup;
+pub mod mounts;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use dscp_dicp::msg::job::Rlimits;
+
+use cgroup::{CgroupLimits, JobCgroup, Layout};
+use mounts::{MountPlan, RootSpec};
+
+/// What can go wrong setting up a job's sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A cgroup file or directory could not be made or written.
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A path the job's root needs holds a NUL byte.
+    #[error("path with a NUL byte: {0:?}")]
+    BadPath(PathBuf),
+    /// Every uid of the pool is in use (more jobs than the range holds).
+    #[error("no free job uid in {first}-{last}")]
+    NoUid {
+        /// First uid of the range.
+        first: u32,
+        /// Last uid of the range.
+        last: u32,
+    },
+    /// The directory the job's root is mounted on could not be made.
+    #[error("cannot make {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// How much isolation this node gives its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Root daemon: per-job uid, namespaces, cgroups.
+    Full,
+    /// Unprivileged daemon in a user namespace: namespaces and root, no
+    /// uid switch, no cgroup.
+    UserNamespace,
+    /// Unprivileged daemon without user namespaces: nothing but the trace.
+    Off,
+}
+
+/// The namespaces a job gets besides its PID namespace.
+const NAMESPACES: libc::c_int =
+    libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET;
+
+/// The node's side of the sandbox, made when the daemon starts.
+#[derive(Debug)]
+pub struct NodeSandbox {
+    mode: Mode,
+    cgroups: Option<Layout>,
+    root_mount: PathBuf,
+    uids: Option<UidPool>,
+}
+
+impl NodeSandbox {
+    /// Decides what this node can do: `uids` is the per-job uid range of a
+    /// root daemon (None when unprivileged), `state_dir` the daemon's.
+    pub fn new(state_dir: &Path, uids: Option<(u32, u32)>) -> Result<Arc<Self>, SandboxError> {
+        let root_mount = state_dir.join("sandbox-root");
+        match std::fs::create_dir(&root_mount) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(SandboxError::Dir {
+                    path: root_mount,
+                    source,
+                })
+            }
+        }
+        let root = nix::unistd::geteuid().is_root();
+        let mut sb = NodeSandbox {
+            mode: Mode::Off,
+            cgroups: None,
+            root_mount,
+            uids: uids.map(|(first, last)| UidPool::new(first, last)),
+        };
+        if root {
+            sb.mode = Mode::Full;
+            match Layout::detect() {
+                Some(layout) => match layout.prepare() {
+                    Ok(()) => {
+                        log::info!("sandbox: cgroup {} for job limits", layout.version());
+                        sb.cgroups = Some(layout);
+                    }
+                    Err(e) => log::warn!("sandbox: no cgroups for jobs ({e}): memory and pids limits are not enforced"),
+                },
+                None => log::warn!("sandbox: no memory/pids cgroup controllers: memory and pids limits are not enforced"),
+            }
+            log::info!("sandbox: jobs run as their own uid in pid, mount, ipc, uts and empty network namespaces");
+        } else {
+            sb.mode = if sb.probe_user_namespace(state_dir) {
+                log::info!(
+                    "sandbox: unprivileged: jobs run as you in a user namespace with pid, mount, ipc, uts and empty network namespaces; no cgroup limits, no uid switch"
+                );
+                Mode::UserNamespace
+            } else {
+                log::info!(
+                    "sandbox: unprivileged and user namespaces are not allowed here: jobs run as you, only under the tracer (no namespaces, no cgroup limits)"
+                );
+                Mode::Off
+            };
+        }
+        Ok(Arc::new(sb))
+    }
+
+    /// Whether an unprivileged user may build a job's namespaces and root here.
+    fn probe_user_namespace(&self, state_dir: &Path) -> bool {
+        let spec = RootSpec {
+            mount_point: self.root_mount.clone(),
+            writable: vec![state_dir.to_path_buf()],
+            read_only: vec![],
+            tty: false,
+            user_namespace: true,
+            own_netns: false,
+        };
+        let Ok(plan) = MountPlan::new(&spec) else {
+            return false;
+        };
+        let mut cmd = tracer::Command::new("/");
+        cmd.pid_namespace(NAMESPACES | libc::CLONE_NEWUSER);
+        // SAFETY: the plan only makes raw system calls (MountPlan::apply).
+        unsafe {
+            cmd.pre_init(move || plan.apply());
+        }
+        match cmd.probe_namespaces() {
+            Ok(()) => true,
+            Err(e) => {
+                log::debug!("sandbox: user namespace probe: {e}");
+                false
+            }
+        }
+    }
+
+    /// The node's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The cgroup hierarchy jobs go in, if any.
+    pub fn cgroups(&self) -> Option<&Layout> {
+        self.cgroups.as_ref()
+    }
+
+    /// Takes a uid for a job (None when jobs run as the daemon's user).
+    pub fn take_uid(&self) -> Result<Option<JobUid>, SandboxError> {
+        match &self.uids {
+            None => Ok(None),
+            Some(pool) => pool.take().map(Some),
+        }
+    }
+
+    /// Builds one job's sandbox: its cgroup (made now) and the plan of its
+    /// root (applied by the tracer's spawn).
+    pub fn job(&self, req: &JobRequest<'_>) -> Result<JobSandbox, SandboxError> {
+        let cgroup = match &self.cgroups {
+            Some(layout) => {
+                let name = format!("{}-{}", std::process::id(), req.job);
+                Some(Arc::new(JobCgroup::create(layout, &name, req.limits)?))
+            }
+            None => None,
+        };
+        let (flags, plan) = match self.mode {
+            Mode::Off => (None, None),
+            Mode::Full | Mode::UserNamespace => {
+                let userns = self.mode == Mode::UserNamespace;
+                let spec = RootSpec {
+                    mount_point: self.root_mount.clone(),
+                    writable: vec![req.job_dir.to_path_buf()],
+                    read_only: req.read_only.to_vec(),
+                    tty: req.tty,
+                    user_namespace: userns,
+                    own_netns: !userns,
+                };
+                // An unprivileged daemon could not enter a network
+                // namespace of the job's user namespace (setns needs
+                // CAP_SYS_ADMIN in its own), so the job's network relay
+                // could not reach it: such jobs share the daemon's.
+                let flags = if userns {
+                    (NAMESPACES & !libc::CLONE_NEWNET) | libc::CLONE_NEWUSER
+                } else {
+                    NAMESPACES
+                };
+                (Some(flags), Some(MountPlan::new(&spec)?))
+            }
+        };
+        Ok(JobSandbox {
+            cgroup,
+            own_netns: flags.is_some_and(|f| f & libc::CLONE_NEWNET != 0),
+            namespaces: flags,
+            plan,
+            limits: req.limits,
+        })
+    }
+}
+
+/// What a job asks of the sandbox.
+#[derive(Debug)]
+pub struct JobRequest<'a> {
+    /// Job id.
+    pub job: u64,
+    /// Its directory (mirror, library links): read-write in its root.
+    pub job_dir: &'a Path,
+    /// Node directories it reads (the cache).
+    pub read_only: &'a [PathBuf],
+    /// A `-t` job.
+    pub tty: bool,
+    /// Its effective limits.
+    pub limits: CgroupLimits,
+}
+
+/// One job's sandbox.
+#[derive(Debug)]
+pub struct JobSandbox {
+    /// Its cgroup (None where the node has none).
+    pub cgroup: Option<Arc<JobCgroup>>,
+    /// `CLONE_NEW*` flags for the tracer's spawn, None for no namespaces.
+    pub namespaces: Option<libc::c_int>,
+    /// The job gets its own (empty) network namespace.
+    pub own_netns: bool,
+    /// Its root, built by the namespaces' PID 1.
+    pub plan: Option<MountPlan>,
+    /// Its limits.
+    pub limits: CgroupLimits,
+}
+
+/// A job's limit: what it asked for (0 or None: nothing), capped by the
+/// node's.
+pub fn effective_limit(asked: Option<u64>, node_cap: u64) -> u64 {
+    match asked {
+        Some(a) if a > 0 => a.min(node_cap),
+        _ => node_cap,
+    }
+}
+
+/// A job's rlimits: the caller's, each capped by the node's own hard limit
+/// (the daemon's `getrlimit`, its policy). `(resource, soft, hard)`.
+pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
+    use nix::sys::resource::{getrlimit, Resource};
+    let cap = |res: Resource, (soft, hard): (u64, u64)| {
+        let node_hard = getrlimit(res).map(|(_, h)| h).unwrap_or(u64::MAX);
+        let hard = hard.min(node_hard);
+        (soft.min(hard), hard)
+    };
+    let core = cap(Resource::RLIMIT_CORE, asked.core);
+    let nofile = cap(Resource::RLIMIT_NOFILE, asked.nofile);
+    let stack = cap(Resource::RLIMIT_STACK, asked.stack);
+    [
+        (libc::RLIMIT_CORE as libc::c_int, core.0, core.1),
+        (libc::RLIMIT_NOFILE as libc::c_int, nofile.0, nofile.1),
+        (libc::RLIMIT_STACK as libc::c_int, stack.0, stack.1),
+    ]
+}
+
+/// The job's network namespace (for the job's network relay, which puts
+/// its loopback listeners there), from its first process.
+pub fn job_netns(pid: nix::unistd::Pid) -> Option<std::fs::File> {
+    std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()
+}
+
+/// The pool of per-job uids: `first..=last`, none of which may own anything
+/// on the node (see docs/interface.md, `--job-uids`).
+#[derive(Debug)]
+pub struct UidPool {
+    first: u32,
+    last: u32,
+    used: Arc<Mutex<Vec<u32>>>,
+}
+
+/// A uid taken from the pool, given back when dropped. Its gid is the same
+/// number.
+#[derive(Debug)]
+pub struct JobUid {
+    uid: u32,
+    used: Arc<Mutex<Vec<u32>>>,
+}
+
+impl JobUid {
+    /// `(uid, gid)`.
+    pub fn ids(&self) -> (u32, u32) {
+        (self.uid, self.uid)
+    }
+}
+
+impl Drop for JobUid {
+    fn drop(&mut self) {
+        self.used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|u| *u != self.uid);
+    }
+}
+
+impl UidPool {
+    /// The pool `first..=last`.
+    pub fn new(first: u32, last: u32) -> Self {
+        UidPool {
+            first,
+            last,
+            used: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The lowest free uid.
+    pub fn take(&self) -> Result<JobUid, SandboxError> {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        let uid =
+            (self.first..=self.last)
+                .find(|u| !used.contains(u))
+                .ok_or(SandboxError::NoUid {
+                    first: self.first,
+                    last: self.last,
+                })?;
+        used.push(uid);
+        Ok(JobUid {
+            uid,
+            used: Arc::clone(&self.used),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_are_pooled_and_given_back() {
+        let pool = UidPool::new(100, 101);
+        let a = pool.take().unwrap();
+        let b = pool.take().unwrap();
+        assert_eq!((a.ids(), b.ids()), ((100, 100), (101, 101)));
+        assert!(matches!(pool.take(), Err(SandboxError::NoUid { .. })));
+        drop(a);
+        assert_eq!(pool.take().unwrap().ids(), (100, 100));
+    }
+
+    #[test]
+    fn limits_are_capped_by_the_node() {
+        assert_eq!(effective_limit(Some(512), 1024), 512);
+        assert_eq!(effective_limit(Some(4096), 1024), 1024);
+        assert_eq!(effective_limit(None, 1024), 1024);
+        assert_eq!(effective_limit(Some(0), 1024), 1024);
+        let asked = Rlimits {
+            core: (0, 0),
+            nofile: (u64::MAX, u64::MAX),
+            stack: (8 << 20, u64::MAX),
+        };
+        let node_nofile =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .unwrap()
+                .1;
+        let r = capped_rlimits(&asked);
+        assert_eq!(r[0].1, 0);
+        assert_eq!(r[1].2, node_nofile);
+        assert!(r[1].1 <= r[1].2);
+    }
+}

@@ -1,0 +1,409 @@
+//! The job's minimal root, built by the PID 1 of its namespaces before the
+//! program starts: a read-only tmpfs holding only the job's own directory
+//! (read-write) and the node cache (read-only) at their same absolute
+//! paths (the tracer rewrites the job's paths to exactly those), `/proc`
+//! of the job's PID namespace, `/sys` read-only, and a `/dev` with
+//! `null zero full random urandom tty` (plus `pts`/`ptmx` for a `-t` job)
+//! and a private `/dev/shm`; then `lo` is brought up in the job's empty
+//! network namespace.
+//!
+//! [`MountPlan`] is computed in the daemon (paths, flags) and applied by
+//! [`MountPlan::apply`] in the forked PID 1, which only makes raw system
+//! calls on what the plan holds: the daemon is multi-threaded.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::SandboxError;
+
+/// The device nodes a job gets (bind-mounted from the node's `/dev`).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// One step of the plan.
+#[derive(Debug)]
+enum Op {
+    Umask(libc::mode_t),
+    Mount {
+        src: Option<CString>,
+        dst: CString,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    /// `mkdir`, an existing directory is fine.
+    Mkdir(CString),
+    /// An empty file to bind a device node on.
+    Touch(CString),
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Chdir(CString),
+    /// `pivot_root(".", ".")` then detach the old root stacked under it.
+    PivotRoot,
+    /// `lo` up in the job's network namespace.
+    LoopbackUp,
+}
+
+/// What the job's root holds.
+#[derive(Debug, Clone)]
+pub struct RootSpec {
+    /// An empty directory of the node the tmpfs root is mounted on (in the
+    /// job's mount namespace only).
+    pub mount_point: PathBuf,
+    /// Read-write directories, at the same path.
+    pub writable: Vec<PathBuf>,
+    /// Read-only directories, at the same path.
+    pub read_only: Vec<PathBuf>,
+    /// Give the job `/dev/pts` and `/dev/ptmx` (a `-t` job).
+    pub tty: bool,
+    /// Built inside a user namespace: bind mounts must be recursive and
+    /// keep the node's locked flags (nosuid, nodev, noexec).
+    pub user_namespace: bool,
+    /// The job has its own network namespace: bring its `lo` up.
+    pub own_netns: bool,
+}
+
+/// The steps PID 1 takes (see the module documentation).
+#[derive(Debug)]
+pub struct MountPlan {
+    ops: Vec<Op>,
+}
+
+fn cstr(p: &Path) -> Result<CString, SandboxError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::BadPath(p.to_path_buf()))
+}
+
+/// The flags a bind of `src` must keep on remount (a user namespace may
+/// not clear them).
+fn locked_flags(src: &Path) -> libc::c_ulong {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(src) else {
+        return 0;
+    };
+    let f = st.flags();
+    let mut out = 0;
+    for (s, m) in [
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NODEV, libc::MS_NODEV),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f.contains(s) {
+            out |= m;
+        }
+    }
+    out
+}
+
+impl MountPlan {
+    /// Computes the plan for `spec`.
+    pub fn new(spec: &RootSpec) -> Result<Self, SandboxError> {
+        let root = &spec.mount_point;
+        let inside = |p: &Path| -> PathBuf { root.join(p.strip_prefix("/").unwrap_or(p)) };
+        let mut ops = vec![
+            // Directories made here must be traversable by the job's user.
+            Op::Umask(0),
+            // Nothing done here may propagate back to the node.
+            Op::Mount {
+                src: None,
+                dst: c"/".to_owned(),
+                fstype: None,
+                flags: libc::MS_REC | libc::MS_PRIVATE,
+                data: None,
+            },
+            Op::Mount {
+                src: Some(c"tmpfs".to_owned()),
+                dst: cstr(root)?,
+                fstype: Some(c"tmpfs".to_owned()),
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                data: Some(c"mode=0755,size=4m".to_owned()),
+            },
+        ];
+        let mkdirs = |ops: &mut Vec<Op>, p: &Path| -> Result<(), SandboxError> {
+            let mut acc = PathBuf::from("/");
+            for c in p.strip_prefix("/").unwrap_or(p).components() {
+                acc.push(c);
+                ops.push(Op::Mkdir(cstr(&inside(&acc))?));
+            }
+            Ok(())
+        };
+        let rec = if spec.user_namespace { libc::MS_REC } else { 0 };
+        let bind =
+            |ops: &mut Vec<Op>, src: &Path, extra: libc::c_ulong| -> Result<(), SandboxError> {
+                let dst = cstr(&inside(src))?;
+                ops.push(Op::Mount {
+                    src: Some(cstr(src)?),
+                    dst: dst.clone(),
+                    fstype: None,
+                    flags: libc::MS_BIND | rec,
+                    data: None,
+                });
+                ops.push(Op::Mount {
+                    src: None,
+                    dst,
+                    fstype: None,
+                    flags: libc::MS_REMOUNT | libc::MS_BIND | extra | locked_flags(src),
+                    data: None,
+                });
+                Ok(())
+            };
+        for (dirs, ro) in [(&spec.writable, 0), (&spec.read_only, libc::MS_RDONLY)] {
+            for d in dirs {
+                mkdirs(&mut ops, d)?;
+                bind(&mut ops, d, ro | libc::MS_NOSUID | libc::MS_NODEV)?;
+            }
+        }
+        // /sys as the node's, read-only.
+        mkdirs(&mut ops, Path::new("/sys"))?;
+        bind(
+            &mut ops,
+            Path::new("/sys"),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        )?;
+        // A minimal /dev.
+        let dev = inside(Path::new("/dev"));
+        mkdirs(&mut ops, Path::new("/dev"))?;
+        ops.push(Op::Mount {
+            src: Some(c"tmpfs".to_owned()),
+            dst: cstr(&dev)?,
+            fstype: Some(c"tmpfs".to_owned()),
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+            data: Some(c"mode=0755,size=64k".to_owned()),
+        });
+        for d in DEVICES {
+            let node = Path::new("/dev").join(d);
+            if !node.exists() {
+                continue;
+            }
+            ops.push(Op::Touch(cstr(&dev.join(d))?));
+            ops.push(Op::Mount {
+                src: Some(cstr(&node)?),
+                dst: cstr(&dev.join(d))?,
+                fstype: None,
+                flags: libc::MS_BIND,
+                data: None,
+            });
+        }
+        for (target, link) in [
+            ("/proc/self/fd", "fd"),
+            ("/proc/self/fd/0", "stdin"),
+            ("/proc/self/fd/1", "stdout"),
+            ("/proc/self/fd/2", "stderr"),
+        ] {
+            ops.push(Op::Symlink {
+                target: cstr(Path::new(target))?,
+                link: cstr(&dev.join(link))?,
+            });
+        }
+        if spec.tty && Path::new("/dev/pts").is_dir() {
+            ops.push(Op::Mkdir(cstr(&dev.join("pts"))?));
+            bind(
+                &mut ops,
+                Path::new("/dev/pts"),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+            )?;
+            ops.push(Op::Symlink {
+                target: c"pts/ptmx".to_owned(),
+                link: cstr(&dev.join("ptmx"))?,
+            });
+        }
+        ops.push(Op::Mkdir(cstr(&dev.join("shm"))?));
+        ops.push(Op::Mount {
+            src: Some(c"tmpfs".to_owned()),
+            dst: cstr(&dev.join("shm"))?,
+            fstype: Some(c"tmpfs".to_owned()),
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(c"mode=1777".to_owned()),
+        });
+        // /proc of the job's PID namespace (PID 1 is in it). Mounted
+        // before the old root goes: a user namespace may only mount proc
+        // while a full proc is visible.
+        mkdirs(&mut ops, Path::new("/proc"))?;
+        ops.push(Op::Mount {
+            src: Some(c"proc".to_owned()),
+            dst: cstr(&inside(Path::new("/proc")))?,
+            fstype: Some(c"proc".to_owned()),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: None,
+        });
+        ops.push(Op::Chdir(cstr(root)?));
+        ops.push(Op::PivotRoot);
+        ops.push(Op::Chdir(c"/".to_owned()));
+        // The root itself is read-only: the job writes only where it may.
+        ops.push(Op::Mount {
+            src: None,
+            dst: c"/".to_owned(),
+            fstype: None,
+            flags: libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV,
+            data: None,
+        });
+        if spec.own_netns {
+            ops.push(Op::LoopbackUp);
+        }
+        Ok(MountPlan { ops })
+    }
+
+    /// Applies the plan. Runs in the namespace's PID 1 after the fork:
+    /// raw system calls only, nothing allocates.
+    pub fn apply(&self) -> std::io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        let opt = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        for op in &self.ops {
+            // SAFETY (every arm): raw system calls on NUL-terminated
+            // strings and plain values owned by the plan.
+            unsafe {
+                match op {
+                    Op::Umask(m) => {
+                        libc::umask(*m);
+                    }
+                    Op::Mount {
+                        src,
+                        dst,
+                        fstype,
+                        flags,
+                        data,
+                    } => check(libc::mount(
+                        opt(src),
+                        dst.as_ptr(),
+                        opt(fstype),
+                        *flags,
+                        opt(data).cast(),
+                    ))?,
+                    Op::Mkdir(p) => {
+                        if libc::mkdir(p.as_ptr(), 0o755) < 0
+                            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Op::Touch(p) => {
+                        let fd = libc::open(
+                            p.as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                            0o644,
+                        );
+                        check(fd)?;
+                        libc::close(fd);
+                    }
+                    Op::Symlink { target, link } => {
+                        check(libc::symlink(target.as_ptr(), link.as_ptr()))?
+                    }
+                    Op::Chdir(p) => check(libc::chdir(p.as_ptr()))?,
+                    Op::PivotRoot => {
+                        let dot = c".".as_ptr();
+                        check(libc::syscall(libc::SYS_pivot_root, dot, dot) as libc::c_int)?;
+                        check(libc::umount2(dot, libc::MNT_DETACH))?;
+                    }
+                    Op::LoopbackUp => loopback_up()?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ip link set lo up` with two ioctls.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a zeroed ifreq is valid; the ioctls get a pointer to it and
+    // the socket is closed on every path.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(s);
+        if r < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_binds_only_what_the_job_needs() {
+        let spec = RootSpec {
+            mount_point: "/state/sandbox-root".into(),
+            writable: vec!["/state/jobs/7".into()],
+            read_only: vec!["/state/cache".into()],
+            tty: false,
+            user_namespace: false,
+            own_netns: true,
+        };
+        let plan = MountPlan::new(&spec).unwrap();
+        let binds: Vec<String> = plan
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Mount {
+                    src: Some(s),
+                    dst,
+                    flags,
+                    ..
+                } if flags & libc::MS_BIND != 0 => Some(format!(
+                    "{} -> {}",
+                    s.to_string_lossy(),
+                    dst.to_string_lossy()
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            binds[0],
+            "/state/jobs/7 -> /state/sandbox-root/state/jobs/7"
+        );
+        assert_eq!(binds[1], "/state/cache -> /state/sandbox-root/state/cache");
+        assert_eq!(binds[2], "/sys -> /state/sandbox-root/sys");
+        assert!(binds.iter().all(|b| !b.contains("/dev/pts")));
+        // The cache is remounted read-only, the job directory is not.
+        let ro: Vec<String> = plan
+            .ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Mount {
+                    src: None,
+                    dst,
+                    flags,
+                    ..
+                } if flags & libc::MS_REMOUNT != 0 && flags & libc::MS_RDONLY != 0 => {
+                    Some(dst.to_string_lossy().into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ro,
+            [
+                "/state/sandbox-root/state/cache",
+                "/state/sandbox-root/sys",
+                "/"
+            ]
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! The node's sandbox (issue 8), from inside real jobs on a real cluster:
+//! the node's files, key and state directory cannot be read (also not by
+//! io_uring, which no tracer sees), addresses only the node reaches cannot
+//! be reached, a memory hog and a fork bomb are killed with the reason and
+//! exit 137, `kill -9 -1` touches nothing outside the job, and the escape
+//! attempts of tests/fixtures/escape.c (CLONE_UNTRACED, ptrace, the
+//! daemon's /proc/PID/mem, a second thread rewriting a path after the
+//! tracer read it) fail. After each, the node runs the next job normally.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use diatom_tests::cluster::{describe, set_mode, text, DiatomCluster, Feed, NOBODY};
+use diatom_tests::require_root;
+
+/// tests/fixtures/escape.c built with the system cc into `dir` (central's
+/// files: the job's program comes from there).
+fn escape_program(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/escape.c");
+    let out = dir.join("escape");
+    let st = std::process::Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("the system cc builds the escape program");
+    assert!(st.success(), "cc failed on {}", src.display());
+    set_mode(&out, 0o755);
+    out
+}
+
+/// `diatom exec` of `argv` with a generous timeout.
+fn exec(c: &DiatomCluster, argv: &[&str]) -> Output {
+    let mut args = vec!["exec"];
+    args.extend_from_slice(argv);
+    c.diatom_timeout(args, Duration::from_secs(90))
+}
+
+/// The node still runs an ordinary job after `what`.
+fn next_job_runs(c: &DiatomCluster, what: &str) {
+    let out = exec(c, &["/bin/echo", "next"]);
+    assert!(
+        out.status.code() == Some(0) && out.stdout == b"next\n",
+        "after {what}, the node did not run the next job normally: {}",
+        describe(&out)
+    );
+    c.assert_daemons_alive();
+}
+
+#[test]
+fn sandbox_hides_the_node() {
+    if !require_root("sandbox_hides_the_node") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("sbhide").start();
+    set_mode(c.dir(), 0o755);
+    let prog = escape_program(c.dir());
+    let prog = prog.to_str().unwrap();
+    let state = c.dir().join("node1");
+    let key = c.key().to_str().unwrap().to_owned();
+    let index = state.join("cache/index.log");
+    let records = state.join("jobs.log");
+    let node_only = [
+        "/etc/shadow",
+        "/etc/passwd",
+        "/etc/hostname",
+        key.as_str(),
+        records.to_str().unwrap(),
+        index.to_str().unwrap(),
+    ];
+
+    // io_uring opens files in the kernel without a system call the tracer
+    // could stop: what the node's kernel shows the job is only its root.
+    let mut argv = vec![prog, "native", "/dev/null"];
+    argv.extend_from_slice(&node_only);
+    let out = exec(&c, &argv);
+    let got = text(&out.stdout);
+    assert!(
+        out.status.code() == Some(0) && got.starts_with("/dev/null ok\n"),
+        "io_uring open of /dev/null in the job (the check itself must work): {}",
+        describe(&out)
+    );
+    for p in node_only {
+        assert!(
+            got.contains(&format!("{p} errno 2\n")),
+            "the node's {p} is reachable natively from a job (want ENOENT): {}",
+            describe(&out)
+        );
+    }
+    next_job_runs(&c, "native opens");
+
+    // Through the tracer the paths are central's, read as the caller: an
+    // unprivileged caller reads neither central's shadow nor the key.
+    for p in ["/etc/shadow", key.as_str()] {
+        let out = c.run(
+            c.diatom_cmd_as(NOBODY, NOBODY, ["exec", "/bin/cat", p]),
+            Feed::Null,
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.code() == Some(1) && out.stdout.is_empty(),
+            "cat {p} as uid {NOBODY} through a job: {}",
+            describe(&out)
+        );
+    }
+    next_job_runs(&c, "reading the shadow file and the key");
+
+    // Addresses only the node reaches: its loopback, and an address on its
+    // `lo` that central has no route to. (A job's connect is made by
+    // central, which does reach the node's link address: not a leak.)
+    let node_ns = &c.net().node(1).unwrap().ns;
+    node_ns.add_addr("lo", "192.0.2.77/32").unwrap();
+    let listener = node_ns
+        .run(|| std::net::TcpListener::bind("0.0.0.0:7777").unwrap())
+        .unwrap();
+    for ip in ["127.0.0.1", "192.0.2.77"] {
+        let out = exec(&c, &[prog, "connect", ip, "7777"]);
+        assert!(
+            out.status.code() == Some(0) && text(&out.stdout).starts_with("errno "),
+            "a job connected to {ip}:7777, which only the node can reach: {}",
+            describe(&out)
+        );
+    }
+    drop(listener);
+    next_job_runs(&c, "connects");
+
+    // The job's /proc is its own PID namespace: few processes, none of
+    // them the daemon.
+    let daemon = c.node_daemon(1).unwrap().pid().to_string();
+    let out = exec(
+        &c,
+        &["/bin/sh", "-c", "ls /proc | grep -c '^[0-9]'; ls /proc"],
+    );
+    let listing = text(&out.stdout);
+    let count: usize = listing.lines().next().unwrap_or("").parse().unwrap_or(999);
+    assert!(
+        out.status.code() == Some(0) && count <= 5 && !listing.lines().skip(1).any(|l| l == daemon),
+        "the job's /proc shows more than the job: {}",
+        describe(&out)
+    );
+    next_job_runs(&c, "listing /proc");
+}
+
+#[test]
+fn sandbox_limits_kill_with_the_reason() {
+    if !require_root("sandbox_limits_kill_with_the_reason") {
+        return;
+    }
+    let c = DiatomCluster::builder(1)
+        .name("sblimit")
+        .client_arg("--job-pids")
+        .client_arg("64")
+        .start();
+    set_mode(c.dir(), 0o755);
+    let prog = escape_program(c.dir());
+    let prog = prog.to_str().unwrap();
+
+    // A memory hog: killed by the cgroup's limit, reported as such.
+    let out = exec(&c, &["--memory", "64M", prog, "hog", "1024"]);
+    assert!(
+        out.status.code() == Some(137)
+            && text(&out.stderr) == "diatom: job killed on node1: out of memory (limit 64 MiB)\n"
+            && !text(&out.stdout).contains("survived"),
+        "a 1 GiB hog with --memory 64M: {}",
+        describe(&out)
+    );
+    // Within the limit the same program runs.
+    let out = exec(&c, &["--memory", "64M", prog, "hog", "8"]);
+    assert!(
+        out.status.code() == Some(0) && out.stdout == b"survived\n",
+        "an 8 MiB hog with --memory 64M: {}",
+        describe(&out)
+    );
+    next_job_runs(&c, "a memory hog");
+
+    // A fork bomb meets pids.max (the node's --job-pids) and the job ends.
+    let out = exec(&c, &[prog, "forkbomb"]);
+    assert!(
+        out.status.code() == Some(137)
+            && text(&out.stderr) == "diatom: job killed on node1: too many processes (limit 64)\n",
+        "a fork bomb: {}",
+        describe(&out)
+    );
+    // The job asks for fewer than the node allows: its own limit holds.
+    let out = exec(&c, &["--pids", "10", prog, "forkbomb"]);
+    assert!(
+        out.status.code() == Some(137)
+            && text(&out.stderr) == "diatom: job killed on node1: too many processes (limit 10)\n",
+        "a fork bomb with --pids 10: {}",
+        describe(&out)
+    );
+    next_job_runs(&c, "fork bombs");
+
+    // Nothing of a killed job is left in its cgroups.
+    let leftovers: Vec<PathBuf> = ["memory", "pids"]
+        .iter()
+        .filter_map(|h| std::fs::read_dir(Path::new("/sys/fs/cgroup").join(h).join("diatom")).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path()))
+        .filter(|p| {
+            let pid = c.node_daemon(1).unwrap().pid().to_string();
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{pid}-")))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "job cgroups left: {leftovers:?}");
+}
+
+#[test]
+fn sandbox_kill_minus_one_stays_inside() {
+    if !require_root("sandbox_kill_minus_one_stays_inside") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("sbkill").slots(2).start();
+    // Another job on the same node, and a process of the node's.
+    let mut other = diatom_tests::cluster::Spawned::spawn(
+        c.diatom_cmd(["exec", "/bin/sh", "-c", "sleep 4; echo survived"]),
+        Feed::Null,
+    );
+    let node_ns = &c.net().node(1).unwrap().ns;
+    let mut bystander = node_ns.command("/bin/sleep");
+    bystander.arg("60");
+    let mut bystander = bystander.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = exec(&c, &["/bin/sh", "-c", "sleep 30 & kill -9 -1; echo after"]);
+    assert!(
+        out.status.code() == Some(0) && out.stdout == b"after\n",
+        "kill -9 -1 in a job: {}",
+        describe(&out)
+    );
+    let out = other.wait_or_panic(Duration::from_secs(60), "the other job");
+    assert!(
+        out.status.code() == Some(0) && out.stdout == b"survived\n",
+        "another job on the node after kill -9 -1 in a job: {}",
+        describe(&out)
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "kill -9 -1 in a job killed a process of the node"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    next_job_runs(&c, "kill -9 -1");
+}
+
+#[test]
+fn sandbox_escape_attempts_fail() {
+    if !require_root("sandbox_escape_attempts_fail") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("sbescape").start();
+    set_mode(c.dir(), 0o755);
+    let prog = escape_program(c.dir());
+    let prog = prog.to_str().unwrap();
+    let daemon = c.node_daemon(1).unwrap().pid().to_string();
+
+    // CLONE_UNTRACED: the child is still traced (getuid answered by the
+    // tracer with the caller's uid, not the job's node uid).
+    let out = exec(&c, &[prog, "untraced"]);
+    assert!(
+        out.status.code() == Some(0) && out.stdout == b"0\n",
+        "a CLONE_UNTRACED child's getuid (want the caller's 0): {}",
+        describe(&out)
+    );
+    next_job_runs(&c, "CLONE_UNTRACED");
+
+    // ptrace of the daemon's pid, of the job's PID 1, of its parent.
+    for target in [daemon.as_str(), "1", "2"] {
+        let out = exec(&c, &[prog, "ptrace", target]);
+        assert!(
+            out.status.code() == Some(0) && out.stdout == b"errno 1\n",
+            "ptrace attach to {target} from a job (want EPERM): {}",
+            describe(&out)
+        );
+    }
+    next_job_runs(&c, "ptrace");
+
+    // /proc/PID/mem of the daemon: not in the job's PID namespace; of the
+    // job's PID 1: another uid.
+    for (target, want) in [(daemon.as_str(), "errno 2\n"), ("1", "errno 13\n")] {
+        let out = exec(&c, &[prog, "procmem", target]);
+        assert!(
+            out.status.code() == Some(0) && text(&out.stdout) == want,
+            "open /proc/{target}/mem for writing from a job (want {want:?}): {}",
+            describe(&out)
+        );
+    }
+    next_job_runs(&c, "/proc/PID/mem");
+
+    // A second thread rewrites the path between the tracer's check and the
+    // kernel's read: the node's own /etc/passwd must never be opened.
+    let node_passwd = std::fs::metadata(c.node_view(1, "/etc/passwd")).unwrap();
+    let (dev, ino) = (node_passwd.dev().to_string(), node_passwd.ino().to_string());
+    let out = exec(&c, &[prog, "race", "/etc/passwd", &dev, &ino]);
+    eprintln!("path race: {}", text(&out.stdout).trim());
+    assert!(
+        out.status.code() == Some(0) && text(&out.stdout).starts_with("lost "),
+        "a path rewritten by a second thread opened the node's /etc/passwd: {}",
+        describe(&out)
+    );
+    next_job_runs(&c, "the path race");
+}
