@@ -287,22 +287,28 @@ fn network_tcp_to_a_central_only_server() {
         let _ = conn.read_to_end(&mut got);
         let _ = tx.send(got);
     });
-    let upload = "import socket,sys\n\
-                  s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n\
-                  s.sendall(bytes(range(256)) * 20000)\n";
-    let out = exec(
-        &c,
-        &[
-            "/usr/bin/python3",
-            "-c",
-            upload,
-            &ip.to_string(),
-            &sink_port.to_string(),
-        ],
-    );
-    ok_text(&out, "python3 upload");
+    // With sendfile(2) from a central file, in a forked child.
+    let sent = pseudo_random(5 << 20, 11);
+    let file = dir.join("upload.bin");
+    std::fs::write(&file, &sent).unwrap();
+    set_mode(&file, 0o644);
+    let upload = "import os,socket,sys\n\
+                  if os.fork() == 0:\n\
+                  \x20   s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n\
+                  \x20   s.sendfile(open(sys.argv[3], 'rb'))\n\
+                  \x20   os._exit(0)\n\
+                  os.wait()\n";
+    let file = file.display().to_string();
+    let argv = [
+        "/usr/bin/python3",
+        "-c",
+        upload,
+        &ip.to_string(),
+        &sink_port.to_string(),
+        &file,
+    ];
+    ok_text(&exec(&c, &argv), "python3 upload");
     let got = rx.recv_timeout(RUN).unwrap();
-    let sent: Vec<u8> = (0..20000).flat_map(|_| 0..=255u8).collect();
     assert!(
         got == sent,
         "central received {} bytes of the {} the job sent before exiting",
@@ -312,7 +318,9 @@ fn network_tcp_to_a_central_only_server() {
 
     if Path::new("/usr/bin/curl").exists() {
         let url = format!("http://{server}/blob");
-        let out = exec(&c, &["/usr/bin/curl", "-sS", "--max-time", "60", &url]);
+        // From a child of the shell.
+        let line = format!("/usr/bin/curl -sS --max-time 60 {url}; true");
+        let out = exec(&c, &["/bin/sh", "-c", &line]);
         assert!(
             out.status.success() && out.stdout == body,
             "curl {url} through central: {} (got {} bytes of {})",
@@ -324,7 +332,14 @@ fn network_tcp_to_a_central_only_server() {
 }
 
 const LISTEN_PY: &str = r#"
-import selectors, socket
+import selectors, socket, sys
+b = socket.socket()
+try:
+    b.bind(("0.0.0.0", int(sys.argv[1])))
+    print("busy port: bound", flush=True)
+except OSError as e:
+    print("busy port errno", e.errno, flush=True)
+b.close()
 l = socket.socket()
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.bind(("0.0.0.0", 0))
@@ -347,6 +362,13 @@ while not data.endswith(b"\n"):
 c.sendall(b"job says " + data)
 c.shutdown(socket.SHUT_WR)
 print("eof", c.recv(100) == b"", flush=True)
+c.close()
+port = l.getsockname()[1]
+l.close()
+again = socket.socket()
+again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+again.bind(("0.0.0.0", port))
+print("bound again", again.getsockname()[1] == port, flush=True)
 "#;
 
 #[test]
@@ -354,8 +376,11 @@ fn network_job_listens_on_central() {
     let Some((c, dir, ip)) = start("network_job_listens_on_central", "nlisten") else {
         return;
     };
+    // A port already in use on central (not on the node).
+    let busy = in_central(&c, || TcpListener::bind("0.0.0.0:0").unwrap());
+    let busy_port = busy.local_addr().unwrap().port().to_string();
     let script = put(&dir, "listen.py", LISTEN_PY);
-    let mut job = spawn(&c, &["/usr/bin/python3", &script]);
+    let mut job = spawn(&c, &["/usr/bin/python3", &script, &busy_port]);
     let port: u16 = wait_line(&mut job, "port ").parse().unwrap();
     assert_ne!(port, 0);
     // Not open on the node, on any of its addresses.
@@ -381,7 +406,11 @@ fn network_job_listens_on_central() {
     let text = ok_text(&out, "python3 listen.py");
     assert_eq!(
         text,
-        format!("port {port}\npeer {ip}\nlocal {ip} {port}\neof True\n"),
+        format!(
+            "busy port errno {}\nport {port}\npeer {ip}\nlocal {ip} {port}\neof True\n\
+             bound again True\n",
+            libc::EADDRINUSE
+        ),
         "{}",
         describe(&out)
     );

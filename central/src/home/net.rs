@@ -47,7 +47,28 @@ impl HomeSock {
             HomeSock::Datagram(u) => u.as_raw_fd(),
         }
     }
+
+    fn others(&self) -> usize {
+        match self {
+            HomeSock::Stream(f) => Arc::strong_count(f) - 1,
+            HomeSock::Datagram(u) => Arc::strong_count(u) - 1,
+        }
+    }
+
+    /// Shuts the socket, which wakes its accept or receive thread, and
+    /// closes it once that thread let it go (at most [`CLOSE_WAIT`]), so
+    /// its address is free when the node hears back.
+    fn close(self) {
+        shutdown_raw(self.raw(), libc::SHUT_RDWR);
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while self.others() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
+
+/// How long a release waits for a socket's thread to let it go.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// One job's sockets on central.
 #[derive(Clone)]
@@ -139,8 +160,9 @@ impl NetService {
                 reply(req, answer);
             }
             Request::Release { sock } => {
-                if let Some(s) = self.socks().remove(&sock) {
-                    shutdown_raw(s.raw(), libc::SHUT_RDWR);
+                let gone = self.socks().remove(&sock);
+                if let Some(s) = gone {
+                    s.close();
                 }
                 reply(req, Response::Ok);
             }
@@ -197,17 +219,7 @@ impl NetService {
         };
         let fd = addr::socket(family, ty)?;
         if reuse {
-            let one: libc::c_int = 1;
-            // SAFETY: setsockopt reads one int.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_REUSEADDR,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
+            addr::set_int_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         }
         addr::bind(fd.as_fd(), at)?;
         let local = match (addr::local_of(fd.as_fd()), at) {

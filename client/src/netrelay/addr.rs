@@ -264,6 +264,20 @@ pub fn int_option(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<i32, i32>
     Ok(v)
 }
 
+/// Sets an `int` socket option.
+pub fn set_int_option(fd: BorrowedFd<'_>, level: i32, name: i32, v: i32) -> Result<(), i32> {
+    // SAFETY: setsockopt reads one int.
+    errno_of(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
 /// `SO_DOMAIN` and `SO_TYPE` (without flags) of a socket.
 pub fn domain_and_type(fd: BorrowedFd<'_>) -> Result<(i32, i32), i32> {
     Ok((

@@ -362,10 +362,15 @@ impl NetLayer {
     ) -> Result<JobSock, Errno> {
         let reuse = addr::int_option(dup.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR)
             .is_ok_and(|v| v != 0);
-        let (sock, local) = self
-            .relay
-            .bind_home(kind, family, at, reuse)
-            .map_err(errno)?;
+        let (sock, local) = match self.relay.bind_home(kind, family, at.clone(), reuse) {
+            // A port the job closed on the node may still be held on
+            // central (close is not stopped): free those, then retry.
+            Err(libc::EADDRINUSE) if self.relay.reap_listeners() => {
+                self.relay.bind_home(kind, family, at, reuse)
+            }
+            other => other,
+        }
+        .map_err(errno)?;
         let node = self.relay.node_bind_address(family);
         addr::bind_raw(dup.as_fd(), &node).map_err(errno)?;
         let node = match addr::local_of(dup.as_fd()) {

@@ -514,7 +514,13 @@ impl Relay {
             .ok_or(libc::ECONNREFUSED)?;
         let opened = self.streams.open(stream).ok_or(libc::EEXIST)?;
         let fd = self.socket(target.family, libc::SOCK_STREAM)?;
-        addr::connect_raw(fd.as_fd(), &target.node)?;
+        if let Err(e) = addr::connect_raw(fd.as_fd(), &target.node) {
+            if e == libc::ECONNREFUSED {
+                // The job closed its listening socket: close central's.
+                self.reap_listeners();
+            }
+            return Err(e);
+        }
         if let Ok(Parsed::Addr(Addr::Inet(from))) = addr::local_of(fd.as_fd()) {
             let mut st = lock(&self.state);
             st.names
@@ -524,6 +530,42 @@ impl Relay {
         }
         self.streams.run(opened, fd, &self.net, self.home);
         Ok(())
+    }
+
+    /// Whether the job's listening socket at `l.node` is gone: a probe
+    /// bind to its address succeeds (`SO_REUSEADDR`, so connections in
+    /// TIME_WAIT do not count; a listening socket still refuses it). The
+    /// tracer does not stop `close`, so this is how the relay learns it.
+    fn listener_gone(&self, l: &Listening) -> bool {
+        let Ok(probe) = self.socket(l.family, libc::SOCK_STREAM) else {
+            return false;
+        };
+        let _ = addr::set_int_option(probe.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        addr::bind_raw(probe.as_fd(), &l.node).is_ok()
+    }
+
+    /// Closes on central the listening sockets the job closed on the node
+    /// (so that their ports are free again). Whether any was.
+    pub fn reap_listeners(&self) -> bool {
+        let all: Vec<(SockId, Listening)> = lock(&self.state)
+            .listeners
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut reaped = false;
+        for (sock, l) in all {
+            if self.listener_gone(&l) {
+                lock(&self.state).listeners.remove(&sock);
+                let _ = ask::<Response>(
+                    &self.net,
+                    self.home,
+                    Request::Release { sock },
+                    SHORT_TIMEOUT,
+                );
+                reaped = true;
+            }
+        }
+        reaped
     }
 
     /// The central local address of the connection a relay socket at
