@@ -525,3 +525,67 @@ fn network_unix_socket_paths_are_centrals() {
         describe(&out)
     );
 }
+
+/// Answers DNS queries on `udp`: `A` records of `name` get `ip`, every
+/// other question an empty answer (NOERROR), so a resolver asking for
+/// A and AAAA in parallel gets both replies.
+fn serve_dns(udp: UdpSocket, name: &'static str, ip: Ipv4Addr) {
+    std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        while let Ok((n, from)) = udp.recv_from(&mut b) {
+            let q = &b[..n];
+            // Header, then one question: labels, type, class.
+            let mut i = 12;
+            let mut labels = Vec::new();
+            while i < n && q[i] != 0 {
+                let len = usize::from(q[i]);
+                let Some(l) = q.get(i + 1..i + 1 + len) else {
+                    break;
+                };
+                labels.push(String::from_utf8_lossy(l).into_owned());
+                i += 1 + len;
+            }
+            let Some(qtype) = q.get(i + 1..i + 3) else {
+                continue;
+            };
+            let end = i + 5;
+            let asked = labels.join(".");
+            let hit = qtype == [0, 1] && asked.eq_ignore_ascii_case(name);
+            let mut r = q[..2].to_vec(); // id
+            r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(hit), 0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..end.min(n)]);
+            if hit {
+                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(&ip.octets());
+            }
+            let _ = udp.send_to(&r, from);
+        }
+    });
+}
+
+#[test]
+fn network_dns_lookup_through_central() {
+    let Some((c, dir, ip)) = start("network_dns_lookup_through_central", "ndns") else {
+        return;
+    };
+    // A name server only central reaches, named in the resolv.conf the
+    // caller's view shows (a private mount namespace around `diatom exec`:
+    // the job's files are the home's).
+    let udp = in_central(&c, move || UdpSocket::bind((ip, 53)).unwrap());
+    serve_dns(udp, "diatom-test.example", Ipv4Addr::new(10, 9, 8, 7));
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {ip}\noptions timeout:5 attempts:2\n"),
+    )
+    .unwrap();
+    set_mode(&resolv, 0o644);
+    let view = MountView::new().bind(&resolv, "/etc/resolv.conf");
+    let code = "import socket\n\
+                print(socket.gethostbyname('diatom-test.example'))\n\
+                print(sorted({a[4][0] for a in socket.getaddrinfo('diatom-test.example', 80, socket.AF_INET)}))\n";
+    let cmd = c.diatom_cmd_in_view(&view, ["exec", "--", "/usr/bin/python3", "-c", code]);
+    let out = c.run(cmd, Feed::Null, RUN);
+    let text = ok_text(&out, "python3 name lookups");
+    assert_eq!(text, "10.9.8.7\n['10.9.8.7']\n", "{}", describe(&out));
+}

@@ -479,7 +479,26 @@ impl DiatomCluster {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = self.net.central.command(bin);
+        self.diatom_args(self.net.central.command(bin), args)
+    }
+
+    /// Like [`diatom_cmd`](Self::diatom_cmd), in a private mount namespace
+    /// arranged as `view` says: the home, and so the job, sees central's
+    /// files through that view (e.g. a test's own `/etc/resolv.conf`).
+    pub fn diatom_cmd_in_view<I, S>(&self, view: &MountView, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let cmd = self.net.central.command_with_mounts(&self.diatom_bin, view);
+        self.diatom_args(cmd, args)
+    }
+
+    fn diatom_args<I, S>(&self, mut cmd: Command, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         cmd.arg("--socket")
             .arg(&self.socket)
             .args(args)
