@@ -8,9 +8,15 @@ use std::time::Duration;
 
 /// The value of `--runs N` on the command line, or `default`.
 pub fn runs_arg(default: usize) -> usize {
+    usize_arg("--runs", default)
+}
+
+/// The value of `NAME N` on the command line (`name` with its dashes), or
+/// `default`.
+pub fn usize_arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--runs")
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(default)

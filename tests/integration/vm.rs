@@ -30,7 +30,7 @@ use diatom_tests::cluster::{
 };
 use diatom_tests::require_root;
 use diatom_tests::testdir::TestDir;
-use diatom_tests::vm::VmCluster;
+use diatom_tests::vm::{VmCluster, PRIMES_C};
 
 /// How long one job in a VM may take: TCG emulates every instruction, and
 /// a cold job fetches its program and libraries into the VM first.
@@ -76,20 +76,6 @@ fn same_as_local(c: &DiatomCluster, node: &str, cwd: &Path, argv: &[&str]) -> Du
     took
 }
 
-/// A C program whose output is computed (primes below a bound) and whose
-/// exit status is not 0, so a run that returned early could not pass.
-const HELLO_C: &str = "#include <stdio.h>\n\
-int main(int argc, char **argv)\n{\n\
-    long sum = 0;\n\
-    for (long n = 2; n < 200000; n++) {\n\
-        int prime = 1;\n\
-        for (long d = 2; d * d <= n; d++)\n\
-            if (n % d == 0) { prime = 0; break; }\n\
-        if (prime) sum += n;\n\
-    }\n\
-    printf(\"%s: sum of primes below 200000 = %ld\\n\", argc > 1 ? argv[1] : \"-\", sum);\n\
-    return 3;\n}\n";
-
 #[test]
 fn vm_jobs_match_local() {
     if !require_root("vm_jobs_match_local") {
@@ -98,8 +84,8 @@ fn vm_jobs_match_local() {
     let work = TestDir::new("vmjobs-work").unwrap();
     set_mode(work.path(), 0o755);
     std::fs::write(work.join("data.bin"), pseudo_random(1 << 20, 11)).unwrap();
-    std::fs::write(work.join("hello.c"), HELLO_C).unwrap();
-    let cc = local_in(work.path(), &["gcc", "-O2", "-o", "hello", "hello.c"]);
+    std::fs::write(work.join("primes.c"), PRIMES_C).unwrap();
+    let cc = local_in(work.path(), &["gcc", "-O2", "-o", "primes", "primes.c"]);
     assert!(cc.status.success(), "gcc on central: {}", describe(&cc));
 
     let Some(vms) = VmCluster::start("vm_jobs_match_local", "vmjobs", 1) else {
@@ -120,7 +106,7 @@ fn vm_jobs_match_local() {
         ("echo --version", &["/bin/echo", "--version"]),
         ("sha256sum 1 MiB", &["sha256sum", "data.bin"]),
         ("python3 -c", &["/usr/bin/python3", "-c", python]),
-        ("gcc-built ./hello", &["./hello", "vm1"]),
+        ("gcc-built ./primes", &["./primes", "vm1"]),
     ];
     // Cold: the VM's cache is empty; warm: everything is cached there.
     for round in ["cold", "warm"] {

@@ -28,14 +28,16 @@ pub fn require_root(test: &str) -> bool {
 }
 
 /// Path of a binary built from this workspace (`diatom`, `diatom-central`,
-/// `diatom-client`), next to the test executable's target directory.
+/// `diatom-client`), next to the test executable's target directory (or
+/// next to the running binary, for a benchmark in `target/<profile>`).
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/integration-xxxx -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps");
+    let dir = exe.parent().expect("an executable lives in a directory");
+    let dir = match dir.parent() {
+        Some(profile) if dir.ends_with("deps") => profile,
+        _ => dir,
+    };
     dir.join(name)
 }
 

@@ -506,6 +506,23 @@ pub struct VmCluster {
     cluster: DiatomCluster,
 }
 
+/// A C program whose output is computed (the sum of the primes below
+/// 200 000, CPU-bound, almost no system calls), compiled with gcc on
+/// central by the VM tests and `vm_bench`. Given an argument it prints it
+/// and exits 3, so a run that returned early could not pass for a good
+/// one; without, it exits 0.
+pub const PRIMES_C: &str = "#include <stdio.h>\n\
+int main(int argc, char **argv)\n{\n\
+    long sum = 0;\n\
+    for (long n = 2; n < 200000; n++) {\n\
+        int prime = 1;\n\
+        for (long d = 2; d * d <= n; d++)\n\
+            if (n % d == 0) { prime = 0; break; }\n\
+        if (prime) sum += n;\n\
+    }\n\
+    printf(\"%s: sum of primes below 200000 = %ld\\n\", argc > 1 ? argv[1] : \"-\", sum);\n\
+    return argc > 1 ? 3 : 0;\n}\n";
+
 /// The name VM `i` registers under.
 pub fn vm_name(i: u8) -> String {
     format!("vm{i}")

@@ -81,15 +81,6 @@ fn serve(l: TcpListener, mib: usize) {
     }
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Runs `cmd` and parses the one number it prints.
 fn figure(cmd: &mut Command) -> f64 {
     let out = cmd.stderr(Stdio::inherit()).output().expect("run");
@@ -107,7 +98,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let runs = diatom_bench::runs_arg(7);
-    let mib = arg("--mib", 256);
+    let mib = diatom_bench::usize_arg("--mib", 256);
     let connects = 200;
     let dir = std::env::temp_dir().join(format!("diatom-net-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
