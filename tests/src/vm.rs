@@ -375,8 +375,12 @@ impl std::fmt::Write for StrBuf<'_> {
     }
 }
 
-/// The VM's `/init`: busybox sh as PID 1. Mounts the kernel's file
-/// systems and a tmpfs for the node's state, loads the network modules,
+/// The VM's `/init`: busybox sh as PID 1. First it moves the system onto
+/// a tmpfs and `switch_root`s there, as a real machine's initramfs hands
+/// over to its root file system: the initramfs itself (rootfs) can never
+/// be `pivot_root`ed away from, which the node's job sandbox does. Then it
+/// mounts the kernel's file systems and a tmpfs for the node's state,
+/// loads the network modules,
 /// gives eth0 the address from the kernel command line, sets the host
 /// name to the node's name (so a job that reported the node's host name
 /// instead of central's would show it), then runs `diatom-client` and
@@ -393,6 +397,13 @@ fn init_script(modules: &[String]) -> String {
     format!(
         r#"#!/bin/busybox sh
 bb=/bin/busybox
+if [ ! -e /.on-tmpfs ]; then
+  $bb mount -t tmpfs -o mode=0755 tmpfs /newroot
+  $bb cp -a /bin /etc /lib /var /init /newroot/
+  $bb mkdir -p /newroot/dev /newroot/proc /newroot/sys /newroot/tmp
+  $bb touch /newroot/.on-tmpfs
+  exec $bb switch_root /newroot /init
+fi
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev
@@ -453,6 +464,7 @@ pub fn build_initramfs(host: &VmHost, key: &Path, scratch: &Path) -> Result<Vec<
         "proc",
         "sys",
         "tmp",
+        "newroot",
         "etc",
         "etc/diatom",
         "var",
