@@ -176,7 +176,7 @@ impl NetService {
             return Response::Errno(libc::EINVAL);
         }
         let Some(opened) = self.streams.open(stream) else {
-            return Response::Errno(libc::EEXIST);
+            return Response::Errno(libc::EAGAIN);
         };
         let made = match to {
             Addr::Inet(a) => TcpStream::connect_timeout(a, HOME_CONNECT_LIMIT).and_then(|s| {

@@ -33,6 +33,10 @@ use crate::net::{reply, Incoming, Net, PendingCall};
 pub const CHUNK: usize = 256 * 1024;
 /// Most unacknowledged `Data` per stream direction.
 pub const WINDOW: usize = 8;
+/// Most streams open at once per session side: each costs two threads and
+/// a socket, and connections central accepts for a job are not bounded by
+/// the job's own descriptors.
+pub const MAX_STREAMS: usize = 1024;
 /// How long one `Data` may wait for its acknowledgement: as long as a
 /// peer may reasonably not read (the session notices a lost peer sooner).
 const DATA_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -116,10 +120,11 @@ impl Streams {
     }
 
     /// Registers stream `id` so the peer's data for it is queued from now
-    /// on. `None` when the id is in use (a confused or hostile peer).
+    /// on. `None` when the id is in use (a confused or hostile peer) or
+    /// [`MAX_STREAMS`] are open.
     pub fn open(self: &Arc<Self>, id: StreamId) -> Option<Opened> {
         let mut map = self.lock();
-        if map.contains_key(&id) {
+        if map.contains_key(&id) || map.len() >= MAX_STREAMS {
             return None;
         }
         // The peer keeps at most WINDOW in flight; twice that is a peer
@@ -478,6 +483,13 @@ mod tests {
         assert_eq!(s.len(), 1);
         drop(a);
         assert!(s.is_empty(), "an unused opened stream is forgotten");
-        assert!(s.open(5).is_some());
+        let _five = s.open(5).unwrap();
+        let held: Vec<Opened> = (0..MAX_STREAMS as u64 - 1)
+            .map(|i| s.open(100 + i).unwrap())
+            .collect();
+        assert_eq!(s.len(), MAX_STREAMS);
+        assert!(s.open(1).is_none(), "no more than MAX_STREAMS at once");
+        drop(held);
+        assert!(s.open(1).is_some());
     }
 }

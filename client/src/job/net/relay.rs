@@ -39,6 +39,10 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_WAIT: Duration = Duration::from_secs(30);
 /// Largest datagram.
 const DATAGRAM_MAX: usize = 65536;
+/// Most datagram relays per job (one per job socket and central peer,
+/// each a socket and a thread): a job's UDP server hearing from more
+/// peers than this drops datagrams from the new ones.
+pub const MAX_UDP_RELAYS: usize = 512;
 
 /// What the relay knows of one of the job's sockets (keyed by its inode,
 /// which every descriptor of it shares across dup and fork).
@@ -396,6 +400,9 @@ impl Relay {
         if let Some(r) = lock(&self.state).udp.get(&key) {
             return Ok(r.addr);
         }
+        if lock(&self.state).udp.len() >= MAX_UDP_RELAYS {
+            return Err(libc::ENOBUFS);
+        }
         let (family, owner) = lock(&self.state)
             .udp_owner
             .get(&sock)
@@ -512,7 +519,7 @@ impl Relay {
             .get(&listener)
             .cloned()
             .ok_or(libc::ECONNREFUSED)?;
-        let opened = self.streams.open(stream).ok_or(libc::EEXIST)?;
+        let opened = self.streams.open(stream).ok_or(libc::EAGAIN)?;
         let fd = self.socket(target.family, libc::SOCK_STREAM)?;
         if let Err(e) = addr::connect_raw(fd.as_fd(), &target.node) {
             if e == libc::ECONNREFUSED {
