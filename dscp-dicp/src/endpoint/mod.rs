@@ -78,6 +78,16 @@ pub struct Config {
     pub ack_every: u32,
     /// Initial congestion window, in datagrams.
     pub initial_window: usize,
+    /// Smallest congestion window, in datagrams, that loss can shrink it
+    /// to. Loss on a cluster's LAN is mostly not congestion (a flaky link,
+    /// a full socket buffer for an instant), and with RFC 9002's floor of
+    /// two, persistent random loss keeps NewReno's window near
+    /// 1.2/sqrt(loss) datagrams: measured on the netns cluster with 10 %
+    /// loss each way, 64 MiB read and written back by a job took 41 s with
+    /// a floor of 2 and 4.5 s with 32 (2.9 s without loss). 32 datagrams
+    /// is ~45 KB in flight per connection: below a gigabit LAN's
+    /// bandwidth-delay product, so it cannot flood a healthy network.
+    pub min_window: usize,
     /// Largest congestion window, in bytes.
     pub max_window: usize,
 }
@@ -102,6 +112,7 @@ impl Default for Config {
             max_ack_delay: Duration::from_millis(5),
             ack_every: 2,
             initial_window: 10,
+            min_window: 32,
             max_window: 16 << 20,
         }
     }
