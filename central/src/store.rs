@@ -482,6 +482,24 @@ impl Store {
         Ok(JobId(from_i64(id, "job id")?))
     }
 
+    /// Removes a job that never ran (its node refused to start it: central
+    /// retries with a new record), with its events. A job that ended is
+    /// history and stays.
+    pub fn discard_unstarted_job(&self, id: JobId) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let key = job_key(id)?;
+        conn.execute(
+            "DELETE FROM job_events WHERE job = ?1
+             AND EXISTS(SELECT 1 FROM jobs WHERE id = ?1 AND state = 'running')",
+            [key],
+        )?;
+        conn.execute(
+            "DELETE FROM jobs WHERE id = ?1 AND state = 'running'",
+            [key],
+        )?;
+        Ok(())
+    }
+
     /// Ends a running job. Returns `false`, changing nothing, when the job
     /// had already ended (a duplicate or late report: the first one wins).
     pub fn finish_job(&self, id: JobId, end: &JobEnd) -> Result<bool, StoreError> {

@@ -492,8 +492,15 @@ impl Cache {
     /// The unfinished transfer of central `path` with exactly `identity`,
     /// if one is under way.
     pub fn in_progress(&self, path: &Path, identity: &FileIdentity) -> Option<Arc<PartialObject>> {
-        let st = self.state();
-        let p = st.partials.get(path.as_os_str().as_bytes())?.upgrade()?;
+        // The cache state is released before the object's progress is
+        // looked at: finishing an object locks its progress, then the state
+        // (to commit it), so holding both the other way round deadlocks
+        // two jobs opening the same file as it completes.
+        let p = self
+            .state()
+            .partials
+            .get(path.as_os_str().as_bytes())?
+            .upgrade()?;
         (p.identity() == identity && p.is_writing()).then_some(p)
     }
 

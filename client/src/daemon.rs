@@ -2,11 +2,11 @@
 //! DSCP requests (start a job, signal it), and runs each job on its own
 //! thread with its own endpoint and session key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dscp_dicp::{Key, Keyring, Peer, CLUSTER_KEY_ID};
 
@@ -24,6 +24,12 @@ use crate::net::{ask, reply, Incoming, Net, PendingCall};
 
 /// How often a node tells central it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(1000);
+/// How long a job's end is repeated in heartbeats: longer than central
+/// takes to restart and hear from the node again.
+const ENDED_KEPT: Duration = Duration::from_secs(60);
+/// At most this many recent ends ride in one heartbeat (the oldest go
+/// first), which bounds its size.
+const ENDED_MAX: usize = 256;
 
 /// The node daemon's shared state.
 #[derive(Debug)]
@@ -33,6 +39,9 @@ pub struct Node {
     cache: Cache,
     records: JobLog,
     jobs: Mutex<HashMap<u64, Arc<JobControl>>>,
+    /// Recent job ends, oldest first, repeated in heartbeats (see
+    /// [`NodeInfo::ended`]).
+    ended: Mutex<VecDeque<(Instant, u64, JobEvent)>>,
     kernel: String,
     sandbox: Arc<NodeSandbox>,
 }
@@ -112,6 +121,7 @@ impl Node {
             cache,
             records,
             jobs: Mutex::new(HashMap::new()),
+            ended: Mutex::new(VecDeque::new()),
             kernel,
             sandbox,
         }))
@@ -146,6 +156,16 @@ impl Node {
 
     fn info(&self) -> NodeInfo {
         let jobs: Vec<u64> = lock(&self.jobs).keys().copied().collect();
+        let ended = {
+            let mut ended = lock(&self.ended);
+            while ended
+                .front()
+                .is_some_and(|(at, _, _)| at.elapsed() > ENDED_KEPT)
+            {
+                ended.pop_front();
+            }
+            ended.iter().map(|(_, job, e)| (*job, e.clone())).collect()
+        };
         NodeInfo {
             name: self.cfg.name.clone(),
             cpus: crate::config::cpu_count(),
@@ -156,6 +176,7 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             dropped: self.net.dropped().into_iter().collect(),
             cache_bytes: self.cache.stats().bytes,
+            ended,
         }
     }
 
@@ -197,6 +218,11 @@ impl Node {
             // The node's log has one line per end: a start line would
             // read back as an end (see `records`).
             self.records.ended(job, &event);
+            let mut ended = lock(&self.ended);
+            if ended.len() >= ENDED_MAX {
+                ended.pop_front();
+            }
+            ended.push_back((Instant::now(), job, event.clone()));
         }
         let start = |msg: DicpRequest| match self.net.start(self.central(), msg) {
             Ok(call) => Some(call),

@@ -155,8 +155,11 @@ impl Central {
         if let Err(e) = res {
             log::error!("store: {e}");
         }
-        // Jobs central thinks run there but the node does not know are gone
-        // (the node restarted, or its report of the end was lost for good).
+        // Jobs central thinks run there but the node does not: ended (their
+        // own report was lost, e.g. while central restarted: the node
+        // repeats recent ends), or gone (the node restarted, or the end is
+        // older than the node remembers).
+        let mut ends = Vec::new();
         if let Ok(running) = store.list_jobs(&JobFilter {
             state: Some(JobState::Running),
             node: Some(info.name.clone()),
@@ -164,7 +167,12 @@ impl Central {
         }) {
             for j in running {
                 let age = now_ms.saturating_sub(j.spec.start);
-                if !info.running.contains(&j.id.0) && age > 10_000 {
+                if info.running.contains(&j.id.0) {
+                    continue;
+                }
+                if let Some((_, event)) = info.ended.iter().find(|(id, _)| *id == j.id.0) {
+                    ends.push((j.id, event.clone()));
+                } else if age > 10_000 {
                     let end = JobEnd {
                         state: JobState::Lost,
                         exit_status: None,
@@ -179,6 +187,14 @@ impl Central {
                     }
                 }
             }
+        }
+        drop(store);
+        for (job, event) in ends {
+            log::info!(
+                "job {job}: its end came with a heartbeat from {}",
+                info.name
+            );
+            self.job_event(job, &event);
         }
     }
 
@@ -348,16 +364,13 @@ impl Central {
         let port = match reply {
             Ok(DscpResponse::Accepted { port }) => port,
             Ok(DscpResponse::Refused { reason: why }) => {
-                self.end_unstarted(
-                    job,
-                    &JobEnd {
-                        state: JobState::Lost,
-                        exit_status: None,
-                        signal: None,
-                        reason: Some(format!("refused: {why}")),
-                        at: store::now_ms(),
-                    },
-                );
+                // Nothing ran: no record of it (a user would see a "lost"
+                // job for every retry while the slots are full), and not
+                // counted as started.
+                match lock(&self.store).discard_unstarted_job(job) {
+                    Ok(()) => lock(&self.history).discarded(1),
+                    Err(e) => log::warn!("job {job}: {e}"),
+                }
                 return Err(StartError::Refused(why));
             }
             Ok(other) => {

@@ -56,6 +56,12 @@ impl History {
         self.started += n;
     }
 
+    /// Takes back `n` jobs counted as started that never ran (a node
+    /// refused them; central retries them as new jobs).
+    pub fn discarded(&mut self, n: u64) {
+        self.started = self.started.saturating_sub(n);
+    }
+
     /// Counts `n` jobs ended.
     pub fn finished(&mut self, n: u64) {
         self.finished += n;

@@ -657,3 +657,18 @@ fn dashboard_refresh_queries_stay_small_on_a_big_store() {
     assert_eq!(s.job_events(JobId(4242)).unwrap().len(), 1);
     assert_eq!(s.count_jobs(Some(JobState::Running)).unwrap(), 100);
 }
+
+#[test]
+fn discarding_removes_only_jobs_that_never_ended() {
+    let d = TempDir::new();
+    let s = Store::open(&d.state()).unwrap();
+    let refused = s.create_job(&new_job("a", 1, 1)).unwrap();
+    s.add_job_event(refused, 1, "placed", "a").unwrap();
+    let ran = s.create_job(&new_job("a", 1, 2)).unwrap();
+    assert!(s.finish_job(ran, &exited(0, 3)).unwrap());
+    s.discard_unstarted_job(refused).unwrap();
+    s.discard_unstarted_job(ran).unwrap();
+    assert!(s.job(refused).unwrap().is_none());
+    assert!(s.job_events(refused).unwrap().is_empty());
+    assert_eq!(s.job(ran).unwrap().unwrap().state, JobState::Exited);
+}

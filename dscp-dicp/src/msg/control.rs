@@ -136,6 +136,11 @@ pub struct NodeInfo {
     pub dropped: BTreeMap<String, u64>,
     /// Bytes in the node's file cache.
     pub cache_bytes: u64,
+    /// Jobs that ended recently and how: the node repeats them in its
+    /// heartbeats for a while, so an end whose own report was lost (central
+    /// was restarting, say) still reaches central instead of the job being
+    /// declared lost.
+    pub ended: Vec<(JobId, JobEvent)>,
 }
 
 /// A job's start or end.

@@ -18,6 +18,7 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
         version: "0.1.0".into(),
         dropped: BTreeMap::from([("bad_auth".to_string(), 3)]),
         cache_bytes: 1 << 20,
+        ended: vec![(6, JobEvent::Exited { code: 3 })],
     };
     let image = job::ExecImage {
         argv: vec!["echo".into(), Blob(vec![0xff, 0])],
