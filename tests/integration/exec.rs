@@ -13,10 +13,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use diatom_tests::cluster::{
-    assert_diatom_failure, describe, local, processes_with_arg, pseudo_random, set_mode, show,
-    unique_sleep, with_umask, DiatomCluster, Feed, Spawned, MARKER_VAR, NOBODY,
+    assert_diatom_failure, describe, local, pseudo_random, set_mode, show, unique_sleep,
+    with_umask, DiatomCluster, Feed, Spawned, MARKER_VAR, NOBODY,
 };
-use diatom_tests::cluster::{shell_status, text};
+use diatom_tests::cluster::{shell_status, text, wait_gone};
 use diatom_tests::require_root;
 use nix::sys::signal::Signal;
 
@@ -30,23 +30,6 @@ fn assert_like_local(remote: &Output, local: &Output, what: &str) {
         describe(remote),
         describe(local)
     );
-}
-
-/// Polls until no live process has `arg` in its command line; panics with
-/// the survivors after `timeout`. Returns how long it took.
-fn wait_gone(arg: &str, timeout: Duration, what: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        let left = processes_with_arg(arg);
-        if left.is_empty() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{what}: processes with {arg:?} still run {timeout:?} later: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -433,59 +416,4 @@ fn exec_forwards_signals() {
     }
 }
 
-#[test]
-fn exec_killed_home_kills_job() {
-    if !require_root("exec_killed_home_kills_job") {
-        return;
-    }
-    let c = DiatomCluster::builder(1).name("home").start();
-    let arg = unique_sleep(300);
-    let mut s = Spawned::spawn(c.diatom_cmd(["exec", "sleep", &arg]), Feed::Null);
-    let (node, p) = c.wait_job_process(&arg, Duration::from_secs(30));
-    eprintln!("job runs on node{node} as {p:?}");
-    s.kill();
-    let took = wait_gone(
-        &arg,
-        Duration::from_secs(5),
-        "the job's processes after `diatom exec` was SIGKILLed",
-    );
-    eprintln!("job gone {took:?} after its home died");
-    // Central no longer lists it as running.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ps = c.ps_json(false);
-        if ps.as_array().is_some_and(Vec::is_empty) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`diatom ps --json` still lists a running job 10 s after its home died: {ps}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-#[test]
-fn exec_node_lost_mid_job() {
-    if !require_root("exec_node_lost_mid_job") {
-        return;
-    }
-    let mut c = DiatomCluster::builder(2).name("lost").start();
-    let arg = unique_sleep(300);
-    let mut s = Spawned::spawn(c.diatom_cmd(["exec", "sleep", &arg]), Feed::Null);
-    let (node, _) = c.wait_job_process(&arg, Duration::from_secs(30));
-    let killed = Instant::now();
-    c.kill_node(node);
-    let Some(out) = s.wait_timeout(Duration::from_secs(15)) else {
-        panic!(
-            "diatom exec still runs 15 s after node{node}'s daemon was killed; stderr {}",
-            show(&s.stderr_so_far())
-        );
-    };
-    let took = s.exited_at().unwrap().saturating_duration_since(killed);
-    assert_diatom_failure(&out, &format!("diatom exec after node{node} died"));
-    assert!(
-        took < Duration::from_secs(5),
-        "diatom exec noticed the lost node only after {took:?} (want < 5 s)"
-    );
-}
+// Losing the home or the node mid-job: tests/integration/faults.rs.

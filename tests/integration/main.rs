@@ -5,6 +5,7 @@ mod cluster_admin;
 mod cluster_net;
 mod dashboard;
 mod exec;
+mod faults;
 mod files;
 mod network;
 mod processes;

@@ -1237,6 +1237,23 @@ pub fn processes_with_arg(arg: &str) -> Vec<Proc> {
         .collect()
 }
 
+/// Polls until no live process has `arg` in its command line; panics with
+/// the survivors after `timeout`. Returns how long it took.
+pub fn wait_gone(arg: &str, timeout: Duration, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let left = processes_with_arg(arg);
+        if left.is_empty() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{what}: processes with {arg:?} still run {timeout:?} later: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Live processes whose environment has `var=value`.
 pub fn processes_with_env(var: &str, value: &str) -> Vec<i32> {
     let me = i32::try_from(std::process::id()).unwrap_or(-1);

@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: privilege checks, paths of the
 //! built binaries, the network-namespace cluster harness (`netns`), a real
 //! Diatom cluster on top of it (`cluster`), nodes as QEMU virtual machines
-//! (`vm`), per-test scratch directories (`testdir`), and the static node
-//! daemon a bare node or a VM runs ([`static_client`]).
+//! (`vm`), per-test scratch directories (`testdir`), hostile datagrams for
+//! the fault tests (`hostile`), and the static node daemon a bare node or a
+//! VM runs ([`static_client`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,7 @@ pub fn assert_static(bin: &Path) {
 
 pub mod central_files;
 pub mod cluster;
+pub mod hostile;
 pub mod netns;
 pub mod testdir;
 pub mod vm;
