@@ -120,7 +120,9 @@ impl Layout {
             }
             if let Ok(entries) = fs::read_dir(&p) {
                 for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    // Another live daemon's group may be empty for a moment
+                    // (made, its job not yet in it): not ours to remove.
+                    if e.file_type().is_ok_and(|t| t.is_dir()) && !owner_alive(&e.file_name()) {
                         // Fails (EBUSY) while processes are in it: kept.
                         let _ = fs::remove_dir(e.path());
                     }
@@ -129,6 +131,20 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+/// Whether a job group's name (`<daemon pid>-<job>`) names a daemon other
+/// than this one that still runs (several node daemons may share a host's
+/// cgroups: the tests run many).
+fn owner_alive(name: &std::ffi::OsStr) -> bool {
+    let Some(pid) = name
+        .to_str()
+        .and_then(|n| n.split_once('-'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Octal escapes of mountinfo (`\040` for a space).
