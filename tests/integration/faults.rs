@@ -12,21 +12,18 @@
 // #[test] functions themselves.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use diatom_tests::central_files::{assert_node_lacks, same_as_local_timed, write_big, Files};
 use diatom_tests::cluster::{
-    assert_diatom_failure, describe, node_name, pseudo_random, set_mode, shell_status, show, text,
-    unique, unique_sleep, wait_gone, DiatomCluster, Feed, Spawned, PORT,
+    assert_diatom_failure, describe, node_name, set_mode, show, text, unique, unique_sleep,
+    wait_gone, DiatomCluster, Feed, Spawned, PORT,
 };
 use diatom_tests::hostile::{snmp_counter, vm_kib, Capture, Hostile, Kind};
-use diatom_tests::netns::MountView;
 use diatom_tests::require_root;
-use diatom_tests::testdir::TestDir;
 use dscp_dicp::Key;
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -36,59 +33,22 @@ const LOSS_FILE: usize = 64 << 20;
 /// How long one job over the lossy link may take before the test gives up.
 const LOSS_RUN: Duration = Duration::from_secs(300);
 
-/// Writes `size` bytes of pseudo-random data (seeded by `seed`) to `path`
-/// in 1 MiB blocks, each stamped with its index so no two are equal.
-fn write_random(path: &Path, size: usize, seed: u64) {
-    let block = pseudo_random(1 << 20, seed);
-    let mut f = std::fs::File::create(path).unwrap();
-    for i in 0..(size >> 20) as u64 {
-        f.write_all(&(i ^ seed).to_le_bytes()).unwrap();
-        f.write_all(&block[8..]).unwrap();
-    }
-    f.sync_all().unwrap();
-    set_mode(path, 0o644);
-}
-
-/// A directory on central that the nodes do not see (an empty tmpfs over
-/// it in their mount namespaces), and a cluster of `nodes` nodes with that
-/// view.
-fn central_only_cluster(name: &str, nodes: u8) -> (TestDir, DiatomCluster) {
-    let dir = TestDir::new(&format!("{name}-files")).unwrap();
-    set_mode(dir.path(), 0o755);
+/// Central-only files (see [`Files`]) and a cluster of `nodes` nodes that
+/// cannot see them; checked on node 1.
+fn central_only_cluster(name: &str, nodes: u8) -> (Files, DiatomCluster) {
+    let files = Files::new(name);
     let c = DiatomCluster::builder(nodes)
         .name(name)
-        .node_mounts(MountView::new().hide(dir.path()))
+        .node_mounts(files.node_view())
         .start();
-    (dir, c)
+    assert_node_lacks(&c, &files.only);
+    (files, c)
 }
 
-/// `sh -c SCRIPT` through `diatom exec` from `cwd`, and the same locally;
-/// asserts both exit 0 with the same output. Returns how long the remote
-/// run took.
+/// `sh -c SCRIPT` through `diatom exec` from `cwd` and locally, asserted
+/// identical; returns how long the remote run took.
 fn remote_like_local(c: &DiatomCluster, cwd: &Path, script: &str, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    let mut cmd = c.diatom_cmd(["exec", "--", "sh", "-c", script]);
-    cmd.current_dir(cwd);
-    let remote = c.run(cmd, Feed::Null, timeout);
-    let took = start.elapsed();
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", script]).current_dir(cwd);
-    let local = Spawned::spawn(cmd, Feed::Null).wait_or_panic(timeout, "local reference run");
-    assert!(
-        local.status.success() && !local.stdout.is_empty(),
-        "test setup: `{script}` should succeed locally: {}",
-        describe(&local)
-    );
-    assert!(
-        remote.status.code() == shell_status(&local)
-            && remote.stdout == local.stdout
-            && remote.stderr == local.stderr,
-        "`{script}` through diatom exec differs from the local run\n\
-         diatom exec: {}\nlocal:       {}",
-        describe(&remote),
-        describe(&local)
-    );
-    took
+    same_as_local_timed(c, cwd, &["sh", "-c", script], timeout).1
 }
 
 /// `runs` jobs on node 1 while nftables drops `percent` % of the packets
@@ -96,14 +56,15 @@ fn remote_like_local(c: &DiatomCluster, cwd: &Path, script: &str, timeout: Durat
 /// file (so the node's cache cannot answer), writes a copy of it back to
 /// central and prints both checksums, which must match the local run.
 fn loss_runs(name: &str, percent: u8, runs: u32) {
-    let (dir, c) = central_only_cluster(name, 1);
+    let (files, c) = central_only_cluster(name, 1);
+    let dir = files.only.as_path();
     let node = c.net().node(1).unwrap();
     node.ns.nft_drop_percent(&node.link.b_if, percent).unwrap();
     let script = "cat in.bin > out.bin && sha256sum in.bin out.bin";
     let mut times = Vec::new();
     for run in 0..runs {
-        write_random(&dir.join("in.bin"), LOSS_FILE, 0x1055 + u64::from(run));
-        let took = remote_like_local(&c, dir.path(), script, LOSS_RUN);
+        write_big(&dir.join("in.bin"), LOSS_FILE, 0x1055 + u64::from(run));
+        let took = remote_like_local(&c, dir, script, LOSS_RUN);
         let (a, b) = (
             std::fs::read(dir.join("in.bin")).unwrap(),
             std::fs::read(dir.join("out.bin")).unwrap(),
@@ -292,7 +253,8 @@ fn faults_central_restart_under_a_running_job() {
     if !require_root("faults_central_restart_under_a_running_job") {
         return;
     }
-    let (dir, mut c) = central_only_cluster("restart", 2);
+    let (files, mut c) = central_only_cluster("restart", 2);
+    let dir = files.only.as_path();
     std::fs::write(dir.join("data.txt"), "written on central\n").unwrap();
     set_mode(&dir.join("data.txt"), 0o644);
     let (out, before) = c.exec_job(["/bin/echo", "before"]);
@@ -303,7 +265,7 @@ fn faults_central_restart_under_a_running_job() {
     let arg = unique_sleep(4);
     let script = format!("sleep {arg}; cat data.txt; echo done; exit 3");
     let mut cmd = c.diatom_cmd(["exec", "--", "sh", "-c", &script]);
-    cmd.current_dir(dir.path());
+    cmd.current_dir(dir);
     let mut s = Spawned::spawn(cmd, Feed::Null);
     c.wait_job_process(&arg, Duration::from_secs(30));
     let restarted = Instant::now();
@@ -448,8 +410,9 @@ fn faults_hostile_datagrams_and_flood() {
     if !require_root("faults_hostile_datagrams_and_flood") {
         return;
     }
-    let (dir, c) = central_only_cluster("hostile", 1);
-    write_random(&dir.join("in.bin"), 8 << 20, 0x4057);
+    let (files, c) = central_only_cluster("hostile", 1);
+    let dir = files.only.as_path();
+    write_big(&dir.join("in.bin"), 8 << 20, 0x4057);
     let n1 = c.net().node(1).unwrap();
     let key = Key::load(c.key()).unwrap();
 
@@ -457,7 +420,7 @@ fn faults_hostile_datagrams_and_flood() {
     // (cluster key) and the job's session (its own key).
     let cap = Capture::open(&n1.ns).unwrap();
     let mut cmd = c.diatom_cmd(["exec", "--", "sha256sum", "in.bin"]);
-    cmd.current_dir(dir.path());
+    cmd.current_dir(dir);
     let mut job = Spawned::spawn(cmd, Feed::Null);
     let captured: Vec<Vec<u8>> = cap
         .udp(PORT, 2000, Duration::from_secs(3))
@@ -508,7 +471,7 @@ fn faults_hostile_datagrams_and_flood() {
         let jobs = s.spawn(|| {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) || n < 3 {
-                remote_like_local(&c, dir.path(), script, Duration::from_secs(120));
+                remote_like_local(&c, dir, script, Duration::from_secs(120));
                 n += 1;
             }
             n
@@ -603,7 +566,7 @@ fn faults_hostile_datagrams_and_flood() {
         );
     }
     // Still serving.
-    remote_like_local(&c, dir.path(), script, Duration::from_secs(120));
+    remote_like_local(&c, dir, script, Duration::from_secs(120));
 }
 
 // ----- load -----------------------------------------------------------------------
