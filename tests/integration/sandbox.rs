@@ -149,6 +149,21 @@ fn sandbox_hides_the_node() {
         describe(&out)
     );
     next_job_runs(&c, "listing /proc");
+
+    // The job names itself by its own PID namespace's pid: /proc/PID/exe
+    // still names the central program, as /proc/self/exe does.
+    let py = "import os; print(os.readlink('/proc/%d/exe' % os.getpid()))";
+    let local = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", py])
+        .output()
+        .unwrap();
+    let out = exec(&c, &["/usr/bin/python3", "-c", py]);
+    assert!(
+        out.status.code() == Some(0) && out.stdout == local.stdout,
+        "readlink /proc/<getpid()>/exe in a job (want {:?}): {}",
+        text(&local.stdout),
+        describe(&out)
+    );
 }
 
 #[test]

@@ -153,7 +153,10 @@ impl JobHandler {
         let pid = if who == b"self" || who == b"thread-self" {
             caller
         } else {
-            Pid::from_raw(std::str::from_utf8(who).ok()?.parse::<i32>().ok()?)
+            // The job names its processes by the pids of its own PID
+            // namespace; the tracer knows them by the node's.
+            let n = std::str::from_utf8(who).ok()?.parse::<i32>().ok()?;
+            crate::sandbox::host_pid(caller, n, &self.members.pids())
         };
         if let Some(exe) = self.fs.as_ref().and_then(|f| f.exe_of(pid)) {
             return Some(exe.to_vec());

@@ -107,7 +107,8 @@ impl Layout {
     }
 
     /// Makes the `diatom` parents (enabling the v2 controllers for their
-    /// children) and removes the empty job groups a dead daemon left.
+    /// children) and removes the empty job groups daemons that are gone
+    /// left (a group is named `<daemon pid>-<job>`).
     pub fn prepare(&self) -> Result<(), SandboxError> {
         if let Layout::V2(root) = self {
             // Children of root get the controllers from root's subtree_control.
@@ -529,6 +530,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cg.events().oom_kills, 2);
+        // Restarting cleans up the empty groups of daemons that are gone
+        // (no pid is that high), never a live daemon's (pid 1 always is).
+        let dead = root.join("pids/diatom/999999999-3");
+        let live = root.join("pids/diatom/1-4");
+        fs::create_dir(&dead).unwrap();
+        fs::create_dir(&live).unwrap();
+        layout.prepare().unwrap();
+        assert!(!dead.exists() && live.exists());
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dscp_dicp::msg::job::Rlimits;
+use nix::unistd::Pid;
 
 use cgroup::{CgroupLimits, JobCgroup, Layout};
 use mounts::{MountPlan, RootSpec};
@@ -284,8 +285,39 @@ pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
 
 /// The job's network namespace (for the job's network relay, which puts
 /// its loopback listeners there), from its first process.
-pub fn job_netns(pid: nix::unistd::Pid) -> Option<std::fs::File> {
+pub fn job_netns(pid: Pid) -> Option<std::fs::File> {
     std::fs::File::open(format!("/proc/{pid}/ns/net")).ok()
+}
+
+/// The node's pid of the job's process `ns_pid`, as a process of the job
+/// (`caller`, a node pid) names it: in a PID namespace, the member of the
+/// job whose innermost pid is `ns_pid`; without one, `ns_pid` itself.
+pub fn host_pid(caller: Pid, ns_pid: i32, members: &[Pid]) -> Pid {
+    let nspid = |p: Pid| {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .and_then(|t| innermost_pid(&t))
+    };
+    if nspid(caller).is_none_or(|inner| inner == caller.as_raw()) {
+        return Pid::from_raw(ns_pid);
+    }
+    members
+        .iter()
+        .copied()
+        .find(|&m| nspid(m) == Some(ns_pid))
+        .unwrap_or(Pid::from_raw(ns_pid))
+}
+
+/// The last pid of the `NSpid:` line of a `/proc/PID/status` text: the
+/// process's pid in its own (innermost) PID namespace.
+fn innermost_pid(status: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// The pool of per-job uids: `first..=last`, none of which may own anything
@@ -362,6 +394,16 @@ mod tests {
         assert!(matches!(pool.take(), Err(SandboxError::NoUid { .. })));
         drop(a);
         assert_eq!(pool.take().unwrap().ids(), (100, 100));
+    }
+
+    #[test]
+    fn pids_of_a_pid_namespace() {
+        assert_eq!(innermost_pid("Name:\tsh\nNSpid:\t4242\t2\nX: 1\n"), Some(2));
+        assert_eq!(innermost_pid("NSpid:\t77\n"), Some(77));
+        assert_eq!(innermost_pid("Name: x\n"), None);
+        // Outside a PID namespace a pid is itself.
+        let me = nix::unistd::getpid();
+        assert_eq!(host_pid(me, 1234, &[]), Pid::from_raw(1234));
     }
 
     #[test]
