@@ -306,13 +306,18 @@ impl Initramfs {
 
     fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
         self.ino += 1;
+        let ino = self.ino;
+        self.header_and_data(ino, name, mode, rdev, data);
+    }
+
+    fn header_and_data(&mut self, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
         let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
         let name = name.trim_start_matches('/');
         let namesize = name.len() + 1;
         let _ = write!(
             StrBuf(&mut self.buf),
             "070701{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
-            self.ino,
+            ino,
             mode,
             0,
             0,
@@ -359,8 +364,7 @@ impl Initramfs {
 
     /// The archive with its trailer.
     pub fn finish(mut self) -> Vec<u8> {
-        self.ino = 0;
-        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        self.header_and_data(0, "TRAILER!!!", 0, (0, 0), &[]);
         self.buf
     }
 }
