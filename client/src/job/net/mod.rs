@@ -557,3 +557,70 @@ impl NetLayer {
         let _ = write_sockaddr(mem, ptr, lenp, &central, family);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer::ProcMemory;
+
+    /// This process's own memory, through the same calls as a tracee's.
+    fn own() -> ProcMemory {
+        ProcMemory::new(Pid::this())
+    }
+
+    #[test]
+    fn result_addresses_are_cut_to_the_callers_room_and_report_their_length() {
+        let a = Addr::Inet("10.1.2.3:8080".parse().unwrap());
+        let mut buf = [0xffu8; 128];
+        let mut len: u32 = 8;
+        let ok = write_sockaddr(
+            &own(),
+            buf.as_mut_ptr() as u64,
+            &mut len as *mut u32 as u64,
+            &a,
+            libc::AF_INET,
+        );
+        assert!(ok);
+        let full = addr::encode(&a);
+        assert_eq!(
+            len as usize,
+            full.len(),
+            "the full length, as the kernel reports it"
+        );
+        assert_eq!(&buf[..8], &full[..8]);
+        assert_eq!(buf[8], 0xff, "nothing written past the caller's room");
+        // An IPv6 socket sees an IPv4 peer v4-mapped.
+        let mut len6: u32 = 128;
+        assert!(write_sockaddr(
+            &own(),
+            buf.as_mut_ptr() as u64,
+            &mut len6 as *mut u32 as u64,
+            &a,
+            libc::AF_INET6,
+        ));
+        assert_eq!(len6, 28);
+        assert_eq!(
+            addr::parse(&buf[..28]),
+            Some(Parsed::Addr(Addr::Inet(
+                "[::ffff:10.1.2.3]:8080".parse().unwrap()
+            )))
+        );
+    }
+
+    #[test]
+    fn sockets_are_named_by_inode() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&s) as u64;
+        let ino = inode(Pid::this(), fd).unwrap();
+        let dup = s.try_clone().unwrap();
+        let dfd = std::os::fd::AsRawFd::as_raw_fd(&dup) as u64;
+        assert_eq!(
+            inode(Pid::this(), dfd),
+            Some(ino),
+            "a dup is the same socket"
+        );
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let ffd = std::os::fd::AsRawFd::as_raw_fd(&f) as u64;
+        assert_eq!(inode(Pid::this(), ffd), None, "a file is not a socket");
+    }
+}

@@ -709,3 +709,40 @@ fn make_sockets(netns: Option<File>, rx: &Receiver<MakeRequest>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_relay_listener_takes_only_the_expected_socket() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        let listener = OwnedFd::from(l);
+        // A stranger connects first, then the job's socket.
+        let stranger = TcpStream::connect(at).unwrap();
+        let job = TcpStream::connect(at).unwrap();
+        let expected = addr::encode(&Addr::Inet(job.local_addr().unwrap()));
+        let got = accept_expected(&listener, libc::AF_INET, &expected).unwrap();
+        assert_eq!(
+            inet_peer(&got),
+            Some(job.local_addr().unwrap()),
+            "the accepted connection is the job's"
+        );
+        // The stranger's connection was closed by the relay.
+        let mut b = [0u8; 1];
+        let mut s = stranger;
+        assert!(matches!(
+            std::io::Read::read(&mut s, &mut b),
+            Ok(0) | Err(_)
+        ));
+    }
+
+    fn inet_peer(fd: &OwnedFd) -> Option<SocketAddr> {
+        match addr::peer_of(fd.as_fd()) {
+            Ok(Parsed::Addr(Addr::Inet(a))) => Some(a),
+            _ => None,
+        }
+    }
+}
