@@ -418,7 +418,7 @@ fn network_job_listens_on_central() {
 
 const UDP_PY: &str = r#"
 import selectors, socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
+host, port, port6 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(30)
 s.sendto(b"one", (host, port))
@@ -432,6 +432,11 @@ sel = selectors.DefaultSelector()
 sel.register(c, selectors.EVENT_READ)
 assert sel.select(timeout=30), "no reply"
 print("connected", c.recv(100).decode(), *c.getpeername())
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s6.settimeout(30)
+s6.sendto(b"six", ("::1", port6))
+data, src = s6.recvfrom(100)
+print("ipv6", data.decode(), *src[:2])
 "#;
 
 #[test]
@@ -439,19 +444,25 @@ fn network_udp_to_a_central_only_server() {
     let Some((c, dir, ip)) = start("network_udp_to_a_central_only_server", "nudp") else {
         return;
     };
+    // Echo servers (in upper case) on the central-only address and on
+    // central's own IPv6 loopback.
     let udp = in_central(&c, move || UdpSocket::bind((ip, 0)).unwrap());
+    let udp6 = in_central(&c, || UdpSocket::bind("[::1]:0").unwrap());
     let port = udp.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 1500];
-        while let Ok((n, from)) = udp.recv_from(&mut b) {
-            let up = b[..n].to_ascii_uppercase();
-            let _ = udp.send_to(&up, from);
-        }
-    });
-    let (text, out) = python(&c, &dir, ("udp.py", UDP_PY), &[&ip, &port]);
+    let port6 = udp6.local_addr().unwrap().port();
+    for u in [udp, udp6] {
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1500];
+            while let Ok((n, from)) = u.recv_from(&mut b) {
+                let up = b[..n].to_ascii_uppercase();
+                let _ = u.send_to(&up, from);
+            }
+        });
+    }
+    let (text, out) = python(&c, &dir, ("udp.py", UDP_PY), &[&ip, &port, &port6]);
     assert_eq!(
         text,
-        format!("recvfrom ONE {ip} {port}\nconnected TWO {ip} {port}\n"),
+        format!("recvfrom ONE {ip} {port}\nconnected TWO {ip} {port}\nipv6 SIX ::1 {port6}\n"),
         "{}",
         describe(&out)
     );
