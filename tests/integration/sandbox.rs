@@ -324,6 +324,31 @@ fn sandbox_escape_attempts_fail() {
         describe(&out)
     );
     next_job_runs(&c, "the path race");
+
+    // rlimits: the caller's, with the soft open-files limit at least 4096.
+    for (nofile, want_nofile) in [(1500u64, 4096u64), (5000, 5000)] {
+        let mut cmd = c.diatom_cmd(["exec", "/bin/sh", "-c", "ulimit -s; ulimit -n; ulimit -c"]);
+        // SAFETY: setrlimit only, in the forked child before exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                use nix::sys::resource::{getrlimit, setrlimit, Resource};
+                let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+                setrlimit(Resource::RLIMIT_NOFILE, nofile, hard.max(nofile))?;
+                let (_, hard) = getrlimit(Resource::RLIMIT_STACK)?;
+                setrlimit(Resource::RLIMIT_STACK, 12 << 20, hard)?;
+                setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+                Ok(())
+            });
+        }
+        let out = c.run(cmd, Feed::Null, Duration::from_secs(60));
+        assert!(
+            out.status.code() == Some(0)
+                && text(&out.stdout) == format!("12288\n{want_nofile}\n0\n"),
+            "a job's rlimits for a caller with stack 12 MiB, {nofile} open files, no core \
+             (want 12288, {want_nofile}, 0): {}",
+            describe(&out)
+        );
+    }
 }
 
 /// The embedded default run by an unprivileged user: no uid switch, no

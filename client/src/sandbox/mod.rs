@@ -264,8 +264,15 @@ pub fn effective_limit(asked: Option<u64>, node_cap: u64) -> u64 {
     }
 }
 
+/// The least soft `RLIMIT_NOFILE` a job gets (where its hard limit allows):
+/// the file layer places the descriptors it opens in the job at 1000 and
+/// 2000 and up (job/fs/fds.rs), which a soft limit of 1024, a common login
+/// default, would not let it do.
+pub const NOFILE_FLOOR: u64 = 4096;
+
 /// A job's rlimits: the caller's, each capped by the node's own hard limit
-/// (the daemon's `getrlimit`, its policy). `(resource, soft, hard)`.
+/// (the daemon's `getrlimit`, its policy), with the soft open-files limit
+/// raised to [`NOFILE_FLOOR`] where the hard allows. `(resource, soft, hard)`.
 pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
     use nix::sys::resource::{getrlimit, Resource};
     let cap = |res: Resource, (soft, hard): (u64, u64)| {
@@ -274,7 +281,8 @@ pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
         (soft.min(hard), hard)
     };
     let core = cap(Resource::RLIMIT_CORE, asked.core);
-    let nofile = cap(Resource::RLIMIT_NOFILE, asked.nofile);
+    let mut nofile = cap(Resource::RLIMIT_NOFILE, asked.nofile);
+    nofile.0 = nofile.0.max(NOFILE_FLOOR.min(nofile.1));
     let stack = cap(Resource::RLIMIT_STACK, asked.stack);
     [
         (libc::RLIMIT_CORE as libc::c_int, core.0, core.1),
@@ -425,5 +433,11 @@ mod tests {
         assert_eq!(r[0].1, 0);
         assert_eq!(r[1].2, node_nofile);
         assert!(r[1].1 <= r[1].2);
+        // A login's 1024 soft open files is raised for the file layer.
+        let r = capped_rlimits(&Rlimits {
+            nofile: (1024, 1 << 20),
+            ..asked
+        });
+        assert_eq!(r[1].1, NOFILE_FLOOR.min(node_nofile));
     }
 }
