@@ -5,8 +5,11 @@
 //! - `vm_jobs_match_local`: on one VM, `/bin/echo`, `sha256sum` of a central
 //!   file, `python3 -c` computing something and a C program compiled with
 //!   gcc on central give exactly the output of the same commands run
-//!   locally; `uname -r` and `nproc` report the VM (its kernel differs
-//!   from central's, it has one CPU), `hostname` reports central.
+//!   locally, as does a job of an unprivileged caller (`id`, a root-only
+//!   file) and a listing of paths the VM has itself (`/lib/modules`,
+//!   `/etc/diatom`: central's are listed); `uname -r` and `nproc` report
+//!   the VM (its kernel differs from central's, it has one CPU),
+//!   `hostname` reports central.
 //! - `vm_lost_mid_job`: with two VMs, killing one's QEMU while a job runs
 //!   there makes `diatom exec` exit 255 with one `diatom:` line within 5 s,
 //!   the node shows `down`, and the other VM keeps taking jobs.
@@ -26,7 +29,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use diatom_tests::cluster::{
-    assert_diatom_failure, describe, pseudo_random, set_mode, text, DiatomCluster, Feed, Spawned,
+    as_user, assert_diatom_failure, describe, pseudo_random, set_mode, text, DiatomCluster, Feed,
+    Spawned, NOBODY,
 };
 use diatom_tests::require_root;
 use diatom_tests::testdir::TestDir;
@@ -38,12 +42,26 @@ const JOB: Duration = Duration::from_secs(300);
 
 /// `diatom exec --node NODE -- ARGV...` from `cwd`, with its wall time.
 fn vm_exec(c: &DiatomCluster, node: &str, cwd: &Path, argv: &[&str]) -> (Output, Duration) {
+    vm_exec_as(c, None, node, cwd, argv)
+}
+
+/// Like [`vm_exec`], run by `user` (uid = gid, no other groups) if given.
+fn vm_exec_as(
+    c: &DiatomCluster,
+    user: Option<u32>,
+    node: &str,
+    cwd: &Path,
+    argv: &[&str],
+) -> (Output, Duration) {
     let args: Vec<OsString> = ["exec", "--node", node, "--"]
         .iter()
         .chain(argv)
         .map(OsString::from)
         .collect();
-    let mut cmd = c.diatom_cmd(&args);
+    let mut cmd = match user {
+        Some(uid) => c.diatom_cmd_as(uid, uid, &args),
+        None => c.diatom_cmd(&args),
+    };
     cmd.current_dir(cwd);
     let start = Instant::now();
     let out = c.run(cmd, Feed::Null, JOB);
@@ -52,24 +70,42 @@ fn vm_exec(c: &DiatomCluster, node: &str, cwd: &Path, argv: &[&str]) -> (Output,
 
 /// The same command run locally on central from `cwd`: the reference.
 fn local_in(cwd: &Path, argv: &[&str]) -> Output {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
+    local_as(None, cwd, argv)
+}
+
+/// Like [`local_in`], run by `user` (uid = gid, no other groups) if given.
+fn local_as(user: Option<u32>, cwd: &Path, argv: &[&str]) -> Output {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]).current_dir(cwd).stdin(Stdio::null());
+    if let Some(uid) = user {
+        as_user(&mut cmd, uid, uid);
+    }
+    cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {argv:?} locally: {e}"))
 }
 
 /// Runs `argv` on `node` and locally; panics unless exit status, stdout
 /// and stderr are equal. Returns the remote wall time.
 fn same_as_local(c: &DiatomCluster, node: &str, cwd: &Path, argv: &[&str]) -> Duration {
-    let (remote, took) = vm_exec(c, node, cwd, argv);
-    let local = local_in(cwd, argv);
+    same_as_local_as(c, None, node, cwd, argv)
+}
+
+/// Like [`same_as_local`], both runs by `user` if given.
+fn same_as_local_as(
+    c: &DiatomCluster,
+    user: Option<u32>,
+    node: &str,
+    cwd: &Path,
+    argv: &[&str],
+) -> Duration {
+    let (remote, took) = vm_exec_as(c, user, node, cwd, argv);
+    let local = local_as(user, cwd, argv);
     assert!(
         remote.status.code() == local.status.code()
             && remote.stdout == local.stdout
             && remote.stderr == local.stderr,
-        "{argv:?} on {node} differs from the local run\n  on {node}: {}\n  local: {}",
+        "{argv:?} on {node} (user {user:?}) differs from the local run\n  on {node}: {}\n  \
+         local: {}",
         describe(&remote),
         describe(&local)
     );
@@ -115,6 +151,22 @@ fn vm_jobs_match_local() {
             eprintln!("vm figure: {round} {what}: {took:?}");
         }
     }
+
+    // An unprivileged caller: its ids, and central's permissions on a
+    // root-only file, though the job runs under a uid of the VM's own.
+    let secret = work.join("secret");
+    std::fs::write(&secret, b"root only\n").unwrap();
+    set_mode(&secret, 0o600);
+    for argv in [&["id"][..], &["sha256sum", "secret", "data.bin"]] {
+        same_as_local_as(c, Some(NOBODY), "vm1", work.path(), argv);
+    }
+    // The VM's own files stay out of sight: the job lists central's.
+    same_as_local(
+        c,
+        "vm1",
+        work.path(),
+        &["ls", "/lib/modules", "/etc/diatom"],
+    );
 
     // The kernel and CPUs are the VM's, the host name central's.
     let local_release = text(&local_in(work.path(), &["uname", "-r"]).stdout);
