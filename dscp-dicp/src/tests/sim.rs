@@ -695,3 +695,54 @@ proptest! {
         while ep.poll_transmit(now).is_some() {}
     }
 }
+
+/// An authentic datagram carrying the last packet number (u64::MAX) is
+/// dropped as undecodable, not acked and not a panic: `pn + 1` overflowed
+/// when the receiver recorded it (found by the `datagram` fuzz target).
+#[test]
+fn last_packet_number_is_dropped_not_a_panic() {
+    use crate::frame::{self, Handshake};
+    use crate::wire::{Header, PacketKind, VERSION};
+
+    let ring = Keyring::with_cluster_key(&Key::from_bytes([7; 32]));
+    let mut ep = Endpoint::new(Config::default(), ring.clone(), [1; 32]);
+    let now = Instant::now();
+    let from = addr(9);
+    let seal = |counter: u64, kind: PacketKind, body: &[u8]| {
+        let h = Header {
+            version: VERSION,
+            kind,
+            key_id: 0,
+            sender_id: 0x5eed,
+            counter,
+        };
+        ring.seal(&h, body).unwrap()
+    };
+    // First contact: answer the challenge so data datagrams are accepted.
+    let mut ping = Vec::new();
+    frame::put_body_prefix(&mut ping, 0, 0);
+    frame::put_ping(&mut ping);
+    ep.handle_datagram(now, from, &seal(1, PacketKind::Data, &ping));
+    let mut answered = false;
+    while let Some(t) = ep.poll_transmit(now) {
+        let (_, body) = ring.open(&t.bytes).unwrap();
+        if let Ok(Handshake::Challenge(n)) = frame::decode_handshake(&body) {
+            let mut answer = Vec::new();
+            frame::put_handshake(&mut answer, Handshake::Answer(n));
+            ep.handle_datagram(now, from, &seal(2, PacketKind::Handshake, &answer));
+            answered = true;
+        }
+    }
+    assert!(answered, "no first-contact challenge");
+    let mut last = Vec::new();
+    frame::put_body_prefix(&mut last, u64::MAX, 0);
+    frame::put_ping(&mut last);
+    let stats = ep.stats();
+    ep.handle_datagram(now, from, &seal(3, PacketKind::Data, &last));
+    assert_eq!(stats.get(DropReason::Decode), 1);
+    ep.handle_timeout(now + Duration::from_secs(1));
+    assert!(
+        ep.poll_transmit(now + Duration::from_secs(1)).is_none(),
+        "answered"
+    );
+}
