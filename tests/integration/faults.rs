@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use diatom_tests::central_files::{assert_node_lacks, same_as_local_timed, write_big, Files};
+use diatom_tests::central_files::{
+    assert_like_local, assert_node_lacks, local_in, remote, same_as_local_timed, write_big, Files,
+};
 use diatom_tests::cluster::{
     assert_diatom_failure, describe, node_name, set_mode, show, text, unique, unique_sleep,
     wait_gone, DiatomCluster, Feed, Spawned, PORT,
@@ -62,14 +64,28 @@ fn loss_runs(name: &str, percent: u8, runs: u32) {
     node.ns.nft_drop_percent(&node.link.b_if, percent).unwrap();
     let script = "cat in.bin > out.bin && sha256sum in.bin out.bin";
     let mut times = Vec::new();
+    let argv = ["sh", "-c", script];
     for run in 0..runs {
         write_big(&dir.join("in.bin"), LOSS_FILE, 0x1055 + u64::from(run));
-        let took = remote_like_local(&c, dir, script, LOSS_RUN);
+        let _ = std::fs::remove_file(dir.join("out.bin"));
+        let start = Instant::now();
+        let r = remote(&c, dir, &argv, LOSS_RUN);
+        let took = start.elapsed();
+        // The copy the job wrote reached central whole (checked before the
+        // local reference run writes it again).
         let (a, b) = (
             std::fs::read(dir.join("in.bin")).unwrap(),
-            std::fs::read(dir.join("out.bin")).unwrap(),
+            std::fs::read(dir.join("out.bin")).unwrap_or_default(),
         );
-        assert!(a == b, "run {run}: out.bin on central differs from in.bin");
+        assert!(
+            a == b,
+            "run {run}: out.bin on central ({} bytes) differs from in.bin: {}",
+            b.len(),
+            describe(&r)
+        );
+        let l = local_in(dir, &argv, None, LOSS_RUN);
+        assert!(l.status.success(), "local reference run: {}", describe(&l));
+        assert_like_local(&r, &l, &format!("run {run} with {percent}% loss"));
         eprintln!("{percent}% loss, run {run}: 64 MiB in and out in {took:?}");
         times.push(took);
     }
