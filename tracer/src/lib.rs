@@ -44,6 +44,9 @@
 //!   32-bit calls) and on x32 call numbers, which the tracer would misread.
 //! - `no_new_privs` is set before the filter: set-uid programs do not gain
 //!   privileges under the trace.
+//! - [`Command::pid_namespace`] runs the program as PID 2 of its own PID
+//!   namespace (and mount, network, ... namespaces) under an untraced PID 1
+//!   that only reaps: `kill -1` and `/proc` then reach only the job.
 //!
 //! Modules: `arch` (registers), `set` (subscriptions), `bpf` (the filter),
 //! `spawn` (starting a traced program), `tracer` (the loop), `stop` (stopped
