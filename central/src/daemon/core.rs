@@ -244,7 +244,7 @@ impl Central {
                 }),
             ),
         };
-        let _ = store.add_job_event(job, now, kind, &format!("{event:?}"));
+        let _ = store.add_job_event(job, now, kind, &event.to_string());
         if let Some(end) = end {
             match store.finish_job(job, &end) {
                 Ok(true) => {

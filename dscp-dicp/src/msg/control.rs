@@ -170,6 +170,19 @@ pub enum JobEvent {
     },
 }
 
+/// One line for people (logs, the dashboard's job timeline).
+impl std::fmt::Display for JobEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobEvent::Started => write!(f, "the program started"),
+            JobEvent::Exited { code } => write!(f, "exited with status {code}"),
+            JobEvent::Signaled { signal } => write!(f, "died from signal {signal}"),
+            JobEvent::Killed { reason } => write!(f, "killed by the node: {reason}"),
+            JobEvent::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
 /// Central's answer to [`DicpRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DicpResponse {
