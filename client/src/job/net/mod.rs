@@ -287,6 +287,17 @@ impl NetLayer {
     }
 
     fn connect(&mut self, stop: &mut SyscallStop<'_>) -> Served {
+        let raw = read_sockaddr(stop.memory(), stop.arg(1), stop.arg(2));
+        if raw.and_then(|r| addr::parse(&r)) == Some(Parsed::Unspec) {
+            // A datagram socket's disconnect (native): it has no peer now.
+            if let Some(ino) = inode(stop.pid(), stop.arg(0)) {
+                if let Some(mut s) = self.relay.sock(ino).filter(|s| s.kind == Kind::Datagram) {
+                    s.peer = None;
+                    self.relay.set_sock(ino, s);
+                }
+            }
+            return Ok(Action::Continue);
+        }
         let Some((ino, dup, family, ty, to)) = self.target(stop, stop.arg(1), stop.arg(2)) else {
             return Ok(Action::Continue);
         };
