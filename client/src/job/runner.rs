@@ -240,6 +240,15 @@ fn run_inner(
     };
     let pid = tracer.pid();
     tracer.handler_mut().set_first_process(pid);
+    if let (None, Some(cg)) = (jail.namespaces, &cgroup) {
+        // No PID 1 joined the cgroup: the first process does, before it
+        // can fork (its execve waits for the trace to run).
+        if let Err(e) = cg.0.add(pid.as_raw()) {
+            let why = format!("cannot put the job in its cgroup: {e}");
+            respond(req, failed(why.clone()));
+            return Err(why);
+        }
+    }
     if let Some(init) = tracer.init_pid() {
         control.init.store(init.as_raw(), Ordering::SeqCst);
         if let Some(files) = tracer.handler_mut().fs_mut() {

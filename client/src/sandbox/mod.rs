@@ -67,7 +67,9 @@ pub enum Mode {
     /// Unprivileged daemon in a user namespace: namespaces and root, no
     /// uid switch, no cgroup.
     UserNamespace,
-    /// Unprivileged daemon without user namespaces: nothing but the trace.
+    /// No namespaces: an unprivileged daemon without user namespaces
+    /// (nothing but the trace), or a root daemon that may not make them
+    /// (per-job uid and cgroup only).
     Off,
 }
 
@@ -118,49 +120,55 @@ impl NodeSandbox {
                 },
                 None => log::warn!("sandbox: no memory/pids cgroup controllers: memory and pids limits are not enforced"),
             }
-            log::info!("sandbox: jobs run as their own uid in pid, mount, ipc, uts and empty network namespaces");
+            match sb.probe(state_dir, false) {
+                Ok(()) => log::info!("sandbox: jobs run as their own uid in pid, mount, ipc, uts and empty network namespaces"),
+                Err(e) => {
+                    log::warn!("sandbox: cannot make a job's namespaces here ({e}): jobs run as their own uid without namespaces");
+                    sb.mode = Mode::Off;
+                }
+            }
         } else {
-            sb.mode = if sb.probe_user_namespace(state_dir) {
-                log::info!(
-                    "sandbox: unprivileged: jobs run as you in a user namespace with pid, mount, ipc, uts and empty network namespaces; no cgroup limits, no uid switch"
-                );
-                Mode::UserNamespace
-            } else {
+            sb.mode = if let Err(e) = sb.probe(state_dir, true) {
+                log::debug!("sandbox: user namespace probe: {e}");
                 log::info!(
                     "sandbox: unprivileged and user namespaces are not allowed here: jobs run as you, only under the tracer (no namespaces, no cgroup limits)"
                 );
                 Mode::Off
+            } else {
+                log::info!(
+                    "sandbox: unprivileged: jobs run as you in a user namespace with pid, mount, ipc and uts namespaces (the daemon's network); no cgroup limits, no uid switch"
+                );
+                Mode::UserNamespace
             };
         }
         Ok(Arc::new(sb))
     }
 
-    /// Whether an unprivileged user may build a job's namespaces and root here.
-    fn probe_user_namespace(&self, state_dir: &Path) -> bool {
+    /// Builds a job's namespaces and root once, without a program: whether
+    /// this node can (an unprivileged user may be refused user namespaces
+    /// or mounts in them; a root daemon in a container may lack the
+    /// capabilities).
+    fn probe(&self, state_dir: &Path, user_namespace: bool) -> Result<(), String> {
         let spec = RootSpec {
             mount_point: self.root_mount.clone(),
             writable: vec![state_dir.to_path_buf()],
             read_only: vec![],
             tty: false,
-            user_namespace: true,
-            own_netns: false,
+            user_namespace,
+            own_netns: !user_namespace,
         };
-        let Ok(plan) = MountPlan::new(&spec) else {
-            return false;
-        };
+        let plan = MountPlan::new(&spec).map_err(|e| e.to_string())?;
         let mut cmd = tracer::Command::new("/");
-        cmd.pid_namespace(NAMESPACES | libc::CLONE_NEWUSER);
+        cmd.pid_namespace(if user_namespace {
+            (NAMESPACES & !libc::CLONE_NEWNET) | libc::CLONE_NEWUSER
+        } else {
+            NAMESPACES
+        });
         // SAFETY: the plan only makes raw system calls (MountPlan::apply).
         unsafe {
             cmd.pre_init(move || plan.apply());
         }
-        match cmd.probe_namespaces() {
-            Ok(()) => true,
-            Err(e) => {
-                log::debug!("sandbox: user namespace probe: {e}");
-                false
-            }
-        }
+        cmd.probe_namespaces().map_err(|e| e.to_string())
     }
 
     /// The node's mode.
