@@ -162,6 +162,14 @@ pub enum Request {
         /// Signal number.
         signal: i32,
     },
+    /// Answer [`Response::Done`] once central has recorded the job's end
+    /// (or after a short bound). `diatom exec` asks it before exiting, so
+    /// that `diatom ps` run right after shows the job finished: the node's
+    /// report to central and its word to the home travel separately.
+    AwaitEnd {
+        /// Job id.
+        job: u64,
+    },
 }
 
 /// A job placement request; the program's environment and file data never

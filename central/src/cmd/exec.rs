@@ -100,6 +100,18 @@ fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), 
     }
 }
 
+/// Waits (briefly) until central has recorded the job's end, so that what
+/// the user runs next (`diatom ps`) agrees with the exit they just saw.
+/// Best effort: an old or unreachable central is not an error here.
+fn await_end(cli: &Cli, job: u64) {
+    let Ok(stream) = UnixStream::connect(&cli.socket) else {
+        return;
+    };
+    if control::send(&stream, &Request::AwaitEnd { job }, &[]).is_ok() {
+        let _: Result<(Response, _), _> = control::recv(&stream);
+    }
+}
+
 /// Runs `diatom exec`.
 pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     // Before any thread exists, so every thread inherits the mask and the
@@ -161,6 +173,9 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     );
     let outcome = home(grant.clone(), sock, launch, args.tty);
     log::debug!("job {} ended after {:?}", grant.job, t0.elapsed());
+    if placement.is_none() && outcome.is_ok() {
+        await_end(cli, grant.job);
+    }
     drop(placement);
     exit_for(&grant, outcome)
 }

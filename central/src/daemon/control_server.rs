@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::core::Central;
 use crate::control::{self, peer_cred, Request, Response};
@@ -58,6 +59,10 @@ pub fn serve(listener: UnixListener, central: Arc<Central>) {
     }
 }
 
+/// How long `AwaitEnd` waits for a node's report of a job's end: the
+/// report is normally already there, or a round trip away.
+const AWAIT_END_LIMIT: Duration = Duration::from_secs(2);
+
 /// Answers one connection's request.
 pub fn handle(stream: &UnixStream, central: &Central) {
     let cred = match peer_cred(stream) {
@@ -91,6 +96,10 @@ pub fn handle(stream: &UnixStream, central: &Central) {
             Ok(()) => control::send(stream, &Response::Done, &[]),
             Err(why) => control::send(stream, &Response::Error(why), &[]),
         },
+        Request::AwaitEnd { job } => {
+            central.await_end(job, AWAIT_END_LIMIT);
+            control::send(stream, &Response::Done, &[])
+        }
     };
     if let Err(e) = sent {
         log::debug!("control reply: {e}");

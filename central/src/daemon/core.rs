@@ -440,6 +440,24 @@ impl Central {
         }
     }
 
+    /// Returns once `job` is no longer recorded as running, or after
+    /// `limit`. Polls the store: the report that ends a job is usually
+    /// already in, and this runs once per `diatom exec`.
+    pub fn await_end(&self, job: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let running = lock(&self.store)
+                .job(JobId(job))
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.state == JobState::Running);
+            if !running || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Periodic work: nodes silent past the timeout go down, with their
     /// running jobs marked lost.
     pub fn tick(&self) {
