@@ -283,8 +283,8 @@ impl Central {
             let (name, addr) = {
                 let mut reg = lock(&self.registry);
                 loop {
-                    match reg.pick(req.node.as_deref()) {
-                        Ok(n) => break (n.report.name.clone(), n.report.addr),
+                    match reg.reserve(req.node.as_deref()) {
+                        Ok(chosen) => break chosen,
                         Err(PickError::Busy) if Instant::now() < deadline => {
                             reg = self
                                 .slot_freed
@@ -296,7 +296,6 @@ impl Central {
                     }
                 }
             };
-            lock(&self.registry).place(&name);
             match self.start_on(cred, req, &name, addr) {
                 Ok(v) => return Ok(v),
                 Err(StartError::Refused(why)) => {

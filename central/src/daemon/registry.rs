@@ -171,6 +171,16 @@ impl Registry {
             .ok_or(PickError::Busy)
     }
 
+    /// Picks a node as [`Registry::pick`] does and counts the job on it at
+    /// once, so that placements racing for a node's last slot cannot both
+    /// take it.
+    pub fn reserve(&mut self, want: Option<&str>) -> Result<(String, SocketAddr), PickError> {
+        let n = self.pick(want)?;
+        let chosen = (n.report.name.clone(), n.report.addr);
+        self.place(&chosen.0);
+        Ok(chosen)
+    }
+
     /// Counts a job placed on `name`.
     pub fn place(&mut self, name: &str) {
         if let Some(n) = self.nodes.get_mut(name) {
@@ -233,6 +243,18 @@ mod tests {
         moved.addr = "10.0.0.9:12036".parse().unwrap();
         assert!(r.heartbeat(t0 + Duration::from_secs(7), moved));
         assert_eq!(r.get("a").unwrap().report.addr.port(), 12036);
+    }
+
+    #[test]
+    fn reserving_counts_the_job_at_once() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(Duration::from_secs(3));
+        r.heartbeat(t0, report("a", 2, 0.5));
+        assert_eq!(r.reserve(None).unwrap().0, "a");
+        assert_eq!(r.reserve(Some("a")).unwrap().0, "a");
+        assert_eq!(r.reserve(None), Err(PickError::Busy));
+        r.release("a");
+        assert_eq!(r.reserve(None).unwrap().0, "a");
     }
 
     #[test]
