@@ -173,7 +173,10 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     );
     let outcome = home(grant.clone(), sock, launch, args.tty);
     log::debug!("job {} ended after {:?}", grant.job, t0.elapsed());
-    if placement.is_none() && outcome.is_ok() {
+    // Only a job whose end the node reported is worth waiting for: when the
+    // node is lost no report comes, and waiting would only delay the
+    // `diatom:` line the user must see within 5 s (docs/faults.md).
+    if placement.is_none() && matches!(outcome, Ok(Outcome::Ended(_))) {
         await_end(cli, grant.job);
     }
     drop(placement);
