@@ -1490,15 +1490,16 @@ mod tests {
             .spawn()
             .unwrap();
         let me = i32::try_from(std::process::id()).unwrap();
+        let want = ["sleep".to_owned(), arg.clone()];
+        // Until sh's child has exec'd sleep: between its fork and its exec
+        // it is a second `sh -c ...` with the same arguments.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while processes_with_arg(&arg).len() < 2 && Instant::now() < deadline {
+        while !descendants(me).iter().any(|p| p.cmdline == want) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        assert!(descendants(me).iter().any(|p| p.cmdline == want));
         // sh -c '... <arg> ...' and sleep <arg>
         assert_eq!(processes_with_arg(&arg).len(), 2);
-        assert!(descendants(me)
-            .iter()
-            .any(|p| p.cmdline == ["sleep".to_owned(), arg.clone()]));
         child.kill().unwrap();
         child.wait().unwrap();
     }
