@@ -112,6 +112,19 @@ impl Daemons {
         }
     }
 
+    /// ARGS run locally and through `diatom exec`, interleaved `runs` times
+    /// after one `diatom exec` run that warms the node's cache: the medians
+    /// (local, remote).
+    pub fn warm_side_by_side(&self, args: &[&str], runs: usize) -> (Duration, Duration) {
+        time(&mut self.exec(args));
+        let (mut local, mut remote) = (vec![], vec![]);
+        for _ in 0..runs {
+            local.push(time(Command::new(args[0]).args(&args[1..])));
+            remote.push(time(&mut self.exec(args)));
+        }
+        (crate::median(&mut local), crate::median(&mut remote))
+    }
+
     /// `diatom exec ARGS` against this cluster.
     pub fn exec(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin("diatom"));

@@ -6,30 +6,14 @@
 //!
 //! `cargo build --release --bins && cargo run --release -p diatom-bench --bin files_bench [-- --runs N]`
 
-use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
 use diatom_bench::cluster::{ms, time, Daemons};
+use diatom_bench::{mbps, write_big_file};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     diatom_bench::median(&mut v)
-}
-
-fn write_big_file(path: &std::path::Path, bytes: u64) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create big file"));
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..bytes / block.len() as u64 {
-        for c in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).expect("write big file");
-    }
-    f.flush().expect("flush big file");
 }
 
 fn write_c_file(path: &std::path::Path, functions: usize) {
@@ -47,17 +31,13 @@ fn write_c_file(path: &std::path::Path, functions: usize) {
     std::fs::write(path, s).expect("write C file");
 }
 
-fn mbps(bytes: u64, d: Duration) -> String {
-    format!("{:.0} MB/s", bytes as f64 / d.as_secs_f64() / 1e6)
-}
-
 fn main() {
     let runs = diatom_bench::runs_arg(5);
     let dir = std::env::temp_dir().join(format!("diatom-files-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let big = dir.join("big.bin");
     let size: u64 = 1 << 30;
-    write_big_file(&big, size);
+    write_big_file(&big, size, 0x9e37_79b9_7f4a_7c15);
     let csrc = dir.join("prog.c");
     write_c_file(&csrc, 220);
     let lines = std::fs::read_to_string(&csrc)
@@ -124,14 +104,7 @@ fn main() {
     ];
     for (name, argv, note) in cases {
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        // One run to fill the node's cache, then interleaved warm runs.
-        time(&mut d.exec(&args));
-        let (mut local, mut remote) = (vec![], vec![]);
-        for _ in 0..runs {
-            local.push(time(Command::new(args[0]).args(&args[1..])));
-            remote.push(time(&mut d.exec(&args)));
-        }
-        let (l, r) = (median(local), median(remote));
+        let (l, r) = d.warm_side_by_side(&args, runs);
         let note = if name == "gcc -O2 -c" {
             format!("{lines}-line file, warm")
         } else if note.is_empty() {

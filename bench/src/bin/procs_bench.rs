@@ -97,13 +97,7 @@ fn main() {
         ),
     ];
     for (name, args, note) in cases {
-        time(&mut d.exec(&args));
-        let (mut local, mut remote) = (vec![], vec![]);
-        for _ in 0..runs {
-            local.push(time(Command::new(args[0]).args(&args[1..])));
-            remote.push(time(&mut d.exec(&args)));
-        }
-        let (l, r) = (median(local), median(remote));
+        let (l, r) = d.warm_side_by_side(&args, runs);
         println!(
             "| {name} | {} | {} | {:.1}x | {note}, warm |",
             ms(l),

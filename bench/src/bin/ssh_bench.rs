@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diatom_bench::cluster::{ms, time, Daemons};
+use diatom_bench::{mbps, write_big_file};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const PORT: u16 = 26022;
@@ -135,27 +136,6 @@ impl Drop for Sshd {
     }
 }
 
-fn write_big_file(path: &Path, bytes: u64) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..bytes / block.len() as u64 {
-        for c in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).expect("write");
-    }
-    f.flush().expect("flush");
-}
-
-fn mbps(bytes: u64, d: Duration) -> String {
-    format!("{:.0} MB/s", bytes as f64 / d.as_secs_f64() / 1e6)
-}
-
 fn main() {
     let runs = diatom_bench::runs_arg(11);
     let dir = std::env::temp_dir().join(format!("diatom-ssh-bench-{}", std::process::id()));
@@ -187,7 +167,7 @@ fn main() {
     // 1 GiB from central to where the work runs.
     let big = dir.join("big.bin");
     let size: u64 = 1 << 30;
-    write_big_file(&big, size);
+    write_big_file(&big, size, 0x2545_f491_4f6c_dd1d);
     let big_s = big.display().to_string();
     let cat = format!("cat '{big_s}' > /dev/null");
     let copy = dir.join("copy.bin");
