@@ -83,7 +83,10 @@ pub fn compile(set: &SyscallSet) -> Result<Vec<Insn>, BpfError> {
         insn(JGE, 0, 1, X32_SYSCALL_BIT),
         ret(RET_KILL_PROCESS),
     ];
-    let entries: Vec<(u32, Rule)> = set.iter().map(|(s, r)| (s.id() as u32, r)).collect();
+    let entries: Vec<(u32, Vec<Rule>)> = set
+        .iter()
+        .map(|(s, _)| (s.id() as u32, set.rules(s.id() as u32)))
+        .collect();
     prog.extend(tree(&entries));
     if prog.len() > MAX_INSNS {
         return Err(BpfError::TooLong(prog.len()));
@@ -93,7 +96,7 @@ pub fn compile(set: &SyscallSet) -> Result<Vec<Insn>, BpfError> {
 
 /// A block that tests the accumulator (the call number) against `entries`
 /// (sorted) and returns on every path.
-fn tree(entries: &[(u32, Rule)]) -> Vec<Insn> {
+fn tree(entries: &[(u32, Vec<Rule>)]) -> Vec<Insn> {
     if entries.len() <= LEAF {
         return leaf(entries);
     }
@@ -116,55 +119,93 @@ fn tree(entries: &[(u32, Rule)]) -> Vec<Insn> {
 
 /// Linear tests for at most [`LEAF`] entries:
 /// `jeq` per entry, `ret ALLOW`, `ret TRACE`, then one argument-test block
-/// (`ld arg; jset` or `jge; ret ALLOW; ret TRACE`) per conditional entry.
-fn leaf(entries: &[(u32, Rule)]) -> Vec<Insn> {
+/// (`ld arg; jset` or `jge; ret ALLOW; ret TRACE`) per conditional entry,
+/// or for an entry with several rules a chain of them ([`chain`]).
+fn leaf(entries: &[(u32, Vec<Rule>)]) -> Vec<Insn> {
     let n = entries.len();
     let mut out = Vec::new();
     let trace_at = n + 1; // index of `ret TRACE`
     let mut cond_at = n + 2; // index of the next argument-test block
-    for (i, (nr, rule)) in entries.iter().enumerate() {
-        let target = match rule {
-            Rule::Always => trace_at,
-            Rule::UnlessArgHasBits { .. } | Rule::UnlessArgBelow { .. } => {
-                let t = cond_at;
-                cond_at += 4;
-                t
-            }
-            Rule::OnlyArgIn { .. } => {
-                let t = cond_at;
-                cond_at += 5;
-                t
-            }
+    let blocks: Vec<Vec<Insn>> = entries
+        .iter()
+        .map(|(_, rules)| match rules.as_slice() {
+            [] | [Rule::Always] => Vec::new(),
+            [one] => single(one),
+            many => chain(many),
+        })
+        .collect();
+    for (i, ((nr, _), block)) in entries.iter().zip(&blocks).enumerate() {
+        let target = if block.is_empty() {
+            trace_at
+        } else {
+            let t = cond_at;
+            cond_at += block.len();
+            t
         };
-        // Offsets are relative to the next instruction; all are < 24.
+        // Offsets are relative to the next instruction; all are < 40.
         out.push(insn(JEQ, (target - i - 1) as u8, 0, *nr));
     }
     out.push(ret(RET_ALLOW));
     out.push(ret(RET_TRACE));
-    for (_, rule) in entries {
-        match rule {
-            Rule::Always => {}
+    for block in blocks {
+        out.extend(block);
+    }
+    out
+}
+
+/// The block of one conditional rule: `ld arg`, the test, and both returns.
+fn single(rule: &Rule) -> Vec<Insn> {
+    match *rule {
+        Rule::Always => vec![ret(RET_TRACE)],
+        Rule::UnlessArgHasBits { arg, bits } => vec![
+            insn(LD_W_ABS, 0, 0, off_arg_lo(arg)),
+            insn(JSET, 0, 1, bits),
+            ret(RET_ALLOW),
+            ret(RET_TRACE),
+        ],
+        Rule::UnlessArgBelow { arg, min } => vec![
+            insn(LD_W_ABS, 0, 0, off_arg_lo(arg)),
+            insn(JGE, 1, 0, min),
+            ret(RET_ALLOW),
+            ret(RET_TRACE),
+        ],
+        Rule::OnlyArgIn { arg, min, max } => vec![
+            insn(LD_W_ABS, 0, 0, off_arg_lo(arg)),
+            insn(JGE, 1, 0, max), // >= max -> ret ALLOW
+            insn(JGE, 1, 0, min), // >= min -> ret TRACE
+            ret(RET_ALLOW),
+            ret(RET_TRACE),
+        ],
+    }
+}
+
+/// Several rules of one call, any of which stops it: each rule's test
+/// returns TRACE when it stops the call and falls through to the next
+/// rule's test otherwise; after the last, `ret ALLOW`.
+fn chain(rules: &[Rule]) -> Vec<Insn> {
+    let mut out = Vec::new();
+    for rule in rules {
+        match *rule {
+            Rule::Always => out.push(ret(RET_TRACE)),
             Rule::UnlessArgHasBits { arg, bits } => {
-                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
-                out.push(insn(JSET, 0, 1, *bits));
-                out.push(ret(RET_ALLOW));
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(arg)));
+                out.push(insn(JSET, 1, 0, bits)); // set -> next rule
                 out.push(ret(RET_TRACE));
             }
             Rule::UnlessArgBelow { arg, min } => {
-                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
-                out.push(insn(JGE, 1, 0, *min));
-                out.push(ret(RET_ALLOW));
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(arg)));
+                out.push(insn(JGE, 0, 1, min)); // below -> next rule
                 out.push(ret(RET_TRACE));
             }
             Rule::OnlyArgIn { arg, min, max } => {
-                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(*arg)));
-                out.push(insn(JGE, 1, 0, *max)); // >= max -> ret ALLOW
-                out.push(insn(JGE, 1, 0, *min)); // >= min -> ret TRACE
-                out.push(ret(RET_ALLOW));
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(arg)));
+                out.push(insn(JGE, 2, 0, max)); // >= max -> next rule
+                out.push(insn(JGE, 0, 1, min)); // below min -> next rule
                 out.push(ret(RET_TRACE));
             }
         }
     }
+    out.push(ret(RET_ALLOW));
     out
 }
 
@@ -377,6 +418,49 @@ mod tests {
     }
 
     #[test]
+    fn calls_with_several_rules_stop_when_any_does() {
+        let mut s = SyscallSet::diatom_default();
+        s.extend_from(&SyscallSet::internal());
+        s.insert_rule(Sysno::fcntl, Rule::UnlessArgBelow { arg: 0, min: 0x100 })
+            .also_stop(
+                Sysno::fcntl,
+                Rule::OnlyArgIn {
+                    arg: 1,
+                    min: 0x1000,
+                    max: 0x1001,
+                },
+            );
+        s.insert_rule(
+            Sysno::read,
+            Rule::UnlessArgHasBits {
+                arg: 2,
+                bits: 0x100,
+            },
+        )
+        .also_stop(
+            Sysno::read,
+            Rule::UnlessArgBelow {
+                arg: 3,
+                min: 0x1000,
+            },
+        )
+        .also_stop(
+            Sysno::read,
+            Rule::OnlyArgIn {
+                arg: 0,
+                min: 0,
+                max: 0x100,
+            },
+        );
+        check_exhaustively(&s);
+        let p = compile(&s).unwrap();
+        let nr = Sysno::fcntl.id() as u32;
+        assert_eq!(run(&p, nr, AUDIT_ARCH, [3, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(run(&p, nr, AUDIT_ARCH, [3, 0x1000, 0, 0, 0, 0]), RET_TRACE);
+        assert_eq!(run(&p, nr, AUDIT_ARCH, [0x100, 1, 0, 0, 0, 0]), RET_TRACE);
+    }
+
+    #[test]
     fn internal_node_uses_jge_pivot() {
         let s: SyscallSet = [
             Sysno::read,
@@ -401,33 +485,18 @@ mod tests {
             for flags in [0u64, 0x1000, 0x100] {
                 let args = [flags, 0, flags, flags, 0, 0];
                 let got = run(&p, nr, AUDIT_ARCH, args);
-                let want = if !s.contains(nr as u64) {
-                    RET_ALLOW
-                } else {
-                    match s.rule(nr) {
-                        Rule::Always => RET_TRACE,
-                        Rule::UnlessArgHasBits { arg, bits } => {
-                            if args[arg as usize] as u32 & bits != 0 {
-                                RET_ALLOW
-                            } else {
-                                RET_TRACE
-                            }
-                        }
-                        Rule::UnlessArgBelow { arg, min } => {
-                            if (args[arg as usize] as u32) < min {
-                                RET_ALLOW
-                            } else {
-                                RET_TRACE
-                            }
-                        }
-                        Rule::OnlyArgIn { arg, min, max } => {
-                            if (min..max).contains(&(args[arg as usize] as u32)) {
-                                RET_TRACE
-                            } else {
-                                RET_ALLOW
-                            }
-                        }
+                let stops = |rule: Rule| match rule {
+                    Rule::Always => true,
+                    Rule::UnlessArgHasBits { arg, bits } => args[arg as usize] as u32 & bits == 0,
+                    Rule::UnlessArgBelow { arg, min } => args[arg as usize] as u32 >= min,
+                    Rule::OnlyArgIn { arg, min, max } => {
+                        (min..max).contains(&(args[arg as usize] as u32))
                     }
+                };
+                let want = if s.contains(nr as u64) && s.rules(nr).into_iter().any(stops) {
+                    RET_TRACE
+                } else {
+                    RET_ALLOW
                 };
                 assert_eq!(got, want, "nr {nr} flags {flags:#x}");
             }

@@ -53,6 +53,9 @@ pub enum Rule {
 pub struct SyscallSet {
     bits: [u64; MAX_NR / 64],
     rules: Vec<(u32, Rule)>,
+    /// Further conditions of conditional members: the call also stops when
+    /// one of these says so (see [`SyscallSet::also_stop`]).
+    also: Vec<(u32, Rule)>,
 }
 
 impl Default for SyscallSet {
@@ -83,6 +86,7 @@ impl SyscallSet {
         SyscallSet {
             bits: [0; MAX_NR / 64],
             rules: Vec::new(),
+            also: Vec::new(),
         }
     }
 
@@ -109,11 +113,42 @@ impl SyscallSet {
         self
     }
 
+    /// Makes `nr` also stop when `rule` says so: the call then stops when
+    /// its own rule or any such further rule does (an `fcntl` that stops
+    /// for some descriptors and for some commands). A call that is not a
+    /// member yet is added with `rule`; one that always stops stays so.
+    pub fn also_stop(&mut self, nr: Sysno, rule: Rule) -> &mut Self {
+        let n = nr.id() as u32;
+        if !self.contains(u64::from(n)) {
+            return self.insert_rule(nr, rule);
+        }
+        if self.rule(n) != Rule::Always && rule != self.rule(n) && !self.also.contains(&(n, rule)) {
+            self.also.push((n, rule));
+        }
+        self
+    }
+
+    /// Every rule of member `nr`: its own, then those added with
+    /// [`SyscallSet::also_stop`] (only `[Always]` for an unconditional one).
+    pub fn rules(&self, nr: u32) -> Vec<Rule> {
+        let first = self.rule(nr);
+        let mut all = vec![first];
+        if first != Rule::Always {
+            all.extend(self.also.iter().filter(|(m, _)| *m == nr).map(|(_, r)| *r));
+        }
+        all
+    }
+
     /// Adds every call of `other` (see [`SyscallSet::insert_rule`] for how
-    /// rules combine).
+    /// rules combine; its further rules are added too).
     pub fn extend_from(&mut self, other: &SyscallSet) -> &mut Self {
         for (nr, rule) in other.iter() {
             self.insert_rule(nr, rule);
+        }
+        for &(nr, rule) in &other.also {
+            if let Some(s) = Sysno::new(nr as usize) {
+                self.also_stop(s, rule);
+            }
         }
         self
     }
@@ -362,6 +397,27 @@ mod tests {
             Rule::UnlessArgBelow { arg: 0, min: 7 }
         );
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn further_rules_add_to_a_conditional_one_only() {
+        let below = Rule::UnlessArgBelow { arg: 0, min: 2000 };
+        let cmds = Rule::OnlyArgIn {
+            arg: 1,
+            min: 5,
+            max: 39,
+        };
+        let mut s = SyscallSet::new();
+        s.also_stop(Sysno::fcntl, cmds);
+        assert_eq!(s.rules(Sysno::fcntl.id() as u32), [cmds]);
+        s.insert_rule(Sysno::fcntl, below)
+            .also_stop(Sysno::fcntl, cmds);
+        assert_eq!(s.rules(Sysno::fcntl.id() as u32), [below, cmds]);
+        let mut t = SyscallSet::new();
+        t.extend_from(&s);
+        assert_eq!(t.rules(Sysno::fcntl.id() as u32), [below, cmds]);
+        t.insert(Sysno::fcntl);
+        assert_eq!(t.rules(Sysno::fcntl.id() as u32), [Rule::Always]);
     }
 
     #[test]

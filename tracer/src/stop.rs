@@ -333,4 +333,33 @@ impl SyscallExit<'_> {
     pub fn memory(&self) -> &ProcMemory {
         self.core.memory(self.call.tgid)
     }
+
+    /// Makes the thread enter its original call ([`Call::nr`]) again, with
+    /// `args`, as soon as it resumes: the instruction pointer goes back over
+    /// the `syscall` instruction, so the call reaches its entry stop again.
+    /// A handler that turned a call into a short wait retries it this way.
+    pub fn rerun(&mut self, args: &[u64; 6]) {
+        self.call.regs.rewind_syscall(self.call.nr);
+        for (i, v) in args.iter().enumerate() {
+            self.call.regs.set_arg(i, *v);
+        }
+        self.dirty = true;
+    }
+
+    /// Ends the call the way the kernel ends a blocking call a signal
+    /// interrupted (`ERESTARTSYS`): the pending signal is delivered, then the
+    /// original call ([`Call::nr`], with `args`) runs again when no handler
+    /// ran or the handler has `SA_RESTART`, and fails with `EINTR`
+    /// otherwise. Only for a call whose result shows a signal interrupted it
+    /// (`EINTR` or the kernel's restart codes): without a pending signal the
+    /// kernel would hand the internal code to the program.
+    pub fn interrupted(&mut self, args: &[u64; 6]) {
+        const ERESTARTSYS: i64 = 512;
+        self.call.regs.set_syscall_nr(self.call.nr);
+        for (i, v) in args.iter().enumerate() {
+            self.call.regs.set_arg(i, *v);
+        }
+        self.call.regs.set_ret(-ERESTARTSYS);
+        self.dirty = true;
+    }
 }

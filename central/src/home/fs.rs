@@ -54,6 +54,11 @@
 //! silently shortened listing would make `find`, `rm -r` or a build see a
 //! different tree than central has.
 //!
+//! # Locks
+//! `Lock` and `Unlock` take and drop advisory locks on the real central
+//! files, one open file description per lock owner ([`locks`]); they never
+//! wait (a conflict answers `EAGAIN` and the node retries).
+//!
 //! # Limits
 //! `Read` returns at most [`MAX_READ`] bytes per request (fewer means end
 //! of file only when the reply is shorter than both `len` and this cap).
@@ -62,6 +67,7 @@
 //! other traffic (output included) for its duration.
 
 mod exec;
+pub mod locks;
 pub mod sys;
 #[cfg(test)]
 mod tests;
@@ -96,6 +102,7 @@ pub struct FileService {
     next: Handle,
     max_handles: usize,
     resolver: &'static Resolver,
+    locks: locks::Locks,
 }
 
 impl FileService {
@@ -110,12 +117,18 @@ impl FileService {
             next: 1,
             max_handles: MAX_HANDLES,
             resolver: Resolver::system(),
+            locks: locks::Locks::default(),
         }
     }
 
     /// Write handles currently open.
     pub fn open_handles(&self) -> usize {
         self.handles.len()
+    }
+
+    /// Descriptors held for the job's lock owners.
+    pub fn lock_files(&self) -> usize {
+        self.locks.len()
     }
 
     /// Performs one request and answers it; never panics.
@@ -199,6 +212,11 @@ impl FileService {
                 sys::check(|| unsafe { libc::fsync(fd) }).map(|()| Response::Ok)
             }),
             Request::Close { handle } => self.close(handle).map(|()| Response::Ok),
+            Request::Lock { owner, path, op } => self.locks.lock(owner, &path, op),
+            Request::Unlock { owner } => {
+                self.locks.release(owner);
+                Ok(Response::Ok)
+            }
             Request::Exec { path, argv, envp } => {
                 return exec::exec(self.resolver, &path, &argv, &envp)
             }

@@ -322,6 +322,9 @@ impl Handler for JobHandler {
         if let Some(net) = &mut self.net {
             net.handle_exit(exit);
         }
+        if let Some(fs) = &mut self.fs {
+            fs.handle_exit(exit);
+        }
     }
 
     fn on_new_task(&mut self, tid: Pid, tgid: Pid, parent: Pid, kind: NewTask) {

@@ -15,6 +15,38 @@ use super::Blob;
 /// A file the home holds open for writing on the node's behalf.
 pub type Handle = u64;
 
+/// Who holds advisory locks, as the node names it: one open file
+/// description of the job (`flock`, OFD locks) or one job process and file
+/// (`fcntl` record locks). The home holds one open file description on
+/// central per owner and file, and the owner's locks on it.
+pub type LockOwner = u64;
+
+/// An advisory lock operation ([`Request::Lock`]); the home never waits:
+/// a conflict answers `EAGAIN` and the node waits (see `docs/files.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOp {
+    /// `flock` with `LOCK_SH`, `LOCK_EX` or `LOCK_UN` (`LOCK_NB` implied).
+    Flock(i32),
+    /// Set (`F_RDLCK`, `F_WRLCK`) or clear (`F_UNLCK`) a byte-range lock.
+    Set(RangeLock),
+    /// Test for a lock that would conflict with this one (`F_GETLK`).
+    Get(RangeLock),
+}
+
+/// A byte range lock, `struct flock` with the start made absolute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeLock {
+    /// `F_RDLCK`, `F_WRLCK` or `F_UNLCK`.
+    pub kind: i16,
+    /// First byte (from the start of the file, never negative).
+    pub start: i64,
+    /// Bytes (0: to the end of the file and beyond; never negative).
+    pub len: i64,
+    /// The holder's process id on central when `F_GETLK` found a lock of a
+    /// process there; -1 for an open file description's lock (a job's).
+    pub pid: i32,
+}
+
 /// File requests, node to home.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -182,6 +214,21 @@ pub enum Request {
         /// From [`Response::Opened`].
         handle: Handle,
     },
+    /// An advisory lock operation on central file `path` for `owner`.
+    Lock {
+        /// Who the lock belongs to.
+        owner: LockOwner,
+        /// Absolute central path of the locked file.
+        path: Blob,
+        /// What to do.
+        op: LockOp,
+    },
+    /// `owner` is gone (its descriptor closed, its process ended): the home
+    /// closes its descriptors for it, releasing every lock it held.
+    Unlock {
+        /// The owner.
+        owner: LockOwner,
+    },
     /// What it takes to exec `path` with `argv` and `envp`: `#!` and
     /// `PT_INTERP` resolved, libraries found, as the kernel and loader on
     /// central would (the node then fetches what its cache lacks).
@@ -302,6 +349,8 @@ pub enum Response {
     Statfs(StatFs),
     /// What to fetch and run for an exec.
     Exec(Box<ExecImage>),
+    /// `F_GETLK`'s answer: the conflicting lock, or None (`F_UNLCK`).
+    Lock(Option<RangeLock>),
     /// The call failed with this errno (central's).
     Errno(i32),
 }

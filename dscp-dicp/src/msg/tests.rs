@@ -97,6 +97,17 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             offset: 0,
             len: 4096,
         }),
+        Request::Fs(fs::Request::Lock {
+            owner: 3,
+            path: "/tmp/lock".into(),
+            op: fs::LockOp::Set(fs::RangeLock {
+                kind: 1,
+                start: 10,
+                len: 0,
+                pid: 0,
+            }),
+        }),
+        Request::Fs(fs::Request::Unlock { owner: 3 }),
         Request::Fs(fs::Request::Exec {
             path: "/bin/sh".into(),
             argv: vec!["sh".into()],
@@ -125,6 +136,12 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
         ])),
         Response::Fs(fs::Response::Data(Blob(vec![7; 5000]))),
         Response::Fs(fs::Response::Exec(Box::new(image))),
+        Response::Fs(fs::Response::Lock(Some(fs::RangeLock {
+            kind: 0,
+            start: 0,
+            len: 5,
+            pid: -1,
+        }))),
         Response::Fs(fs::Response::Dir(vec![fs::DirEntry {
             name: "a".into(),
             stat: Some(fs::FileStat::default()),

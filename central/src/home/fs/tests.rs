@@ -1294,3 +1294,66 @@ fn odd_byte_paths_work() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].name.0, b"not-utf8-\xff\xfe");
 }
+
+#[test]
+fn lock_owners_exclude_each_other_until_released() {
+    use dscp_dicp::msg::fs::{LockOp, RangeLock};
+    let t = TempDir::new();
+    write(&t.path("f"), b"0123456789", 0o644);
+    let mut s = FileService::new();
+    let lock = |owner, op| R::Lock {
+        owner,
+        path: t.blob("f"),
+        op,
+    };
+    let range = |kind: i32, start, len| RangeLock {
+        kind: kind as i16,
+        start,
+        len,
+        pid: 0,
+    };
+    ok(s.handle(lock(1, LockOp::Flock(libc::LOCK_EX))));
+    ok(s.handle(lock(1, LockOp::Flock(libc::LOCK_SH)))); // its own: converts
+    assert_eq!(
+        errno(s.handle(lock(2, LockOp::Flock(libc::LOCK_EX)))),
+        libc::EAGAIN
+    );
+    assert_eq!(errno(s.handle(lock(2, LockOp::Flock(7)))), libc::EINVAL);
+    ok(s.handle(lock(3, LockOp::Set(range(libc::F_WRLCK, 0, 5)))));
+    assert_eq!(
+        errno(s.handle(lock(4, LockOp::Set(range(libc::F_RDLCK, 4, 2))))),
+        libc::EAGAIN
+    );
+    ok(s.handle(lock(4, LockOp::Set(range(libc::F_RDLCK, 5, 2)))));
+    assert_eq!(
+        s.handle(lock(4, LockOp::Get(range(libc::F_WRLCK, 0, 0)))),
+        Response::Lock(Some(RangeLock {
+            kind: libc::F_WRLCK as i16,
+            start: 0,
+            len: 5,
+            pid: -1,
+        }))
+    );
+    // An owner's own locks never conflict with it; one with none is free.
+    assert_eq!(
+        s.handle(lock(3, LockOp::Get(range(libc::F_WRLCK, 0, 5)))),
+        Response::Lock(None)
+    );
+    assert_eq!(s.lock_files(), 3, "a failed first lock keeps nothing");
+    ok(s.handle(R::Unlock { owner: 1 }));
+    ok(s.handle(R::Unlock { owner: 3 }));
+    assert_eq!(s.lock_files(), 1);
+    ok(s.handle(lock(2, LockOp::Flock(libc::LOCK_EX))));
+    ok(s.handle(lock(5, LockOp::Set(range(libc::F_WRLCK, 0, 4)))));
+    // Unlocking what was never locked opens nothing.
+    ok(s.handle(lock(9, LockOp::Flock(libc::LOCK_UN))));
+    assert_eq!(s.lock_files(), 3);
+    assert_eq!(
+        errno(s.handle(R::Lock {
+            owner: 6,
+            path: t.blob("missing"),
+            op: LockOp::Flock(libc::LOCK_SH),
+        })),
+        libc::ENOENT
+    );
+}

@@ -169,7 +169,17 @@ impl FsLayer {
                 self.umask.insert(stop.pid(), a[0] as u32 & 0o777);
                 Action::Return(i64::from(old))
             }
-            Sysno::close | Sysno::fsync | Sysno::fdatasync => self.write_fd_call(stop, nr),
+            Sysno::close | Sysno::fsync | Sysno::fdatasync => {
+                if nr == Sysno::close {
+                    self.locks_on_close(stop.pid(), fd(0));
+                }
+                self.write_fd_call(stop, nr)
+            }
+            Sysno::flock => self.flock_call(stop),
+            Sysno::fcntl => match self.fcntl_lock(stop) {
+                Some(a) => a,
+                None => self.stream_call(stop, nr),
+            },
             Sysno::read
             | Sysno::pread64
             | Sysno::readv
@@ -182,7 +192,6 @@ impl FsLayer {
             | Sysno::dup
             | Sysno::dup2
             | Sysno::dup3
-            | Sysno::fcntl
             | Sysno::mmap => self.stream_call(stop, nr),
             Sysno::execve => self.exec_call(stop, AT_FDCWD, 0, 1, 2, 0),
             Sysno::execveat => self.exec_call(stop, fd(0), 1, 2, 3, a[4]),

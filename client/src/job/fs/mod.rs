@@ -18,6 +18,7 @@ mod calls;
 pub mod exec;
 mod fds;
 mod fetch;
+mod locks;
 mod meta;
 mod mirror;
 mod paths;
@@ -188,6 +189,8 @@ pub struct FsLayer {
     exec: exec::ExecState,
     /// Files still arriving.
     streams: Vec<stream::Live>,
+    /// Advisory lock owners and lock waits.
+    locks: locks::Locks,
     /// Counters, logged and reported to central at the job's end.
     stats: std::sync::Arc<std::sync::Mutex<stats::Stats>>,
     /// Where this daemon reads the job's own `/proc` (its PID namespace's
@@ -234,6 +237,7 @@ impl FsLayer {
             writes: write::Writes::default(),
             exec: exec::ExecState::new(cfg.job_dir.clone()),
             streams: Vec::new(),
+            locks: locks::Locks::default(),
             cfg,
             proc_root: "/proc".into(),
         })
@@ -310,6 +314,16 @@ impl FsLayer {
                 s.insert_rule(nr, rule);
             }
         }
+        // Locks: flock always (rare), fcntl also for its lock commands.
+        s.insert(flock);
+        s.also_stop(
+            fcntl,
+            Rule::OnlyArgIn {
+                arg: 1,
+                min: locks::LOCK_CMDS_MIN,
+                max: locks::LOCK_CMDS_END,
+            },
+        );
         s
     }
 
@@ -332,6 +346,7 @@ impl FsLayer {
 
     /// Task `tid` of `tgid` ended.
     pub fn on_exit(&mut self, tid: Pid, tgid: Pid) {
+        self.locks_on_exit(tid, tgid);
         if tid != tgid {
             return;
         }

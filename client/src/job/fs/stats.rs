@@ -122,6 +122,8 @@ fn kind(r: &Request) -> &'static str {
         Request::Sync { .. } => "Sync",
         Request::Close { .. } => "Close",
         Request::Exec { .. } => "Exec",
+        Request::Lock { .. } => "Lock",
+        Request::Unlock { .. } => "Unlock",
     }
 }
 

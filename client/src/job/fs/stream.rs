@@ -54,10 +54,16 @@ pub(crate) const STOPPED: &[(Sysno, u8)] = &[
 ];
 
 fn file_pos(tid: nix::unistd::Pid, fd: i32) -> Option<u64> {
+    fdinfo_value(tid, fd, "pos:", 10)
+}
+
+/// A number from `/proc/TID/fdinfo/FD` (`pos:` in decimal, `flags:` in
+/// octal).
+pub(crate) fn fdinfo_value(tid: nix::unistd::Pid, fd: i32, key: &str, radix: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{fd}")).ok()?;
     s.lines()
-        .find_map(|l| l.strip_prefix("pos:"))
-        .and_then(|v| v.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
 }
 
 impl FsLayer {

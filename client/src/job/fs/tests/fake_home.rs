@@ -410,6 +410,8 @@ impl FakeHome {
                 argv,
                 envp: _,
             } => self.exec(&path, argv),
+            // Locks are tested against the real home (integration tests).
+            Request::Lock { .. } | Request::Unlock { .. } => Err(libc::ENOLCK),
         }
     }
 
