@@ -7,6 +7,7 @@ mod dashboard;
 mod exec;
 mod faults;
 mod files;
+mod fsattrs;
 mod locks;
 mod network;
 mod processes;

@@ -71,6 +71,7 @@ pub mod locks;
 pub mod sys;
 #[cfg(test)]
 mod tests;
+pub mod xattr;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -212,6 +213,22 @@ impl FileService {
                 sys::check(|| unsafe { libc::fsync(fd) }).map(|()| Response::Ok)
             }),
             Request::Close { handle } => self.close(handle).map(|()| Response::Ok),
+            Request::GetXattr { path, name, follow } => {
+                xattr::get(&path, &name, follow).map(|v| Response::Data(Blob(v)))
+            }
+            Request::ListXattr { path, follow } => {
+                xattr::list(&path, follow).map(|v| Response::Data(Blob(v)))
+            }
+            Request::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+                follow,
+            } => xattr::set(&path, &name, &value, flags, follow).map(|()| Response::Ok),
+            Request::RemoveXattr { path, name, follow } => {
+                xattr::remove(&path, &name, follow).map(|()| Response::Ok)
+            }
             Request::Lock { owner, path, op } => self.locks.lock(owner, &path, op),
             Request::Unlock { owner } => {
                 self.locks.release(owner);

@@ -214,6 +214,45 @@ pub enum Request {
         /// From [`Response::Opened`].
         handle: Handle,
     },
+    /// `getxattr` / `lgetxattr`: the whole value (at most 64 KiB, the
+    /// kernel's limit); the node applies the caller's buffer size.
+    GetXattr {
+        /// Absolute central path.
+        path: Blob,
+        /// Attribute name (`user.x`, `security.y`, ...).
+        name: Blob,
+        /// Follow a final symlink.
+        follow: bool,
+    },
+    /// `listxattr` / `llistxattr`: the NUL-separated names.
+    ListXattr {
+        /// Absolute central path.
+        path: Blob,
+        /// Follow a final symlink.
+        follow: bool,
+    },
+    /// `setxattr` / `lsetxattr`.
+    SetXattr {
+        /// Absolute central path.
+        path: Blob,
+        /// Attribute name.
+        name: Blob,
+        /// The value.
+        value: Blob,
+        /// `XATTR_CREATE` / `XATTR_REPLACE`.
+        flags: i32,
+        /// Follow a final symlink.
+        follow: bool,
+    },
+    /// `removexattr` / `lremovexattr`.
+    RemoveXattr {
+        /// Absolute central path.
+        path: Blob,
+        /// Attribute name.
+        name: Blob,
+        /// Follow a final symlink.
+        follow: bool,
+    },
     /// An advisory lock operation on central file `path` for `owner`.
     Lock {
         /// Who the lock belongs to.

@@ -108,6 +108,13 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             }),
         }),
         Request::Fs(fs::Request::Unlock { owner: 3 }),
+        Request::Fs(fs::Request::SetXattr {
+            path: "/tmp/f".into(),
+            name: "user.x".into(),
+            value: Blob(vec![0, 1, 2]),
+            flags: 1,
+            follow: false,
+        }),
         Request::Fs(fs::Request::Exec {
             path: "/bin/sh".into(),
             argv: vec!["sh".into()],

@@ -10,6 +10,7 @@ use tracer::{Action, SyscallStop, TraceeMemory};
 
 use super::meta::{self, file_type, Known};
 use super::mirror::Content;
+use super::xattr::On;
 use super::{fetch, paths, FsLayer, Where};
 
 const AT_FDCWD: i32 = libc::AT_FDCWD;
@@ -151,17 +152,22 @@ impl FsLayer {
             Sysno::utimes => self.utime_old(stop, AT_FDCWD, 0, a[1], true),
             Sysno::futimesat => self.utime_old(stop, fd(0), 1, a[2], true),
             Sysno::statfs => self.statfs(stop, a[1]),
+            Sysno::fstatfs => self.fstatfs(stop, a[1]),
             Sysno::mknod => self.mknod(stop, AT_FDCWD, 0, a[1] as u32),
             Sysno::mknodat => self.mknod(stop, fd(0), 1, a[2] as u32),
             Sysno::chroot => self.refuse(stop, AT_FDCWD, 0, Errno::EPERM),
-            Sysno::getxattr | Sysno::lgetxattr => self.refuse(stop, AT_FDCWD, 0, Errno::ENODATA),
-            Sysno::setxattr | Sysno::lsetxattr | Sysno::removexattr | Sysno::lremovexattr => {
-                self.refuse(stop, AT_FDCWD, 0, Errno::ENOTSUP)
-            }
-            Sysno::listxattr | Sysno::llistxattr => {
-                let _c = central!(self, stop, AT_FDCWD, 0);
-                Action::Return(0) // no extended attributes
-            }
+            Sysno::getxattr => self.getxattr(stop, On::Path),
+            Sysno::lgetxattr => self.getxattr(stop, On::Link),
+            Sysno::fgetxattr => self.getxattr(stop, On::Fd),
+            Sysno::setxattr => self.setxattr(stop, On::Path),
+            Sysno::lsetxattr => self.setxattr(stop, On::Link),
+            Sysno::fsetxattr => self.setxattr(stop, On::Fd),
+            Sysno::listxattr => self.listxattr(stop, On::Path),
+            Sysno::llistxattr => self.listxattr(stop, On::Link),
+            Sysno::flistxattr => self.listxattr(stop, On::Fd),
+            Sysno::removexattr => self.removexattr(stop, On::Path),
+            Sysno::lremovexattr => self.removexattr(stop, On::Link),
+            Sysno::fremovexattr => self.removexattr(stop, On::Fd),
             Sysno::inotify_add_watch => self.refuse(stop, AT_FDCWD, 1, Errno::ENOSPC),
             Sysno::name_to_handle_at => self.refuse(stop, fd(0), 1, Errno::EOPNOTSUPP),
             Sysno::umask => {
@@ -641,6 +647,19 @@ impl FsLayer {
 
     fn statfs(&mut self, stop: &mut SyscallStop<'_>, buf: u64) -> Action {
         let c = central!(self, stop, AT_FDCWD, 0);
+        self.answer_statfs(stop, c, buf)
+    }
+
+    /// `fstatfs` of a descriptor of a central file (or directory) answers
+    /// central's file system; any other descriptor the node's.
+    fn fstatfs(&mut self, stop: &mut SyscallStop<'_>, buf: u64) -> Action {
+        match self.fd_central(stop.tid(), stop.arg(0) as i32) {
+            Some(c) => self.answer_statfs(stop, c, buf),
+            None => Action::Continue,
+        }
+    }
+
+    fn answer_statfs(&mut self, stop: &mut SyscallStop<'_>, c: Vec<u8>, buf: u64) -> Action {
         match self.ask(Request::Statfs { path: Blob(c) }) {
             Ok(Response::Statfs(s)) => {
                 match stop

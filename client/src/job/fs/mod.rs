@@ -26,6 +26,7 @@ mod pool;
 mod stats;
 mod stream;
 mod write;
+mod xattr;
 
 #[cfg(test)]
 mod tests;
@@ -315,7 +316,12 @@ impl FsLayer {
             }
         }
         // Locks: flock always (rare), fcntl also for its lock commands.
-        s.insert(flock);
+        // fstatfs is rare too (df, statvfs): central's for central files.
+        s.insert(flock).insert(fstatfs);
+        // The descriptor forms of the xattr calls (rare).
+        for nr in [fgetxattr, fsetxattr, flistxattr, fremovexattr] {
+            s.insert(nr);
+        }
         s.also_stop(
             fcntl,
             Rule::OnlyArgIn {

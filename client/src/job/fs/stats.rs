@@ -122,6 +122,10 @@ fn kind(r: &Request) -> &'static str {
         Request::Sync { .. } => "Sync",
         Request::Close { .. } => "Close",
         Request::Exec { .. } => "Exec",
+        Request::GetXattr { .. } => "GetXattr",
+        Request::ListXattr { .. } => "ListXattr",
+        Request::SetXattr { .. } => "SetXattr",
+        Request::RemoveXattr { .. } => "RemoveXattr",
         Request::Lock { .. } => "Lock",
         Request::Unlock { .. } => "Unlock",
     }

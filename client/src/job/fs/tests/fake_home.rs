@@ -412,6 +412,11 @@ impl FakeHome {
             } => self.exec(&path, argv),
             // Locks are tested against the real home (integration tests).
             Request::Lock { .. } | Request::Unlock { .. } => Err(libc::ENOLCK),
+            // Extended attributes too.
+            Request::GetXattr { .. }
+            | Request::ListXattr { .. }
+            | Request::SetXattr { .. }
+            | Request::RemoveXattr { .. } => Err(libc::ENOTSUP),
         }
     }
 

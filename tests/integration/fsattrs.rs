@@ -1,0 +1,189 @@
+//! File system and extended-attribute calls on central files (issue 6):
+//! `statfs`/`fstatfs` answer central's file system, not the node's, and
+//! the xattr calls (plain, `l*` and `f*`) run on central as the caller.
+//! Each run through `diatom exec` is compared byte for byte with the same
+//! program run locally on central (`docs/files.md`).
+#![allow(clippy::unwrap_used)]
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use diatom_tests::central_files::*;
+use diatom_tests::cluster::{chown, describe, NOBODY};
+use diatom_tests::require_root;
+
+/// A small read-only tmpfs mounted on central for the test (the nodes'
+/// mirror lives on another file system), unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// Mounts it at `at` holding `file` (a few bytes), then makes it
+    /// read-only.
+    fn mount(at: &Path, file: &str) -> SmallFs {
+        std::fs::create_dir_all(at).unwrap();
+        let mount = |opts: &str, flags: libc::c_ulong| {
+            let (src, dst, kind) = (
+                CString::new("diatom-test").unwrap(),
+                CString::new(at.as_os_str().as_encoded_bytes()).unwrap(),
+                CString::new("tmpfs").unwrap(),
+            );
+            let o = CString::new(opts).unwrap();
+            // SAFETY: NUL-terminated strings; data is the option string.
+            let r = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    kind.as_ptr(),
+                    flags,
+                    o.as_ptr().cast(),
+                )
+            };
+            assert_eq!(
+                r,
+                0,
+                "mount tmpfs at {}: {}",
+                at.display(),
+                std::io::Error::last_os_error()
+            );
+        };
+        mount("size=4m,mode=0755", 0);
+        let fs = SmallFs(at.to_path_buf());
+        put(&at.join(file), b"small\n", 0o644);
+        mount("size=4m,mode=0755", libc::MS_REMOUNT | libc::MS_RDONLY);
+        fs
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let p = CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Prints what `statvfs`/`fstatvfs` say of a path and a descriptor, and
+/// what a write there gets.
+const STATFS: &str = r#"
+import os, sys
+for p in sys.argv[1:]:
+    s = os.statvfs(p)
+    fd = os.open(p, os.O_RDONLY)
+    f = os.fstatvfs(fd)
+    os.close(fd)
+    for name, v in (("path", s), ("fd", f)):
+        print(p, name, v.f_bsize, v.f_blocks, v.f_files, v.f_namemax,
+              "ro" if v.f_flag & os.ST_RDONLY else "rw")
+try:
+    open(os.path.join(sys.argv[1], "new"), "w")
+except OSError as e:
+    print("create:", os.strerror(e.errno))
+"#;
+
+#[test]
+fn statfs_and_fstatfs_answer_centrals_file_system() {
+    if !require_root("statfs_and_fstatfs_answer_centrals_file_system") {
+        return;
+    }
+    let f = Files::new("fstatfs");
+    let small = f.only("small");
+    let _fs = SmallFs::mount(&small, "file");
+    put(&f.only("plain"), b"x", 0o644);
+    let c = f.cluster("fstatfs");
+    let out = same_as_local(
+        &c,
+        &f.only,
+        &["python3", "-c", STATFS, "small", "small/file"],
+        RUN,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 4 MiB in 4 KiB blocks, read-only: central's tmpfs, by path and fd.
+    assert!(
+        text.lines()
+            .take(4)
+            .all(|l| l.contains(" 4096 1024 ") && l.ends_with(" ro")),
+        "central's read-only tmpfs: {text}"
+    );
+    assert!(text.contains("create: Read-only file system"), "{text}");
+    // `stat -f` (statfs by path, and the type name) of central's tmpfs and
+    // of the directory the job starts in.
+    same_as_local(
+        &c,
+        &f.only,
+        &[
+            "stat",
+            "-f",
+            "-c",
+            "%T %s %b %c %l",
+            "small",
+            "small/file",
+            ".",
+        ],
+        RUN,
+    );
+}
+
+/// Sets, reads, lists and removes attributes of `f` (a file), `l` (a
+/// symlink to it) and a descriptor, as the caller; prints each result.
+const XATTRS: &str = r#"
+import os
+def t(what, call, *a, **k):
+    try:
+        r = call(*a, **k)
+        if isinstance(r, list):
+            r = sorted(r)
+        print(what, "->", r)
+    except OSError as e:
+        print(what, "->", os.strerror(e.errno))
+for n in os.listxattr("f"):
+    os.removexattr("f", n)
+t("set user.a", os.setxattr, "f", "user.a", b"alpha")
+t("set user.b", os.setxattr, "f", "user.b", b"\x00\x01" * 300)
+t("create user.a again", os.setxattr, "f", "user.a", b"x", os.XATTR_CREATE)
+t("replace user.z", os.setxattr, "f", "user.z", b"x", os.XATTR_REPLACE)
+t("get user.a", os.getxattr, "f", "user.a")
+t("get user.b length", lambda: len(os.getxattr("f", "user.b")))
+t("get via the link", os.getxattr, "l", "user.a")
+t("get the link itself", os.getxattr, "l", "user.a", follow_symlinks=False)
+t("list", os.listxattr, "f")
+t("list the link itself", os.listxattr, "l", follow_symlinks=False)
+t("get missing", os.getxattr, "f", "user.nope")
+t("set trusted", os.setxattr, "f", "trusted.x", b"1")
+t("set security", os.setxattr, "f", "security.x", b"1")
+t("get on a missing file", os.getxattr, "nofile", "user.a")
+fd = os.open("f", os.O_RDONLY)
+t("fd get", os.getxattr, fd, "user.a")
+t("fd set", os.setxattr, fd, "user.c", b"gamma")
+t("fd list", os.listxattr, fd)
+t("fd remove", os.removexattr, fd, "user.c")
+os.close(fd)
+t("remove user.a", os.removexattr, "f", "user.a")
+t("remove again", os.removexattr, "f", "user.a")
+t("list at the end", os.listxattr, "f")
+t("set on a file of root", os.setxattr, "rootfile", "user.a", b"1")
+"#;
+
+#[test]
+fn extended_attributes_are_centrals_as_the_caller() {
+    if !require_root("extended_attributes_are_centrals_as_the_caller") {
+        return;
+    }
+    let f = Files::new("fxattr");
+    put(&f.only("f"), b"data", 0o644);
+    put(&f.only("rootfile"), b"data", 0o644);
+    std::os::unix::fs::symlink("f", f.only("l")).unwrap();
+    chown(&f.only, NOBODY, NOBODY);
+    chown(&f.only("f"), NOBODY, NOBODY);
+    let c = f.cluster("fxattr");
+    let argv = ["python3", "-c", XATTRS];
+    let r = remote_as(&c, NOBODY, &f.only, &argv);
+    let l = local_in(&f.only, &argv, Some(NOBODY), RUN);
+    assert!(l.status.success(), "local run: {}", describe(&l));
+    assert_like_local(&r, &l, "xattrs as nobody");
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.contains("get user.a -> b'alpha'"), "{text}");
+    assert!(
+        text.contains("fd list -> ['user.a', 'user.b', 'user.c']"),
+        "{text}"
+    );
+}
