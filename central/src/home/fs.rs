@@ -62,9 +62,11 @@
 //! # Limits
 //! `Read` returns at most [`MAX_READ`] bytes per request (fewer means end
 //! of file only when the reply is shorter than both `len` and this cap).
-//! Requests are served one at a time by the caller (the home's serve
-//! loop), so a long `Read`, `ReadDir`, `Sync` or `Exec` delays the job's
-//! other traffic (output included) for its duration.
+//! `Read`s are served beside the rest by a few reader threads
+//! ([`read_reply`]: they need no per-job state, and a fetch keeps several
+//! in flight); every other request is served one at a time by the caller
+//! (the home's serve loop), so a long `ReadDir`, `Sync` or `Exec` delays
+//! the job's other traffic (output included) for its duration.
 
 mod exec;
 pub mod locks;
@@ -366,6 +368,21 @@ fn access(path: &[u8], mode: u32, flags: u32) -> SysResult<Response> {
 }
 
 fn read(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> SysResult<Vec<u8>> {
+    read_after(path, stamp, offset, len, |_| Vec::new())
+}
+
+/// Reads up to `len` bytes (at most [`MAX_READ`]) of `path` at `offset`
+/// onto the end of `start(n)`, `n` the bytes it will read unless the file
+/// shrinks meanwhile. The file must have `stamp` when opened and after the
+/// read (else `ESTALE`: the node fetches it again), so a write on central
+/// during the read cannot pass for the old content.
+fn read_after(
+    path: &[u8],
+    stamp: &FileStamp,
+    offset: u64,
+    len: u32,
+    start: impl FnOnce(usize) -> Vec<u8>,
+) -> SysResult<Vec<u8>> {
     let p = sys::abs_path(path)?;
     let fd = sys::open(
         &p,
@@ -381,12 +398,39 @@ fn read(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> SysResult<Vec<
     }
     sys::off(offset)?;
     let left = st.size.saturating_sub(offset);
-    let want = u64::from(len.min(MAX_READ)).min(left);
-    sys::pread_full(
-        &fd,
-        offset,
-        usize::try_from(want).map_err(|_| libc::EINVAL)?,
-    )
+    let want = usize::try_from(u64::from(len.min(MAX_READ)).min(left)).map_err(|_| libc::EINVAL)?;
+    let mut buf = start(want);
+    sys::pread_append(&fd, offset, want, &mut buf)?;
+    if sys::fstat(&fd)?.stamp() != *stamp {
+        return Err(libc::ESTALE);
+    }
+    Ok(buf)
+}
+
+/// The encoded answer to `Read` (what [`FileService::handle`] answers,
+/// encoded as a [`dscp_dicp::msg::Response`]), the file's bytes read
+/// straight into the message after its header
+/// ([`dscp_dicp::msg::fs::data_header`]): no copy, no zeroing.
+pub fn read_reply(
+    path: &[u8],
+    stamp: &FileStamp,
+    offset: u64,
+    len: u32,
+) -> Result<Vec<u8>, dscp_dicp::CodecError> {
+    let mut head = 0;
+    let read = read_after(path, stamp, offset, len, |n| {
+        let h = dscp_dicp::msg::fs::data_header(n);
+        head = h.len();
+        h
+    });
+    let reply = match read {
+        Ok(msg) if dscp_dicp::msg::fs::data_span(&msg).is_some() => return Ok(msg),
+        // Shorter than the header says (the file shrank under a stamp
+        // that did not change, as on file systems without ctime).
+        Ok(msg) => Response::Data(Blob(msg[head..].to_vec())),
+        Err(e) => Response::Errno(e),
+    };
+    dscp_dicp::msg::Response::Fs(reply).encode()
 }
 
 /// The entries of a directory, or `EOVERFLOW` past `max_entries` entries

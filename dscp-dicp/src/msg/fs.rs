@@ -393,3 +393,39 @@ pub enum Response {
     /// The call failed with this errno (central's).
     Errno(i32),
 }
+
+// A `Read` answer is the bulk of a fetch: [`data_header`] and [`data_span`]
+// frame an encoded [`Response::Data`] reply (wrapped in
+// [`super::Response::Fs`]) around its bytes, so they are neither copied
+// into the message nor out of it (the home reads the file straight into
+// the buffer after the header; the node uses the bytes where they lie).
+// Both produce and accept exactly what [`super::Response::encode`] does.
+
+/// The variant tags in front of a `Data` reply's length.
+fn data_tags() -> Vec<u8> {
+    // An empty `Data` encodes as the tags, then a 1-byte length 0.
+    let mut t =
+        super::encode(&super::Response::Fs(Response::Data(Blob::default()))).unwrap_or_default();
+    t.pop();
+    t
+}
+
+/// The bytes that precede `len` bytes of data in an encoded
+/// [`Response::Data`] reply (see [`data_span`]).
+pub fn data_header(len: usize) -> Vec<u8> {
+    let mut h = data_tags();
+    let n = bincode::encode_to_vec(len as u64, bincode::config::standard()).unwrap_or_default();
+    h.extend_from_slice(&n);
+    h
+}
+
+/// Where the bytes of the encoded [`Response::Data`] reply `msg` lie, or
+/// `None` when `msg` is not one (decode it as any other reply then).
+pub fn data_span(msg: &[u8]) -> Option<std::ops::Range<usize>> {
+    let rest = msg.strip_prefix(data_tags().as_slice())?;
+    let (len, used): (u64, usize) =
+        bincode::decode_from_slice(rest, bincode::config::standard()).ok()?;
+    let start = (msg.len() - rest.len()).checked_add(used)?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end == msg.len()).then_some(start..end)
+}

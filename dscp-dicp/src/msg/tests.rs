@@ -236,3 +236,32 @@ proptest! {
         let _ = Request::decode(&b);
     }
 }
+
+#[test]
+fn data_replies_are_framed_in_place() {
+    use crate::msg::fs::{data_header, data_span, Response as Fs};
+    for len in [0usize, 1, 250, 251, 252, 65_535, 65_536, (1 << 24) + 3] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
+        let encoded = Response::Fs(Fs::Data(Blob(data.clone()))).encode().unwrap();
+        let mut built = data_header(len);
+        let at = built.len();
+        built.extend_from_slice(&data);
+        assert_eq!(built, encoded, "len {len}");
+        assert_eq!(data_span(&encoded), Some(at..encoded.len()), "len {len}");
+    }
+    // Other replies, truncated or padded ones are not `Data`.
+    let other = Response::Fs(Fs::Link(Blob(b"abc".to_vec())))
+        .encode()
+        .unwrap();
+    assert_eq!(data_span(&other), None);
+    let mut long = data_header(4);
+    long.extend_from_slice(b"abcde");
+    assert_eq!(data_span(&long), None);
+    long.truncate(long.len() - 2);
+    assert_eq!(data_span(&long), None);
+    assert_eq!(data_span(&[]), None);
+    assert_eq!(
+        data_span(&[3, 4, 253, 255, 255, 255, 255, 255, 255, 255, 255]),
+        None
+    );
+}

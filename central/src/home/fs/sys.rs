@@ -151,22 +151,35 @@ pub fn off(v: u64) -> SysResult<libc::off_t> {
 
 /// `pread` until `len` bytes or end of file.
 pub fn pread_full(fd: &OwnedFd, offset: u64, len: usize) -> SysResult<Vec<u8>> {
-    let mut buf = vec![0u8; len];
+    let mut buf = Vec::new();
+    pread_append(fd, offset, len, &mut buf)?;
+    Ok(buf)
+}
+
+/// `pread`s up to `len` bytes at `offset` onto the end of `buf` (fewer
+/// only at end of file), without zeroing the room first (a `Read` answer
+/// is 8 MiB: zeroing it cost as much as reading it); returns how many.
+pub fn pread_append(fd: &OwnedFd, offset: u64, len: usize, buf: &mut Vec<u8>) -> SysResult<usize> {
+    buf.try_reserve_exact(len).map_err(|_| libc::ENOMEM)?;
     let mut got = 0usize;
     while got < len {
         let at = off(offset.saturating_add(got as u64))?;
-        let rest = &mut buf[got..];
-        // SAFETY: rest is a valid writable slice of rest.len() bytes.
+        let rest = &mut buf.spare_capacity_mut()[..len - got];
+        // SAFETY: rest is writable room of rest.len() bytes inside buf's
+        // allocation; pread only writes into it.
         let n = retry(|| unsafe {
             libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at)
         })?;
         match usize::try_from(n) {
             Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
+            Ok(n) => {
+                // SAFETY: pread initialised these n bytes (n <= rest.len()).
+                unsafe { buf.set_len(buf.len() + n) };
+                got += n;
+            }
         }
     }
-    buf.truncate(got);
-    Ok(buf)
+    Ok(got)
 }
 
 /// `pwrite` all of `data` at `offset`.

@@ -445,13 +445,21 @@ fn read_checks_the_stamp() {
         flags: libc::O_RDONLY,
         mode: 0,
     }));
+    // The reader threads' encoded answer is the serve loop's, encoded.
     let read = |s: &mut FileService, offset: u64, len: u32| {
-        s.handle(R::Read {
-            path: Blob(canon.clone()),
+        let path = Blob(canon.clone());
+        let encoded = super::read_reply(&path, &st.stamp(), offset, len).expect("encode");
+        let r = s.handle(R::Read {
+            path,
             stamp: st.stamp(),
             offset,
             len,
-        })
+        });
+        assert_eq!(
+            dscp_dicp::msg::Response::decode(&encoded).expect("decode"),
+            dscp_dicp::msg::Response::Fs(r.clone())
+        );
+        r
     };
     assert_eq!(read(&mut s, 0, 1 << 20), Response::Data(Blob(data.clone())));
     assert_eq!(

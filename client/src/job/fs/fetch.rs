@@ -14,7 +14,7 @@ use dscp_dicp::msg::job::FileStamp;
 use dscp_dicp::msg::Blob;
 use nix::errno::Errno;
 
-use super::{FsClient, PendingAnswer};
+use super::{FsClient, PendingRead, ReadAnswer};
 use crate::cache::{Cache, CacheError, FileIdentity, PartialObject};
 
 /// Bytes asked per `Read` (the home caps replies at 16 MiB).
@@ -62,7 +62,8 @@ fn read_req(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> Request {
 }
 
 /// Fetches all of central `path` at `stamp` into `part`, with up to
-/// [`WINDOW`] `Read`s in flight. `ESTALE`: the file changed meanwhile.
+/// [`WINDOW`] `Read`s in flight, each answer written from the message it
+/// arrived in. `ESTALE`: the file changed meanwhile.
 pub(crate) fn fill(
     client: &dyn FsClient,
     part: &PartialObject,
@@ -71,11 +72,12 @@ pub(crate) fn fill(
 ) -> Result<(), Errno> {
     let size = stamp.size;
     let mut next = 0u64;
-    let mut queue: VecDeque<(u64, u32, PendingAnswer<'_>)> = VecDeque::new();
+    let mut queue: VecDeque<(u64, u32, PendingRead<'_>)> = VecDeque::new();
     loop {
         while queue.len() < WINDOW && next < size {
             let len = (size - next).min(u64::from(READ_CHUNK)) as u32;
-            queue.push_back((next, len, client.start(read_req(path, stamp, next, len))));
+            let read = client.start_read(read_req(path, stamp, next, len));
+            queue.push_back((next, len, read));
             next += u64::from(len);
         }
         let Some((mut off, mut len, pending)) = queue.pop_front() else {
@@ -83,10 +85,10 @@ pub(crate) fn fill(
         };
         let mut answer = pending();
         loop {
-            let data = match answer {
-                Ok(Response::Data(d)) => d.0,
-                Ok(Response::Errno(e)) => return Err(Errno::from_raw(e)),
-                Ok(other) => {
+            let data = match &answer {
+                Ok(a @ ReadAnswer::Data { .. }) => a.data().unwrap_or_default(),
+                Ok(ReadAnswer::Other(Response::Errno(e))) => return Err(Errno::from_raw(*e)),
+                Ok(ReadAnswer::Other(other)) => {
                     log::warn!("Read answered with {other:?}");
                     return Err(Errno::EIO);
                 }
@@ -107,7 +109,7 @@ pub(crate) fn fill(
             // A short answer: ask for the rest of this range.
             off += n as u64;
             len -= n as u32;
-            answer = client.call(read_req(path, stamp, off, len));
+            answer = client.start_read(read_req(path, stamp, off, len))();
         }
     }
 }

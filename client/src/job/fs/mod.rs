@@ -69,10 +69,58 @@ pub trait FsClient {
     fn share(&self) -> Option<std::sync::Arc<dyn FsClient + Send + Sync>> {
         None
     }
+
+    /// [`FsClient::start`] for a `Read`, whose data the answer leaves where
+    /// it arrived when the client can (a fetch moves whole files: copying
+    /// each answer out of its message cost as much as writing it to the
+    /// cache). The default decodes as `start` does.
+    fn start_read(&self, req: Request) -> PendingRead<'_> {
+        let pending = self.start(req);
+        Box::new(move || pending().map(ReadAnswer::from))
+    }
 }
 
 /// The answer to a request started with [`FsClient::start`].
 pub type PendingAnswer<'a> = Box<dyn FnOnce() -> Result<Response, String> + 'a>;
+
+/// The answer to a `Read` started with [`FsClient::start_read`].
+pub type PendingRead<'a> = Box<dyn FnOnce() -> Result<ReadAnswer, String> + 'a>;
+
+/// A `Read`'s answer.
+#[derive(Debug)]
+pub enum ReadAnswer {
+    /// File bytes: `msg[at]` (`msg` the message they came in).
+    Data {
+        /// The received message, or the bytes alone.
+        msg: Vec<u8>,
+        /// Where the bytes lie in `msg`.
+        at: std::ops::Range<usize>,
+    },
+    /// Any other answer (an errno, or something unexpected).
+    Other(Response),
+}
+
+impl ReadAnswer {
+    /// The file bytes, if it carries some.
+    pub fn data(&self) -> Option<&[u8]> {
+        match self {
+            ReadAnswer::Data { msg, at } => msg.get(at.clone()),
+            ReadAnswer::Other(_) => None,
+        }
+    }
+}
+
+impl From<Response> for ReadAnswer {
+    fn from(r: Response) -> ReadAnswer {
+        match r {
+            Response::Data(dscp_dicp::msg::Blob(msg)) => ReadAnswer::Data {
+                at: 0..msg.len(),
+                msg,
+            },
+            other => ReadAnswer::Other(other),
+        }
+    }
+}
 
 /// The job's home over the job's session.
 #[derive(Debug, Clone)]
@@ -107,6 +155,19 @@ impl FsClient for HomeClient {
 
     fn share(&self) -> Option<std::sync::Arc<dyn FsClient + Send + Sync>> {
         Some(std::sync::Arc::new(self.clone()))
+    }
+
+    fn start_read(&self, req: Request) -> PendingRead<'_> {
+        let pending = self.net.start(self.home, req);
+        let timeout = self.timeout;
+        Box::new(move || {
+            let msg = pending?.wait(timeout).map_err(|e| e.to_string())?;
+            if let Some(at) = dscp_dicp::msg::fs::data_span(&msg) {
+                return Ok(ReadAnswer::Data { msg, at });
+            }
+            let r = dscp_dicp::msg::Response::decode(&msg).map_err(|e| e.to_string())?;
+            Response::try_from(r).map(ReadAnswer::from)
+        })
     }
 }
 
@@ -538,5 +599,9 @@ impl<T: FsClient + Send + Sync + 'static> FsClient for std::sync::Arc<T> {
 
     fn share(&self) -> Option<std::sync::Arc<dyn FsClient + Send + Sync>> {
         Some(self.clone())
+    }
+
+    fn start_read(&self, req: Request) -> PendingRead<'_> {
+        (**self).start_read(req)
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dscp_dicp::msg::fs::{Request, Response};
 
-use super::{FsClient, PendingAnswer};
+use super::{FsClient, PendingAnswer, PendingRead};
 
 /// Count and total time per kind.
 #[derive(Debug, Default, Clone)]
@@ -82,10 +82,16 @@ impl Stats {
 
     /// Counts the file bytes a request sends or its answer brings.
     fn add_bytes(&mut self, req_bytes: u64, answer: &Result<Response, String>) {
-        self.bytes_written += req_bytes;
-        if let Ok(Response::Data(d)) = answer {
-            self.bytes_read += d.0.len() as u64;
-        }
+        let read = match answer {
+            Ok(Response::Data(d)) => d.0.len(),
+            _ => 0,
+        };
+        self.add_moved(req_bytes, read);
+    }
+
+    fn add_moved(&mut self, sent: u64, read: usize) {
+        self.bytes_written += sent;
+        self.bytes_read += read as u64;
     }
 }
 
@@ -208,6 +214,22 @@ impl FsClient for CountingBytes {
         Box::new(move || {
             let r = pending();
             self.note(sent, &r);
+            r
+        })
+    }
+
+    fn start_read(&self, req: Request) -> PendingRead<'_> {
+        let sent = sent_bytes(&req);
+        let pending = self.inner.start_read(req);
+        Box::new(move || {
+            let r = pending();
+            let read = r
+                .as_ref()
+                .ok()
+                .and_then(|a| a.data())
+                .map_or(0, <[u8]>::len);
+            let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            s.add_moved(sent, read);
             r
         })
     }
