@@ -464,10 +464,12 @@ fn read_dir(path: &[u8], max_entries: usize, max_bytes: usize) -> SysResult<Vec<
         if entries.len() >= max_entries || bytes > max_bytes {
             return Err(libc::EOVERFLOW);
         }
+        let no_xattrs = stat.is_some() && xattr::none_at(&p, raw);
         entries.push(DirEntry {
             name: Blob(raw.to_vec()),
             stat,
             link,
+            no_xattrs,
         });
     }
     Ok(entries)

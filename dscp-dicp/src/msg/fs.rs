@@ -334,6 +334,10 @@ pub struct DirEntry {
     pub stat: Option<FileStat>,
     /// The symlink's target, for symlinks.
     pub link: Option<Blob>,
+    /// Central's `llistxattr` found no extended attribute the caller can
+    /// see (so the node answers `getxattr` of it `ENODATA` while the
+    /// listing is valid); false when it has some or could not say.
+    pub no_xattrs: bool,
 }
 
 /// `struct statfs`, the fields programs use.

@@ -153,6 +153,7 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             name: "a".into(),
             stat: Some(fs::FileStat::default()),
             link: None,
+            no_xattrs: true,
         }])),
         Response::Fs(fs::Response::Stat(fs::FileStat {
             size: 5,

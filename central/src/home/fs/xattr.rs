@@ -30,6 +30,22 @@ fn sized(mut call: impl FnMut(&mut [u8]) -> isize) -> SysResult<Vec<u8>> {
     Err(libc::ERANGE)
 }
 
+/// Whether entry `name` of directory `dir` (an absolute path) has no
+/// extended attribute the caller can see (`llistxattr` answers 0); false
+/// when it has some or the call fails (no support, gone, not searchable).
+pub fn none_at(dir: &std::ffi::CStr, name: &[u8]) -> bool {
+    let mut path = dir.to_bytes().to_vec();
+    if path.last() != Some(&b'/') {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    let Ok(p) = sys::c_bytes(&path) else {
+        return false;
+    };
+    // SAFETY: p is NUL-terminated; a null buffer of size 0 asks the size.
+    unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) == 0 }
+}
+
 /// `getxattr` / `lgetxattr`: the whole value.
 pub fn get(path: &[u8], name: &[u8], follow: bool) -> SysResult<Vec<u8>> {
     let (p, n) = (sys::abs_path(path)?, sys::c_bytes(name)?);

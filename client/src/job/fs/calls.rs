@@ -439,9 +439,10 @@ impl FsLayer {
         })?;
         self.meta.put_listing(
             c,
-            entries
-                .iter()
-                .filter_map(|e| Some((&e.name[..], e.stat?, e.link.clone().map(|l| l.0)))),
+            entries.iter().filter_map(|e| {
+                let link = e.link.clone().map(|l| l.0);
+                Some((&e.name[..], e.stat?, link, e.no_xattrs))
+            }),
         );
         Ok(())
     }

@@ -28,6 +28,8 @@ pub(crate) struct Meta {
     pub stat: FileStat,
     /// Its target when it is a symlink.
     pub link: Option<Vec<u8>>,
+    /// The listing found no extended attributes on it.
+    pub no_xattrs: bool,
     at: Instant,
 }
 
@@ -142,18 +144,19 @@ impl MetaCache {
     pub(crate) fn put_listing<'a>(
         &mut self,
         dir: &[u8],
-        entries: impl Iterator<Item = (&'a [u8], FileStat, Option<Vec<u8>>)>,
+        entries: impl Iterator<Item = (&'a [u8], FileStat, Option<Vec<u8>>, bool)>,
     ) {
         if self.ttl.is_zero() {
             return;
         }
         let now = Instant::now();
-        for (name, stat, link) in entries {
+        for (name, stat, link, no_xattrs) in entries {
             self.entries.insert(
                 paths::join(dir, name),
                 Meta {
                     stat,
                     link,
+                    no_xattrs,
                     at: now,
                 },
             );
@@ -171,6 +174,7 @@ impl MetaCache {
             Meta {
                 stat,
                 link,
+                no_xattrs: false,
                 at: Instant::now(),
             },
         );
@@ -347,7 +351,7 @@ mod tests {
             size: 3,
             ..Default::default()
         };
-        c.put_listing(b"/d", [(&b"a"[..], st, None)].into_iter());
+        c.put_listing(b"/d", [(&b"a"[..], st, None, false)].into_iter());
         assert!(matches!(c.known(b"/d/a"), Known::Entry(m) if m.stat.size == 3));
         assert!(matches!(c.known(b"/d/b"), Known::Absent));
         assert!(matches!(c.known(b"/e/b"), Known::Unknown));
@@ -369,7 +373,7 @@ mod tests {
         assert!(c.followed(b"/e/s").is_none());
         assert!(!c.missing(b"/e/gone", true));
         let mut z = MetaCache::new(Duration::ZERO);
-        z.put_listing(b"/d", [(&b"a"[..], st, None)].into_iter());
+        z.put_listing(b"/d", [(&b"a"[..], st, None, false)].into_iter());
         assert!(matches!(z.known(b"/d/a"), Known::Unknown));
         z.put_lookup(b"/e/gone", true, None);
         assert!(z.followed(b"/e/gone").is_none() && !z.missing(b"/e/gone", true));

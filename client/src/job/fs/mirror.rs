@@ -418,6 +418,7 @@ mod tests {
                 ..Default::default()
             }),
             link: link.map(Into::into),
+            no_xattrs: false,
         }
     }
 

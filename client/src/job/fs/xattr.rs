@@ -10,10 +10,21 @@ use nix::errno::Errno;
 use tracer::{Action, SyscallStop, TraceeMemory};
 
 use super::calls::done;
+use super::meta::{file_type, Known};
 use super::FsLayer;
 
 /// The kernel's largest value (`XATTR_SIZE_MAX`).
 const XATTR_SIZE_MAX: u64 = 65536;
+
+/// Whether `name` is one the kernel looks up (a known namespace, a
+/// non-empty rest, at most 255 bytes): for others central answers
+/// `EOPNOTSUPP` or `ERANGE`, so they are always asked.
+fn valid_name(name: &[u8]) -> bool {
+    name.len() <= 255
+        && ["user.", "trusted.", "security.", "system."]
+            .iter()
+            .any(|ns| name.len() > ns.len() && name.starts_with(ns.as_bytes()))
+}
 
 /// What an xattr call names: a path (following a final symlink or not),
 /// or a descriptor (argument 0 either way).
@@ -50,12 +61,28 @@ impl FsLayer {
             .map_err(|_| Action::errno(Errno::EFAULT))
     }
 
-    /// `getxattr(target, name, value, size)`.
+    /// Whether a fresh directory listing says central `path` has no
+    /// extended attributes (for a symlink followed: unknown).
+    fn known_bare(&self, path: &[u8], on: On) -> bool {
+        match self.meta.known(path) {
+            Known::Entry(m) => {
+                m.no_xattrs && (on != On::Path || file_type(m.stat.mode) != libc::S_IFLNK)
+            }
+            _ => false,
+        }
+    }
+
+    /// `getxattr(target, name, value, size)`. What `ls -l` asks of every
+    /// file (ACLs, security labels) is answered `ENODATA` from a fresh
+    /// listing that found no attributes on it, without a round trip.
     pub(crate) fn getxattr(&mut self, stop: &mut SyscallStop<'_>, on: On) -> Action {
         let (path, name) = match (self.xattr_target(stop, on), Self::xattr_name(stop)) {
             (Ok(p), Ok(n)) => (p, n),
             (Err(a), _) | (_, Err(a)) => return a,
         };
+        if valid_name(&name) && self.known_bare(&path, on) {
+            return Action::errno(Errno::ENODATA);
+        }
         let r = self.ask(Request::GetXattr {
             path: Blob(path),
             name,
@@ -70,6 +97,9 @@ impl FsLayer {
             Ok(p) => p,
             Err(a) => return a,
         };
+        if self.known_bare(&path, on) {
+            return Action::Return(0); // an empty list
+        }
         let r = self.ask(Request::ListXattr {
             path: Blob(path),
             follow: on != On::Link,

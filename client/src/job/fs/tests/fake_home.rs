@@ -261,6 +261,7 @@ impl FakeHome {
                         name: Blob(e.file_name().as_bytes().to_vec()),
                         stat: m.as_ref().map(stat_of),
                         link,
+                        no_xattrs: false,
                     });
                 }
                 Ok(Response::Dir(out))
