@@ -5,8 +5,9 @@
 //! Layers, bottom up:
 //! - [`key`]: the 256-bit keys and their files.
 //! - [`wire`]: the fixed datagram header (authenticated, not encrypted).
-//! - [`crypto`]: sealing and opening datagrams with XChaCha20-Poly1305 and a
-//!   keyring (key id 0 is the cluster key, other ids are per-job session keys).
+//! - [`crypto`]: sealing and opening datagrams with AES-256-GCM under
+//!   per-sender subkeys, and a keyring (key id 0 is the cluster key, other
+//!   ids are per-job session keys).
 //! - [`replay`]: the per-sender sliding window and the first-contact challenge.
 //! - [`frame`]: the frames inside an opened datagram (acks, chunks, pings).
 //! - [`stats`]: counters of dropped datagrams, per reason.

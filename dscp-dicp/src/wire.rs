@@ -10,9 +10,15 @@
 //! ```
 //! All integers little endian. `sender id` is random per endpoint instance;
 //! `counter` strictly increases per sender (across all its keys and peers).
-//! The XChaCha20-Poly1305 nonce is `sender id ‖ counter ‖ 0^8` (24 bytes), so
-//! two endpoints sharing the cluster key never reuse a nonce unless they
-//! draw the same 64-bit sender id.
+//! The body is sealed with AES-256-GCM under the sender's own subkey
+//! (BLAKE3 `derive_key` of key, key id and sender id; see [`crate::crypto`])
+//! with the 96-bit nonce `counter ‖ 0^4`, so two endpoints sharing the
+//! cluster key never reuse a (key, nonce) pair unless they draw the same
+//! random sender id. The tag is GCM's 16 bytes.
+//!
+//! Version 1 sealed with XChaCha20-Poly1305 under the shared key itself
+//! (nonce `sender id ‖ counter ‖ 0^8`); a version-1 datagram is dropped as
+//! `version`.
 
 use crate::stats::DropReason;
 
@@ -20,10 +26,10 @@ use crate::stats::DropReason;
 pub const MAGIC: [u8; 3] = *b"DTM";
 /// The protocol version this crate speaks. Messages are bincode enums that
 /// may only grow by appending variants; anything incompatible bumps this.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 32;
-/// Authentication tag length (Poly1305).
+/// Authentication tag length (GCM's full 128-bit tag).
 pub const TAG_LEN: usize = 16;
 /// Smallest datagram that can be valid.
 pub const MIN_DATAGRAM: usize = HEADER_LEN + TAG_LEN;
@@ -136,7 +142,7 @@ mod tests {
         }
         let enc = sample().encode();
         assert_eq!(&enc[..3], b"DTM");
-        assert_eq!(enc[3], 1);
+        assert_eq!(enc[3], 2);
         assert_eq!(enc[24], 42);
     }
 
@@ -149,9 +155,13 @@ mod tests {
         let mut bad = d.clone();
         bad[0] = b'X';
         assert_eq!(Header::decode(&bad), Err(DropReason::Magic));
-        let mut bad = d.clone();
-        bad[3] = 2;
-        assert_eq!(Header::decode(&bad), Err(DropReason::Version));
+        // Version 1 (XChaCha20-Poly1305, before per-sender subkeys) and
+        // any later one are refused before any key is looked up.
+        for v in [0, 1, 3, 255] {
+            let mut bad = d.clone();
+            bad[3] = v;
+            assert_eq!(Header::decode(&bad), Err(DropReason::Version));
+        }
         let mut bad = d.clone();
         bad[4] = 9;
         assert_eq!(Header::decode(&bad), Err(DropReason::Kind));

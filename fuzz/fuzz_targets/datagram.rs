@@ -14,13 +14,13 @@ use libfuzzer_sys::fuzz_target;
 
 const SENDER: u64 = 0x5eed;
 
-fn seal(ring: &Keyring, kind: PacketKind, counter: u64, body: &[u8]) -> Vec<u8> {
+fn seal(ring: &mut Keyring, kind: PacketKind, counter: u64, body: &[u8]) -> Vec<u8> {
     let h = Header { version: VERSION, kind, key_id: 0, sender_id: SENDER, counter };
     ring.seal(&h, body).expect("key 0 is in the ring")
 }
 
 fuzz_target!(|data: &[u8]| {
-    let ring = Keyring::with_cluster_key(&Key::from_bytes([7; 32]));
+    let mut ring = Keyring::with_cluster_key(&Key::from_bytes([7; 32]));
     let mut ep = Endpoint::new(Config::default(), ring.clone(), [1; 32]);
     let now = Instant::now();
     let from: SocketAddr = "10.1.2.3:12036".parse().expect("address");
@@ -33,17 +33,17 @@ fuzz_target!(|data: &[u8]| {
     let mut hello = Vec::new();
     frame::put_body_prefix(&mut hello, 0, 0);
     frame::put_ping(&mut hello);
-    ep.handle_datagram(now, from, &seal(&ring, PacketKind::Data, 1, &hello));
+    ep.handle_datagram(now, from, &seal(&mut ring, PacketKind::Data, 1, &hello));
     while let Some(t) = ep.poll_transmit(now) {
         let Ok((_, body)) = ring.open(&t.bytes) else { continue };
         if let Ok(Handshake::Challenge(n)) = frame::decode_handshake(&body) {
             let mut answer = Vec::new();
             frame::put_handshake(&mut answer, Handshake::Answer(n));
-            ep.handle_datagram(now, from, &seal(&ring, PacketKind::Handshake, 2, &answer));
+            ep.handle_datagram(now, from, &seal(&mut ring, PacketKind::Handshake, 2, &answer));
         }
     }
-    ep.handle_datagram(now, from, &seal(&ring, PacketKind::Data, 3, data));
-    ep.handle_datagram(now, from, &seal(&ring, PacketKind::Handshake, 4, data));
+    ep.handle_datagram(now, from, &seal(&mut ring, PacketKind::Data, 3, data));
+    ep.handle_datagram(now, from, &seal(&mut ring, PacketKind::Handshake, 4, data));
     ep.handle_timeout(now + Duration::from_secs(3600));
     while ep.poll_transmit(now).is_some() {}
     while ep.poll_event().is_some() {}

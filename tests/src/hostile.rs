@@ -194,9 +194,9 @@ impl Hostile {
         let mut body = vec![0u8; self.rng.gen_range(8..1200)];
         self.rng.fill_bytes(&mut body);
         let ring = if ring_is_cluster {
-            &self.cluster
+            &mut self.cluster
         } else {
-            &self.other
+            &mut self.other
         };
         ring.seal(&h, &body).unwrap_or_default()
     }
@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn hostile_datagrams_never_open_with_the_cluster_key() {
         let key = Key::generate();
-        let ring = Keyring::with_cluster_key(&key);
+        let mut ring = Keyring::with_cluster_key(&key);
         let mut h = Hostile::new(&key, Vec::new(), 7);
         for _ in 0..600 {
             let (kind, d) = h.next_datagram();

@@ -704,11 +704,12 @@ fn last_packet_number_is_dropped_not_a_panic() {
     use crate::frame::{self, Handshake};
     use crate::wire::{Header, PacketKind, VERSION};
 
-    let ring = Keyring::with_cluster_key(&Key::from_bytes([7; 32]));
+    let mut ring = Keyring::with_cluster_key(&Key::from_bytes([7; 32]));
     let mut ep = Endpoint::new(Config::default(), ring.clone(), [1; 32]);
     let now = Instant::now();
     let from = addr(9);
-    let seal = |counter: u64, kind: PacketKind, body: &[u8]| {
+    let mut sealer = ring.clone();
+    let mut seal = |counter: u64, kind: PacketKind, body: &[u8]| {
         let h = Header {
             version: VERSION,
             kind,
@@ -716,7 +717,7 @@ fn last_packet_number_is_dropped_not_a_panic() {
             sender_id: 0x5eed,
             counter,
         };
-        ring.seal(&h, body).unwrap()
+        sealer.seal(&h, body).unwrap()
     };
     // First contact: answer the challenge so data datagrams are accepted.
     let mut ping = Vec::new();
