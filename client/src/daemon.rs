@@ -79,7 +79,7 @@ pub enum NodeError {
 
 impl Node {
     /// Binds the endpoint, opens the cache. `key` is the cluster key.
-    pub fn new(cfg: ClientConfig, key: &Key) -> Result<Arc<Self>, NodeError> {
+    pub fn new(mut cfg: ClientConfig, key: &Key) -> Result<Arc<Self>, NodeError> {
         let sock = UdpSocket::bind(cfg.bind).map_err(|source| NodeError::Bind {
             addr: cfg.bind,
             source,
@@ -94,6 +94,16 @@ impl Node {
             reason,
         };
         std::fs::create_dir_all(&cfg.state_dir).map_err(|e| state_err(e.to_string()))?;
+        // Jobs start in other directories and are handed paths under the
+        // state directory (cache objects, their lib directory): a relative
+        // `--state-dir` would name nothing there.
+        let absolute =
+            std::fs::canonicalize(&cfg.state_dir).map_err(|e| state_err(e.to_string()))?;
+        cfg.state_dir = absolute;
+        let state_err = |reason: String| NodeError::State {
+            path: cfg.state_dir.clone(),
+            reason,
+        };
         // Jobs run as an unprivileged user and must reach the cache objects
         // and their lib directory by name (but not list them).
         use std::os::unix::fs::PermissionsExt;

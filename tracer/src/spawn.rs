@@ -429,11 +429,16 @@ fn start_init(
     .map_err(sys("socketpair"))?;
     socket::setsockopt(&cred_parent, sockopt::PassCred, &true).map_err(sys("SO_PASSCRED"))?;
     let flags = (libc::CLONE_NEWPID | ns.flags) as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // Allocated here: PID 1 may not allocate (the parent is multi-threaded).
+    let mut stack = vec![0u8; PROGRAM_STACK];
     let fds = InitFds {
         go_r: go_r.as_raw_fd(),
         go_w: go_w.as_raw_fd(),
         cred: cred_child.as_raw_fd(),
         err: err_w.as_raw_fd(),
+        // SAFETY: one past the end of the allocation, never dereferenced
+        // as such (the stack grows down from it).
+        stack_top: unsafe { stack.as_mut_ptr().add(stack.len()) },
     };
     let pre_init = ns.pre_init.as_mut();
     // SAFETY: `clone` without a new stack behaves as `fork`; the child only
@@ -477,12 +482,14 @@ fn start_init(
     }
 }
 
-/// The raw descriptors PID 1 uses.
+/// The raw descriptors PID 1 uses, and the stack its program's process
+/// runs on until it execs.
 struct InitFds {
     go_r: i32,
     go_w: i32,
     cred: i32,
     err: i32,
+    stack_top: *mut u8,
 }
 
 /// The namespace's PID 1. Never returns.
@@ -521,22 +528,24 @@ unsafe fn init_main(
         let Some(program) = program else {
             libc::_exit(0)
         };
-        let pid = libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
+        // The program's process shares our memory until it execs, and we
+        // sleep meanwhile (CLONE_VM | CLONE_VFORK, as posix_spawn): a
+        // plain fork would copy the page tables of the whole daemon we
+        // were copied from, and the child would fault its pages in again,
+        // only to throw them away at the exec. It runs on its own stack,
+        // prepared before our clone. Nothing it could race with runs:
+        // this process has no other thread, and it is asleep.
+        let mut start = ProgramStart {
+            cred: fds.cred,
+            program,
+        };
+        let top = (fds.stack_top as usize) & !15;
+        let pid = libc::clone(
+            program_main,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut start as *mut ProgramStart<'_>).cast(),
         );
-        if pid == 0 {
-            // The kernel attaches our pid, as the parent sees it, to this
-            // byte (the reader has SO_PASSCRED).
-            libc::write(fds.cred, b"p".as_ptr().cast(), 1);
-            libc::close(fds.cred);
-            program();
-            libc::_exit(127);
-        }
         if pid < 0 {
             fail(Errno::last_raw());
         }
@@ -566,6 +575,32 @@ unsafe fn init_main(
         }
     }
 }
+
+/// What the program's process gets from PID 1 (see `init_main`).
+struct ProgramStart<'a> {
+    cred: i32,
+    program: &'a mut dyn FnMut(),
+}
+
+/// The program's process, on its own stack in PID 1's memory. Never
+/// returns (execs or exits).
+extern "C" fn program_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ProgramStart` PID 1 keeps alive while it
+    // sleeps in the vfork; raw system calls only.
+    unsafe {
+        let start = &mut *arg.cast::<ProgramStart<'_>>();
+        // The kernel attaches our pid, as the parent sees it, to this
+        // byte (the reader has SO_PASSCRED).
+        libc::write(start.cred, b"p".as_ptr().cast(), 1);
+        libc::close(start.cred);
+        (start.program)();
+        libc::_exit(127)
+    }
+}
+
+/// Stack size of the program's process before its exec: it only runs the
+/// `pre_exec` hook and the handshake (raw system calls).
+const PROGRAM_STACK: usize = 256 * 1024;
 
 /// Maps the caller's uid and gid to themselves in `init`'s new user
 /// namespace (`setgroups` denied first, as an unprivileged writer must).

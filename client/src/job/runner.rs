@@ -136,6 +136,7 @@ fn run_inner(
     let net = &setup.net;
     let (req, launch) = wait_launch(net)?;
     let t0 = std::time::Instant::now();
+    let mut phases = Phases::new(t0);
     log::debug!("job {}: launch received", setup.job);
     let home = req.peer;
     net.watch(home);
@@ -146,6 +147,7 @@ fn run_inner(
             return Err(why);
         }
     };
+    phases.mark("fetch");
     let stdio = match Stdio::new(launch.tty) {
         Ok(s) => s,
         Err(e) => {
@@ -156,6 +158,7 @@ fn run_inner(
     };
     let line = launch::prepare(&exec, &setup.job_dir.join("lib"))
         .map_err(|e| format!("cannot prepare the job directory: {e}"))?;
+    phases.mark("prepare");
     let identity = Identity {
         uid: setup.start.uid,
         gid: setup.start.gid,
@@ -168,6 +171,7 @@ fn run_inner(
             return Err(why);
         }
     };
+    phases.mark("file layer");
     files.note_cache(launch_fetch.hits, launch_fetch.misses, launch_fetch.bytes);
     // The job's network namespace exists once it is spawned: the relay is
     // told then (Relay::enter_netns), before the job can make a socket.
@@ -188,6 +192,7 @@ fn run_inner(
         .arg0(line.argv.first().cloned().unwrap_or_default())
         .envp(launch.envp.iter().map(|e| OsString::from_vec(e.0.clone())))
         .kill_descendants_on_exit(true);
+    phases.mark("relay");
     let limits = CgroupLimits {
         memory: sandbox::effective_limit(setup.start.limits.memory, setup.memory_cap),
         pids: sandbox::effective_limit(setup.start.limits.pids, setup.pids_cap),
@@ -208,6 +213,7 @@ fn run_inner(
             return Err(why);
         }
     };
+    phases.mark("sandbox");
     // Whatever happens from here, the cgroup goes with the job.
     let cgroup = jail.cgroup.take().map(CgroupGuard);
     if let Some(flags) = jail.namespaces {
@@ -238,6 +244,7 @@ fn run_inner(
             return Err(why);
         }
     };
+    phases.mark("spawn");
     let pid = tracer.pid();
     tracer.handler_mut().set_first_process(pid);
     if let (None, Some(cg)) = (jail.namespaces, &cgroup) {
@@ -288,12 +295,14 @@ fn run_inner(
             s.spawn(move || watch_limits(&cg, control, watch_rx));
         }
         let status = tracer.run_mut();
+        phases.mark("run");
         let _ = watch_tx.send(());
         // A job that met its memory or pids limit was killed for it (the
         // watcher may not have seen it before the job ended).
         let limit_hit = cgroup.as_ref().and_then(|cg| limit_reason(&cg.0));
         // Nothing of the job survives it.
         drop(cgroup);
+        phases.mark("cgroup removed");
         // Every job process is gone: what they wrote reaches central
         // before the home hears of the end.
         let counters = tracer.handler_mut().fs_mut().map(|files| {
@@ -302,6 +311,7 @@ fn run_inner(
             }
             files.counters()
         });
+        phases.mark("write-back");
         log::debug!("job {}: exited after {:?}", setup.job, t0.elapsed());
         // Output first, then the exit: wait for the relay to drain the pipes
         // (every job process is dead, so they reach EOF).
@@ -335,6 +345,8 @@ fn run_inner(
             setup.job,
             t0.elapsed()
         );
+        phases.mark("exit acknowledged");
+        log::debug!("job {}: {phases}", setup.job);
         crate::daemon::finish_report(setup.job, reported);
         crate::daemon::finish_report(setup.job, started);
         let _ = stop_tx.send(());
@@ -343,6 +355,38 @@ fn run_inner(
     });
     let _ = relay.join();
     Ok(status)
+}
+
+/// Where a job's start and end spent their time, for the debug log.
+struct Phases {
+    last: std::time::Instant,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn new(t0: std::time::Instant) -> Phases {
+        Phases {
+            last: t0,
+            marks: Vec::new(),
+        }
+    }
+
+    /// Ends the phase called `name`.
+    fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.marks.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("phases")?;
+        for (name, d) in &self.marks {
+            write!(f, ", {name} {:.0} µs", d.as_secs_f64() * 1e6)?;
+        }
+        Ok(())
+    }
 }
 
 /// Removes the job's cgroup (killing what is left in it) when dropped.
