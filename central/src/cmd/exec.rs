@@ -55,9 +55,14 @@ fn plan(args: &ExecArgs) -> Result<Plan, String> {
     })
 }
 
-/// An embedded cluster that must live as long as the job (None when the
-/// daemon placed it).
-type Placement = Option<Embedded>;
+/// Who placed the job: the daemon (the connection it answered on, kept to
+/// ask for the job's end) or an embedded cluster that must live as long as
+/// the job.
+enum Placement {
+    Daemon(UnixStream),
+    // Held only to be dropped (stopped) after the job.
+    Embedded(#[allow(dead_code)] Embedded),
+}
 
 fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), String> {
     match UnixStream::connect(&cli.socket) {
@@ -68,7 +73,7 @@ fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), 
             match resp {
                 Response::Granted(g) => {
                     let fd = fds.pop().ok_or("central sent no socket with the grant")?;
-                    Ok((g, UdpSocket::from(fd), None))
+                    Ok((g, UdpSocket::from(fd), Placement::Daemon(stream)))
                 }
                 Response::Error(why) => Err(why),
                 other => Err(format!("central answered {other:?}")),
@@ -91,7 +96,7 @@ fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), 
                 gid: nix::unistd::getgid().as_raw(),
             };
             let (g, s) = emb.central().exec(cred, req)?;
-            Ok((g, s, Some(emb)))
+            Ok((g, s, Placement::Embedded(emb)))
         }
         Err(e) => Err(format!(
             "cannot reach central at {}: {e}",
@@ -102,13 +107,12 @@ fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), 
 
 /// Waits (briefly) until central has recorded the job's end, so that what
 /// the user runs next (`diatom ps`) agrees with the exit they just saw.
-/// Best effort: an old or unreachable central is not an error here.
-fn await_end(cli: &Cli, job: u64) {
-    let Ok(stream) = UnixStream::connect(&cli.socket) else {
-        return;
-    };
-    if control::send(&stream, &Request::AwaitEnd { job }, &[]).is_ok() {
-        let _: Result<(Response, _), _> = control::recv(&stream);
+/// Asked on the connection that placed the job (no new connection and
+/// control thread on central). Best effort: an old or unreachable central
+/// is not an error here.
+fn await_end(stream: &UnixStream, job: u64) {
+    if control::send(stream, &Request::AwaitEnd { job }, &[]).is_ok() {
+        let _: Result<(Response, _), _> = control::recv(stream);
     }
 }
 
@@ -123,31 +127,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    let env_pairs: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let t0 = std::time::Instant::now();
-    // The kernel passes a script the name execve was given: as typed when
-    // it has a slash (relative to the cwd, which the home shares with the
-    // caller), the PATH match otherwise, as a shell does.
-    let typed = args.command.first().map(std::path::Path::new);
-    let exec_name = match typed {
-        Some(t) if t.as_os_str().as_encoded_bytes().contains(&b'/') => t,
-        _ => plan.exe.as_path(),
-    };
-    let exec_plan = match exec_closure(exec_name, &plan.argv, &env_pairs) {
-        Ok(p) => p,
-        Err(e) => return fail(&e),
-    };
-    let tty = args.tty.then(|| {
-        crate::home::terminal::window_size(0)
-            .or_else(|| crate::home::terminal::window_size(1))
-            .map(|(rows, cols, _, _)| WinSize { rows, cols })
-            .unwrap_or(WinSize { rows: 24, cols: 80 })
-    });
-    let launch =
-        match session::launch_from_plan(&exec_plan, &plan.exe, plan.envp.clone(), &plan.cwd, tty) {
-            Ok(l) => l,
-            Err(e) => return fail(&e),
-        };
     let req = ExecRequest {
         program: plan.exe.clone(),
         argv: plan
@@ -160,27 +140,86 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
         memory: plan.memory,
         pids: plan.pids,
     };
-    log::debug!("closure ready after {:?}", t0.elapsed());
-    let (grant, sock, placement) = match place(cli, &req) {
-        Ok(v) => v,
-        Err(e) => return fail(&e),
+    // The program's closure (interpreter, libraries) is worked out while
+    // central places the job: neither needs the other until the launch.
+    let (launch, placed) = std::thread::scope(|s| {
+        let closure = s.spawn(|| launch_for(args, &plan));
+        let placed = place(cli, &req);
+        let launch = closure
+            .join()
+            .unwrap_or_else(|_| Err("the closure thread panicked".into()));
+        (launch, placed)
+    });
+    log::debug!("closure ready and job placed after {:?}", t0.elapsed());
+    let (grant, outcome, placement) = match (launch, placed) {
+        (Ok(_), Err(e)) => return fail(&e),
+        (Err(e), Ok((grant, sock, _placement))) => {
+            // The node waits for a launch: tell it none comes, so the job
+            // ends now (as failed, with this reason) rather than at the
+            // node's launch timeout.
+            abandon(grant, sock, &e);
+            return fail(&e);
+        }
+        (Err(e), Err(_)) => return fail(&e),
+        (Ok(launch), Ok((grant, sock, placement))) => {
+            log::debug!("job {} placed on {}", grant.job, grant.node);
+            let outcome = home(grant.clone(), sock, launch, args.tty);
+            (grant, outcome, placement)
+        }
     };
-    log::debug!(
-        "job {} placed on {} after {:?}",
-        grant.job,
-        grant.node,
-        t0.elapsed()
-    );
-    let outcome = home(grant.clone(), sock, launch, args.tty);
     log::debug!("job {} ended after {:?}", grant.job, t0.elapsed());
     // Only a job whose end the node reported is worth waiting for: when the
     // node is lost no report comes, and waiting would only delay the
     // `diatom:` line the user must see within 5 s (docs/faults.md).
-    if placement.is_none() && matches!(outcome, Ok(Outcome::Ended(_))) {
-        await_end(cli, grant.job);
+    if let (Placement::Daemon(stream), Ok(Outcome::Ended(_))) = (&placement, &outcome) {
+        await_end(stream, grant.job);
     }
     drop(placement);
     exit_for(&grant, outcome)
+}
+
+/// The job's launch: the program's closure as the kernel would exec it
+/// here, with the caller's environment, cwd and terminal.
+fn launch_for(args: &ExecArgs, plan: &Plan) -> Result<Launch, String> {
+    let env_pairs: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    // The kernel passes a script the name execve was given: as typed when
+    // it has a slash (relative to the cwd, which the home shares with the
+    // caller), the PATH match otherwise, as a shell does.
+    let typed = args.command.first().map(std::path::Path::new);
+    let exec_name = match typed {
+        Some(t) if t.as_os_str().as_encoded_bytes().contains(&b'/') => t,
+        _ => plan.exe.as_path(),
+    };
+    let exec_plan = exec_closure(exec_name, &plan.argv, &env_pairs).map_err(|e| e.to_string())?;
+    let tty = args.tty.then(|| {
+        crate::home::terminal::window_size(0)
+            .or_else(|| crate::home::terminal::window_size(1))
+            .map(|(rows, cols, _, _)| WinSize { rows, cols })
+            .unwrap_or(WinSize { rows: 24, cols: 80 })
+    });
+    session::launch_from_plan(&exec_plan, &plan.exe, plan.envp.clone(), &plan.cwd, tty)
+}
+
+/// Tells the node of a placed job that no launch will come (best effort:
+/// without it the node gives up on its own after its launch timeout).
+fn abandon(grant: Grant, sock: UdpSocket, why: &str) {
+    let Ok(key) = Key::from_hex(&grant.session_key) else {
+        return;
+    };
+    let mut keys = Keyring::new();
+    keys.insert(grant.job, &key);
+    if let Ok(net) = Net::open_session(sock, keys) {
+        let node = Peer {
+            addr: grant.node_addr,
+            key_id: grant.job,
+        };
+        let _ = diatom_client::net::ask::<dscp_dicp::msg::job::Response>(
+            &net,
+            node,
+            dscp_dicp::msg::job::Request::Abandon(why.to_string()),
+            std::time::Duration::from_secs(2),
+        );
+    }
 }
 
 fn home(grant: Grant, sock: UdpSocket, launch: Launch, tty: bool) -> Result<Outcome, String> {

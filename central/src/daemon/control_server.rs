@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::core::Central;
-use crate::control::{self, peer_cred, Request, Response};
+use crate::control::{self, peer_cred, PeerCred, Request, Response};
 
 /// Binds the control socket at `path`, replacing a stale socket file left
 /// by a daemon that died, but refusing to steal one a live daemon serves.
@@ -63,7 +63,9 @@ pub fn serve(listener: UnixListener, central: Arc<Central>) {
 /// report is normally already there, or a round trip away.
 const AWAIT_END_LIMIT: Duration = Duration::from_secs(2);
 
-/// Answers one connection's request.
+/// Answers one connection's requests, in order, until the caller closes
+/// it (`diatom exec` asks for its job's end on the connection that placed
+/// it).
 pub fn handle(stream: &UnixStream, central: &Central) {
     let cred = match peer_cred(stream) {
         Ok(c) => c,
@@ -72,13 +74,22 @@ pub fn handle(stream: &UnixStream, central: &Central) {
             return;
         }
     };
-    let req: Request = match control::recv(stream) {
-        Ok((r, _fds)) => r,
-        Err(e) => {
-            log::debug!("control: {e}");
+    loop {
+        let req: Request = match control::recv(stream) {
+            Ok((r, _fds)) => r,
+            Err(e) => {
+                log::debug!("control: {e}");
+                return;
+            }
+        };
+        if !answer(stream, central, cred, req) {
             return;
         }
-    };
+    }
+}
+
+/// Answers one request; false when the reply could not be sent.
+fn answer(stream: &UnixStream, central: &Central, cred: PeerCred, req: Request) -> bool {
     let sent = match req {
         Request::Exec(ex) => match central.exec(cred, &ex) {
             Ok((grant, sock)) => {
@@ -101,7 +112,11 @@ pub fn handle(stream: &UnixStream, central: &Central) {
             control::send(stream, &Response::Done, &[])
         }
     };
-    if let Err(e) = sent {
-        log::debug!("control reply: {e}");
+    match sent {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!("control reply: {e}");
+            false
+        }
     }
 }

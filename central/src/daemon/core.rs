@@ -45,6 +45,8 @@ pub struct Central {
     registry: Mutex<Registry>,
     history: Mutex<History>,
     slot_freed: Condvar,
+    /// Notified (with the store's lock) whenever jobs end.
+    job_ended: Condvar,
     net: Box<dyn Caller>,
     local: SocketAddr,
     started: Instant,
@@ -71,6 +73,7 @@ impl Central {
             registry: Mutex::new(Registry::new(NODE_TIMEOUT)),
             history: Mutex::new(History::default()),
             slot_freed: Condvar::new(),
+            job_ended: Condvar::new(),
             net,
             local,
             started: Instant::now(),
@@ -184,6 +187,7 @@ impl Central {
                         lock(&self.history).finished(1);
                         lock(&self.registry).release(&info.name);
                         self.slot_freed.notify_all();
+                        self.job_ended.notify_all();
                     }
                 }
             }
@@ -252,6 +256,7 @@ impl Central {
                     if let Ok(Some(j)) = store.job(job) {
                         lock(&self.registry).release(&j.spec.node);
                         self.slot_freed.notify_all();
+                        self.job_ended.notify_all();
                     }
                 }
                 Ok(false) => {}
@@ -409,6 +414,7 @@ impl Central {
     /// Ends a job that never ran on its node (refused, no answer).
     fn end_unstarted(&self, job: JobId, end: &JobEnd) {
         if lock(&self.store).finish_job(job, end).unwrap_or(false) {
+            self.job_ended.notify_all();
             lock(&self.history).finished(1);
         }
     }
@@ -444,16 +450,22 @@ impl Central {
     /// already in, and this runs once per `diatom exec`.
     pub fn await_end(&self, job: u64, limit: Duration) {
         let deadline = Instant::now() + limit;
+        let mut store = lock(&self.store);
         loop {
-            let running = lock(&self.store)
+            let running = store
                 .job(JobId(job))
                 .ok()
                 .flatten()
                 .is_some_and(|r| r.state == JobState::Running);
-            if !running || Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !running || left.is_zero() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            store = self
+                .job_ended
+                .wait_timeout(store, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -476,6 +488,7 @@ impl Central {
             drop(store);
             lock(&self.history).finished(lost);
             self.slot_freed.notify_all();
+            self.job_ended.notify_all();
         }
         if lock(&self.history).due(now_i) {
             let sample = self.sample();

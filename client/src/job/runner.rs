@@ -446,6 +446,10 @@ fn wait_launch(net: &Net) -> Result<(Incoming, Launch), String> {
             .map_err(|_| "the job's home never launched it".to_string())?;
         match req.request() {
             Ok(Request::Job(Job::Launch(l))) => return Ok((req, *l)),
+            Ok(Request::Job(Job::Abandon(why))) => {
+                respond(req, JobReply::Ok);
+                return Err(why);
+            }
             Ok(other) => {
                 log::debug!("request before launch: {other:?}");
                 respond(req, failed("not launched yet".into()));

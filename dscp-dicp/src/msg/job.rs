@@ -132,6 +132,9 @@ pub enum Request {
     },
     /// Node to home: the job ended (sent after the last output).
     Exit(JobEvent),
+    /// Home to node, instead of [`Request::Launch`]: the home failed
+    /// before it could launch (one line why); the job ends as failed.
+    Abandon(String),
 }
 
 /// Session responses.
