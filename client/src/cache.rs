@@ -50,6 +50,8 @@ pub use partial::PartialObject;
 pub const OBJECT_MODE: u32 = 0o555;
 /// Mode of the cache's directories: traversable, not listable, by others.
 const DIR_MODE: u32 = 0o711;
+/// Name prefix of a library set being made (see [`Cache::lib_set_dir`]).
+const LIBSET_NEW: &str = ".new-";
 /// Streaming copy buffer.
 const CHUNK: usize = 256 * 1024;
 
@@ -186,6 +188,9 @@ pub struct Cache {
 struct Shared {
     objects_dir: PathBuf,
     tmp_dir: PathBuf,
+    libsets_dir: PathBuf,
+    /// Library-set directories known to exist (see [`Cache::lib_set_dir`]).
+    libsets: Mutex<std::collections::HashSet<Hash>>,
     state: Mutex<State>,
     tmp_seq: AtomicU64,
     _lock: Flock<File>,
@@ -258,7 +263,8 @@ impl Cache {
         let root = state_dir.join("cache");
         let objects_dir = root.join("objects");
         let tmp_dir = root.join("tmp");
-        for d in [state_dir, &root, &objects_dir, &tmp_dir] {
+        let libsets_dir = root.join("libsets");
+        for d in [state_dir, &root, &objects_dir, &tmp_dir, &libsets_dir] {
             DirBuilder::new()
                 .recursive(true)
                 .mode(DIR_MODE)
@@ -279,6 +285,14 @@ impl Cache {
         for e in std::fs::read_dir(&tmp_dir).map_err(io_err("read directory", &tmp_dir))? {
             let p = e.map_err(io_err("read directory", &tmp_dir))?.path();
             std::fs::remove_file(&p).map_err(io_err("remove", &p))?;
+        }
+        // A library set half made when the daemon stopped.
+        for e in std::fs::read_dir(&libsets_dir).map_err(io_err("read directory", &libsets_dir))? {
+            let e = e.map_err(io_err("read directory", &libsets_dir))?;
+            if e.file_name().as_bytes().starts_with(LIBSET_NEW.as_bytes()) {
+                let p = e.path();
+                std::fs::remove_dir_all(&p).map_err(io_err("remove", &p))?;
+            }
         }
 
         let mut objects = HashMap::new();
@@ -329,6 +343,8 @@ impl Cache {
             shared: Arc::new(Shared {
                 objects_dir,
                 tmp_dir,
+                libsets_dir,
+                libsets: Mutex::new(std::collections::HashSet::new()),
                 state: Mutex::new(state),
                 tmp_seq: AtomicU64::new(0),
                 _lock: lock,
@@ -344,7 +360,65 @@ impl Cache {
     /// `tmp/` while they stream in): all a job's root shows of the cache,
     /// read-only; never the index, which names other jobs' files.
     pub fn job_dirs(&self) -> Vec<PathBuf> {
-        vec![self.shared.objects_dir.clone(), self.shared.tmp_dir.clone()]
+        vec![
+            self.shared.objects_dir.clone(),
+            self.shared.tmp_dir.clone(),
+            self.shared.libsets_dir.clone(),
+        ]
+    }
+
+    /// The node-wide directory of one set of library links, named by `key`
+    /// (a hash of what the set holds), made once by `fill` and shared by
+    /// every job and exec that loads the same libraries from the same
+    /// objects. A new set is filled in a temporary directory and renamed
+    /// into place, so a job never sees half of one; two jobs making the
+    /// same set at once both succeed (the second rename loses and its copy
+    /// goes). The links name content-addressed objects, so a set never
+    /// goes stale; one whose object was evicted works again once the
+    /// object is fetched back (the launch fetches every missing object
+    /// before it uses the set).
+    pub fn lib_set_dir(
+        &self,
+        key: &Hash,
+        fill: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> std::io::Result<PathBuf> {
+        let dir = self.shared.libsets_dir.join(key.to_hex().as_str());
+        let known = |s: &Shared| {
+            s.libsets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(*key)
+        };
+        if self
+            .shared
+            .libsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(key)
+            || dir.is_dir()
+        {
+            known(&self.shared);
+            return Ok(dir);
+        }
+        let seq = self.shared.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .shared
+            .libsets_dir
+            .join(format!("{LIBSET_NEW}{}-{seq}", std::process::id()));
+        let made = fill(&tmp).and_then(|()| std::fs::rename(&tmp, &dir));
+        match made {
+            Ok(()) => {}
+            Err(_) if dir.is_dir() => {
+                // Another job made the same set first.
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        }
+        known(&self.shared);
+        Ok(dir)
     }
 
     /// Where the object with this hash lives (whether or not it exists).

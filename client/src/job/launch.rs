@@ -3,8 +3,9 @@
 //! The node may have no `/lib` and no loader of its own, so it never lets
 //! the kernel load `PT_INTERP` from its own disk: it execs the cached
 //! loader directly, `ld.so --argv0 ARGV0 --library-path DIR PROGRAM ARGS`,
-//! where DIR is a per-job directory of symlinks named as the program asks
-//! for its libraries (`libc.so.6`) pointing at cache objects. A static
+//! where DIR is a directory of symlinks named as the program asks for its
+//! libraries (`libc.so.6`) pointing at cache objects, made once per node
+//! for each distinct set of libraries ([`Cache::lib_set_dir`]). A static
 //! program is exec'd directly. The tracer handler then answers
 //! `/proc/self/exe` with the program's central path.
 
@@ -12,6 +13,8 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
 
 /// A library the loader will look up by `name`, found in the cache at `object`.
 #[derive(Debug, Clone)]
@@ -46,13 +49,27 @@ pub struct ExecLine {
     pub argv: Vec<OsString>,
 }
 
-/// Builds `lib_dir` (mode 0755) with one symlink per library, and returns
-/// the exec line.
-pub fn prepare(exec: &LocalExec, lib_dir: &Path) -> io::Result<ExecLine> {
-    if exec.loader.is_some() {
-        link_libraries(exec, lib_dir)?;
+/// The exec line of `exec`, with its library directory made if it is new
+/// to this node.
+pub fn prepare(exec: &LocalExec, cache: &Cache) -> io::Result<ExecLine> {
+    if exec.loader.is_none() {
+        return Ok(exec_line(exec, Path::new("/")));
     }
-    Ok(exec_line(exec, lib_dir))
+    let dir = cache.lib_set_dir(&lib_set_key(exec), |dir| link_libraries(exec, dir))?;
+    Ok(exec_line(exec, &dir))
+}
+
+/// What names a set of library links: each (name, cache object) in order.
+/// The objects are content-addressed, so equal keys mean equal files.
+fn lib_set_key(exec: &LocalExec) -> crate::cache::Hash {
+    let mut key = blake3::Hasher::new();
+    for lib in &exec.libraries {
+        key.update(lib.name.as_bytes());
+        key.update(b"\0");
+        key.update(lib.object.as_os_str().as_bytes());
+        key.update(b"\0");
+    }
+    key.finalize()
 }
 
 /// The names of the subdirectories the loader probes in each library
@@ -152,8 +169,18 @@ pub fn exec_line(exec: &LocalExec, lib_dir: &Path) -> ExecLine {
 mod tests {
     use super::*;
 
+    /// A cache in a fresh temporary state directory (removed by the test).
+    fn temp_cache(name: &str) -> (PathBuf, Cache) {
+        let state =
+            std::env::temp_dir().join(format!("diatom-launch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let cache = Cache::open(&state).unwrap();
+        (state, cache)
+    }
+
     #[test]
     fn static_programs_run_directly() {
+        let (state, cache) = temp_cache("static");
         let e = LocalExec {
             program: "/c/obj/ab".into(),
             loader: None,
@@ -161,14 +188,15 @@ mod tests {
             preload: vec![],
             argv: vec!["prog".into(), "x".into()],
         };
-        let l = prepare(&e, Path::new("/nonexistent")).unwrap();
+        let l = prepare(&e, &cache).unwrap();
         assert_eq!(l.path, PathBuf::from("/c/obj/ab"));
         assert_eq!(l.argv, ["prog", "x"]);
+        std::fs::remove_dir_all(&state).unwrap();
     }
 
     #[test]
     fn dynamic_programs_run_through_the_cached_loader() {
-        let dir = std::env::temp_dir().join(format!("diatom-launch-{}", std::process::id()));
+        let (state, cache) = temp_cache("dynamic");
         let e = LocalExec {
             program: "/c/obj/prog".into(),
             loader: Some("/c/obj/ld".into()),
@@ -179,27 +207,42 @@ mod tests {
             preload: vec![],
             argv: vec!["ls".into(), "-l".into()],
         };
-        let l = prepare(&e, &dir).unwrap();
+        let l = prepare(&e, &cache).unwrap();
         assert_eq!(l.path, PathBuf::from("/c/obj/ld"));
-        let lib_dir = dir.as_os_str().to_str().unwrap();
+        let dir = PathBuf::from(&l.argv[4]);
+        assert!(dir.starts_with(state.join("cache/libsets")), "{dir:?}");
         assert_eq!(
             l.argv,
             [
-                "/c/obj/ld",
-                "--argv0",
-                "ls",
-                "--library-path",
-                lib_dir,
-                "/c/obj/prog",
-                "-l"
+                "/c/obj/ld".as_ref(),
+                "--argv0".as_ref(),
+                "ls".as_ref(),
+                "--library-path".as_ref(),
+                dir.as_os_str(),
+                "/c/obj/prog".as_ref(),
+                "-l".as_ref()
             ]
         );
         assert_eq!(
             std::fs::read_link(dir.join("libc.so.6")).unwrap(),
             PathBuf::from("/c/obj/libc")
         );
-        // Preparing again replaces the links.
-        prepare(&e, &dir).unwrap();
+        // The same set is made once and shared; another set is another
+        // directory.
+        assert_eq!(prepare(&e, &cache).unwrap(), l);
+        let other = LocalExec {
+            libraries: vec![LibraryLink {
+                name: "libc.so.6".into(),
+                object: "/c/obj/libc2".into(),
+            }],
+            ..e.clone()
+        };
+        let l2 = prepare(&other, &cache).unwrap();
+        assert_ne!(l2.argv[4], l.argv[4]);
+        // A set made by a daemon before is found again after a restart.
+        drop(cache);
+        let cache = Cache::open(&state).unwrap();
+        assert_eq!(prepare(&e, &cache).unwrap(), l);
         let bad = LocalExec {
             libraries: vec![LibraryLink {
                 name: "../x".into(),
@@ -207,8 +250,14 @@ mod tests {
             }],
             ..e
         };
-        assert!(prepare(&bad, &dir).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(prepare(&bad, &cache).is_err());
+        // Nothing half made is left behind.
+        let names: Vec<_> = std::fs::read_dir(state.join("cache/libsets"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        std::fs::remove_dir_all(&state).unwrap();
     }
 
     #[test]
@@ -221,7 +270,7 @@ mod tests {
             eprintln!("skipping: no glibc loader at the usual x86_64 paths");
             return;
         }
-        let dir = std::env::temp_dir().join(format!("diatom-launch-real-{}", std::process::id()));
+        let (state, cache) = temp_cache("real");
         let e = LocalExec {
             program: "/bin/echo".into(),
             loader: Some(loader.into()),
@@ -232,7 +281,8 @@ mod tests {
             preload: vec![],
             argv: vec!["myecho".into(), "hello".into()],
         };
-        let l = prepare(&e, &dir).unwrap();
+        let l = prepare(&e, &cache).unwrap();
+        let dir = PathBuf::from(&l.argv[4]);
         let out = std::process::Command::new(&l.path)
             .args(&l.argv[1..])
             .output()
@@ -241,7 +291,7 @@ mod tests {
         assert_eq!(out.stdout, b"hello\n");
         // The loader's first probe finds libc: not one lookup in the
         // directory fails (each would be a trace stop on the node).
-        let log = dir.with_extension("strace");
+        let log = state.join("strace.log");
         let traced = std::process::Command::new("strace")
             .args(["-f", "-e", "trace=openat,open,stat,newfstatat,access", "-o"])
             .arg(&log)
@@ -267,7 +317,6 @@ mod tests {
             }
             other => eprintln!("strace unavailable ({other:?}): probe count not checked"),
         }
-        let _ = std::fs::remove_file(&log);
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&state).unwrap();
     }
 }

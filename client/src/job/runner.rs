@@ -156,8 +156,8 @@ fn run_inner(
             return Err(why);
         }
     };
-    let line = launch::prepare(&exec, &setup.job_dir.join("lib"))
-        .map_err(|e| format!("cannot prepare the job directory: {e}"))?;
+    let line = launch::prepare(&exec, &setup.cache)
+        .map_err(|e| format!("cannot prepare the program's libraries: {e}"))?;
     phases.mark("prepare");
     let identity = Identity {
         uid: setup.start.uid,

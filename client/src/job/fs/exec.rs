@@ -60,55 +60,25 @@ pub fn plan(image: &ExecImage, objects: &HashMap<Blob, PathBuf>) -> Result<Local
 /// Which central program each process runs (for `/proc/PID/exe`).
 #[derive(Debug)]
 pub(crate) struct ExecState {
-    job_dir: PathBuf,
-    seq: u64,
     /// The job's first process, whose first exec is the node's own.
     pub first: Option<Pid>,
     first_done: bool,
     exe: HashMap<Pid, Vec<u8>>,
     pending: HashMap<Pid, Vec<u8>>,
-    /// Library directories made so far, by their contents' key.
-    lib_dirs: HashMap<[u8; 32], PathBuf>,
 }
 
 impl ExecState {
-    pub(crate) fn new(job_dir: PathBuf) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            job_dir,
-            seq: 0,
             first: None,
             first_done: false,
             exe: HashMap::new(),
             pending: HashMap::new(),
-            lib_dirs: HashMap::new(),
         }
     }
 
     pub(crate) fn exe_of(&self, pid: Pid) -> Option<&[u8]> {
         self.exe.get(&pid).map(|v| &v[..])
-    }
-
-    /// The library directory for `local`'s libraries: one per distinct set
-    /// of (name, cache object) in the job, made at its first use, so a
-    /// program exec'd again (a shell loop, `make`) reuses it. The objects
-    /// are content-addressed, so equal names and objects are equal files.
-    fn lib_dir_for(&mut self, local: &LocalExec) -> std::io::Result<PathBuf> {
-        let mut key = blake3::Hasher::new();
-        for lib in &local.libraries {
-            key.update(lib.name.as_bytes());
-            key.update(b"\0");
-            key.update(lib.object.as_os_str().as_bytes());
-            key.update(b"\0");
-        }
-        let key = key.finalize();
-        if let Some(dir) = self.lib_dirs.get(key.as_bytes()) {
-            return Ok(dir.clone());
-        }
-        self.seq += 1;
-        let dir = self.job_dir.join(format!("exec-{}", self.seq));
-        launch::link_libraries(local, &dir)?;
-        self.lib_dirs.insert(*key.as_bytes(), dir.clone());
-        Ok(dir)
     }
 
     pub(crate) fn set_program_of(&mut self, pid: Pid, program: Vec<u8>) {
@@ -273,11 +243,11 @@ impl FsLayer {
                 log::warn!("exec plan: {why}");
                 Errno::EIO
             })?;
-            let dir = self.exec.lib_dir_for(&local).map_err(|e| {
+            let line = launch::prepare(&local, &self.cache).map_err(|e| {
                 log::warn!("exec of {}: {e}", String::from_utf8_lossy(c));
                 Errno::EIO
             })?;
-            return Ok((launch::exec_line(&local, &dir), image.program.0.clone()));
+            return Ok((line, image.program.0.clone()));
         }
         Err(Errno::ESTALE)
     }

@@ -175,7 +175,7 @@ impl FsClient for HomeClient {
 #[derive(Debug, Clone)]
 pub struct FsConfig {
     /// The job's directory on the node (the mirror is `job_dir/root`;
-    /// `job_dir/tmp` and `job_dir/exec-N` are the layer's own).
+    /// `job_dir/tmp` is the layer's own).
     pub job_dir: PathBuf,
     /// The job's (uid, gid) on the node when it runs as another user than
     /// the node daemon: private copies are given to it.
@@ -297,7 +297,7 @@ impl FsLayer {
             procs: HashSet::new(),
             opened: HashMap::new(),
             writes: write::Writes::default(),
-            exec: exec::ExecState::new(cfg.job_dir.clone()),
+            exec: exec::ExecState::new(),
             streams: Vec::new(),
             locks: locks::Locks::default(),
             cfg,
