@@ -216,19 +216,37 @@ fn sandbox_limits_kill_with_the_reason() {
     );
     next_job_runs(&c, "fork bombs");
 
-    // Nothing of a killed job is left in its cgroups.
-    let leftovers: Vec<PathBuf> = ["memory", "pids"]
+    // Nothing of a killed job is left in its cgroups: the node's groups
+    // are at most the spare it made for its next job, with no process in
+    // it.
+    let pid = c.node_daemon(1).unwrap().pid().to_string();
+    let ours: Vec<PathBuf> = ["memory", "pids"]
         .iter()
         .filter_map(|h| std::fs::read_dir(Path::new("/sys/fs/cgroup").join(h).join("diatom")).ok())
         .flat_map(|d| d.flatten().map(|e| e.path()))
         .filter(|p| {
-            let pid = c.node_daemon(1).unwrap().pid().to_string();
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(&format!("{pid}-")))
         })
         .collect();
+    let leftovers: Vec<&PathBuf> = ours
+        .iter()
+        .filter(|p| {
+            let spare = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{pid}-spare")));
+            let empty =
+                std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty());
+            !(spare && empty)
+        })
+        .collect();
     assert!(leftovers.is_empty(), "job cgroups left: {leftovers:?}");
+    assert!(
+        ours.len() <= 2,
+        "more than one spare per hierarchy: {ours:?}"
+    );
 }
 
 #[test]

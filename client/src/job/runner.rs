@@ -300,9 +300,12 @@ fn run_inner(
         // A job that met its memory or pids limit was killed for it (the
         // watcher may not have seen it before the job ended).
         let limit_hit = cgroup.as_ref().and_then(|cg| limit_reason(&cg.0));
-        // Nothing of the job survives it.
-        drop(cgroup);
-        phases.mark("cgroup removed");
+        // Nothing of the job survives it (its cgroup goes after the
+        // end is reported).
+        if let Some(cg) = &cgroup {
+            cg.0.kill_all(Duration::from_secs(5));
+        }
+        phases.mark("cgroup emptied");
         // Every job process is gone: what they wrote reaches central
         // before the home hears of the end.
         let counters = tracer.handler_mut().fs_mut().map(|files| {
@@ -346,6 +349,9 @@ fn run_inner(
             t0.elapsed()
         );
         phases.mark("exit acknowledged");
+        drop(cgroup);
+        setup.sandbox.refill();
+        phases.mark("cgroup removed, spare made");
         log::debug!("job {}: {phases}", setup.job);
         crate::daemon::finish_report(setup.job, reported);
         crate::daemon::finish_report(setup.job, started);

@@ -232,6 +232,14 @@ impl JobCgroup {
     /// (every job the same weight: with all slots busy each job gets an
     /// equal share of the node's CPUs).
     pub fn create(layout: &Layout, name: &str, limits: CgroupLimits) -> Result<Self, SandboxError> {
+        let mut cg = Self::make(layout, name)?;
+        cg.set_limits(layout, limits)?;
+        Ok(cg)
+    }
+
+    /// Makes the group `name` without limits (a spare, see
+    /// [`JobCgroup::set_limits`]).
+    pub fn make(layout: &Layout, name: &str) -> Result<Self, SandboxError> {
         let dirs: Vec<PathBuf> = layout.parents().iter().map(|p| p.join(name)).collect();
         let under = |root: &Path| root.join("diatom").join(name);
         let (memory, pids) = match layout {
@@ -243,11 +251,22 @@ impl JobCgroup {
             dirs,
             memory,
             pids,
-            limits,
+            limits: CgroupLimits { memory: 0, pids: 0 },
         };
         for d in &cg.dirs {
             make_dir(d)?;
         }
+        Ok(cg)
+    }
+
+    /// Writes the job's limits and CPU weight (before any process joins).
+    pub fn set_limits(
+        &mut self,
+        layout: &Layout,
+        limits: CgroupLimits,
+    ) -> Result<(), SandboxError> {
+        let under = |root: &Path| root.join("diatom").join(self.name());
+        let cg = &*self;
         if cg.v2 {
             write(&cg.memory.join("memory.max"), &limits.memory.to_string())?;
             // No swap beyond the limit, if the node swaps at all.
@@ -271,7 +290,13 @@ impl JobCgroup {
                 let _ = fs::write(under(c).join("cpu.shares"), "1024");
             }
         }
-        Ok(cg)
+        self.limits = limits;
+        Ok(())
+    }
+
+    /// The group's name (the same in every hierarchy).
+    fn name(&self) -> std::ffi::OsString {
+        self.memory.file_name().unwrap_or_default().to_os_string()
     }
 
     /// The limits it was made with.

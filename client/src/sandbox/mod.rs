@@ -84,6 +84,9 @@ pub struct NodeSandbox {
     cgroups: Option<Layout>,
     root_mount: PathBuf,
     uids: Option<UidPool>,
+    /// A cgroup made ahead for the next job (see [`NodeSandbox::refill`]).
+    spare: std::sync::Mutex<Option<JobCgroup>>,
+    spare_seq: std::sync::atomic::AtomicU64,
 }
 
 impl NodeSandbox {
@@ -107,6 +110,8 @@ impl NodeSandbox {
             cgroups: None,
             root_mount,
             uids: uids.map(|(first, last)| UidPool::new(first, last)),
+            spare: std::sync::Mutex::new(None),
+            spare_seq: std::sync::atomic::AtomicU64::new(0),
         };
         if root {
             sb.mode = Mode::Full;
@@ -141,6 +146,7 @@ impl NodeSandbox {
                 Mode::UserNamespace
             };
         }
+        sb.refill();
         Ok(Arc::new(sb))
     }
 
@@ -171,6 +177,31 @@ impl NodeSandbox {
         cmd.probe_namespaces().map_err(|e| e.to_string())
     }
 
+    /// Makes the cgroup the next job will get, unless one is ready: three
+    /// `mkdir`s (v1) taken off the job's start, done after a job has ended
+    /// and reported. Spares are named `<daemon pid>-spare<n>`, so a daemon
+    /// that stops leaves nothing the next one keeps (see
+    /// [`Layout::prepare`]).
+    pub fn refill(&self) {
+        let Some(layout) = &self.cgroups else {
+            return;
+        };
+        let mut spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spare.is_some() {
+            return;
+        }
+        let n = self
+            .spare_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match JobCgroup::make(layout, &format!("{}-spare{n}", std::process::id())) {
+            Ok(cg) => *spare = Some(cg),
+            Err(e) => log::debug!("no spare cgroup: {e}"),
+        }
+    }
+
     /// The node's mode.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -194,8 +225,22 @@ impl NodeSandbox {
     pub fn job(&self, req: &JobRequest<'_>) -> Result<JobSandbox, SandboxError> {
         let cgroup = match &self.cgroups {
             Some(layout) => {
-                let name = format!("{}-{}", std::process::id(), req.job);
-                Some(Arc::new(JobCgroup::create(layout, &name, req.limits)?))
+                let spare = self
+                    .spare
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                let cg = match spare {
+                    Some(mut cg) => {
+                        cg.set_limits(layout, req.limits)?;
+                        cg
+                    }
+                    None => {
+                        let name = format!("{}-{}", std::process::id(), req.job);
+                        JobCgroup::create(layout, &name, req.limits)?
+                    }
+                };
+                Some(Arc::new(cg))
             }
             None => None,
         };
@@ -230,6 +275,19 @@ impl NodeSandbox {
             plan,
             limits: req.limits,
         })
+    }
+}
+
+impl Drop for NodeSandbox {
+    fn drop(&mut self) {
+        let spare = self
+            .spare
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(cg) = spare {
+            let _ = cg.remove();
+        }
     }
 }
 
