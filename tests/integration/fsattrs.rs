@@ -194,3 +194,64 @@ fn extended_attributes_are_centrals_as_the_caller() {
         "{text}"
     );
 }
+
+/// `openat2` with each `RESOLVE_*` flag, from a directory descriptor and
+/// from the cwd, over symlinks inside and out of the directory, `..` and a
+/// mount point; prints what each open gets (the first bytes, or the error).
+const OPENAT2: &str = r#"
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+R = {"none": 0, "no_xdev": 1, "no_magiclinks": 2, "no_symlinks": 4, "beneath": 8, "in_root": 16}
+def o2(dirfd, path, resolve, flags=os.O_RDONLY, mode=0):
+    how = ctypes.create_string_buffer(struct.pack("QQQ", flags, mode, resolve), 24)
+    fd = libc.syscall(437, dirfd, path.encode(), how, 24)
+    if fd < 0:
+        return os.strerror(ctypes.get_errno())
+    try:
+        return os.read(fd, 5)
+    except OSError as e:
+        return "opened, read: " + os.strerror(e.errno)
+    finally:
+        os.close(fd)
+d = os.open("tree", os.O_PATH | os.O_DIRECTORY)
+cases = ["sub/file", "in", "up/tree/sub/file", "abs", "/sub/file", "sub/../sub/file",
+         "../tree/sub/file", "small/file", "dangling"]
+for name, r in R.items():
+    for p in cases:
+        print(name, p, o2(d, p, r))
+print("cwd beneath", o2(-100, "tree/sub/file", R["beneath"]))
+print("cwd beneath absolute", o2(-100, "/etc/hostname", R["beneath"]))
+print("create beneath", o2(d, "sub/new", R["beneath"], os.O_CREAT | os.O_WRONLY, 0o600))
+print("create escaping", o2(d, "up/new", R["beneath"], os.O_CREAT | os.O_WRONLY, 0o600))
+print("mode without O_CREAT", o2(d, "sub/file", R["beneath"], os.O_RDONLY, 0o600))
+print("unknown resolve flag", o2(d, "sub/file", 1 << 40))
+os.unlink("tree/sub/new")
+"#;
+
+#[test]
+fn openat2_resolve_flags_apply_on_central() {
+    if !require_root("openat2_resolve_flags_apply_on_central") {
+        return;
+    }
+    let f = Files::new("fopenat2");
+    let tree = f.only("tree");
+    put(&tree.join("sub/file"), b"inside\n", 0o644);
+    put(&f.only("outside"), b"outside\n", 0o644);
+    std::os::unix::fs::symlink("..", tree.join("up")).unwrap();
+    std::os::unix::fs::symlink("sub/file", tree.join("in")).unwrap();
+    std::os::unix::fs::symlink(f.only("outside"), tree.join("abs")).unwrap();
+    std::os::unix::fs::symlink("nowhere", tree.join("dangling")).unwrap();
+    let _fs = SmallFs::mount(&tree.join("small"), "file");
+    let c = f.cluster("fopenat2");
+    let out = same_as_local(&c, &f.only, &["python3", "-c", OPENAT2], RUN);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "beneath up/tree/sub/file Invalid cross-device link",
+        "no_symlinks in Too many levels of symbolic links",
+        "in_root /sub/file b'insid'",
+        "no_xdev small/file Invalid cross-device link",
+        "create beneath opened, read: Bad file descriptor",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}

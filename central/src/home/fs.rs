@@ -143,6 +143,13 @@ impl FileService {
                 .and_then(|p| sys::readlink_at(libc::AT_FDCWD, &p))
                 .map(|l| Response::Link(Blob(l))),
             Request::Open { path, flags, mode } => self.open(&path, flags, mode),
+            Request::OpenAt2 {
+                dir,
+                path,
+                flags,
+                mode,
+                resolve,
+            } => self.open_at2(&dir, &path, flags, mode, resolve),
             Request::Read {
                 path,
                 stamp,
@@ -264,6 +271,35 @@ impl FileService {
 
     fn open(&mut self, path: &[u8], flags: i32, mode: u32) -> SysResult<Response> {
         let p = sys::abs_path(path)?;
+        self.open_with(path, flags, |oflags| sys::open(&p, oflags, mode))
+    }
+
+    /// `openat2(dir, path, flags, mode, resolve)`: the kernel applies the
+    /// `RESOLVE_*` flags from `dir`, exactly as for the program's call.
+    fn open_at2(
+        &mut self,
+        dir: &[u8],
+        path: &[u8],
+        flags: i32,
+        mode: u32,
+        resolve: u64,
+    ) -> SysResult<Response> {
+        let d = sys::abs_path(dir)?;
+        let p = sys::c_bytes(path)?;
+        let dfd = sys::open(&d, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
+        self.open_with(path, flags, |oflags| {
+            sys::openat2(&dfd, &p, oflags, mode, resolve)
+        })
+    }
+
+    /// An open (see the module docs) whose descriptor `opener` makes from
+    /// the flags the home uses.
+    fn open_with(
+        &mut self,
+        path: &[u8],
+        flags: i32,
+        opener: impl FnOnce(i32) -> SysResult<OwnedFd>,
+    ) -> SysResult<Response> {
         if flags & libc::O_TMPFILE == libc::O_TMPFILE {
             return Err(libc::EOPNOTSUPP);
         }
@@ -279,7 +315,7 @@ impl FileService {
             | libc::O_CLOEXEC
             | libc::O_NOCTTY
             | libc::O_NONBLOCK;
-        let fd = sys::open(&p, oflags, mode)?;
+        let fd = opener(oflags)?;
         let stat = sys::fstat(&fd)?;
         let canonical = sys::fd_path(&fd).unwrap_or_else(|_| path.to_vec());
         let regular = stat.mode & libc::S_IFMT == libc::S_IFREG;

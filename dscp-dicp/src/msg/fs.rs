@@ -83,6 +83,23 @@ pub enum Request {
         /// Creation mode, umask applied.
         mode: u32,
     },
+    /// `openat2` with `RESOLVE_*` flags: [`Request::Open`] of `path`
+    /// resolved from directory `dir` as the kernel resolves it under
+    /// `resolve` (`RESOLVE_BENEATH`, `RESOLVE_IN_ROOT`,
+    /// `RESOLVE_NO_SYMLINKS`, ...); answered as `Open` is.
+    OpenAt2 {
+        /// Absolute central path of the directory the resolution starts
+        /// from (the program's `dirfd`, or its cwd).
+        dir: Blob,
+        /// The path as the program passed it (relative or absolute).
+        path: Blob,
+        /// `O_*` flags.
+        flags: i32,
+        /// Creation mode, umask applied.
+        mode: u32,
+        /// `RESOLVE_*` flags.
+        resolve: u64,
+    },
     /// Bytes of a regular file for the node cache: `len` bytes at `offset`
     /// of the file at `path`, refused with `ESTALE` when the file no
     /// longer has `stamp`.

@@ -136,6 +136,42 @@ pub fn open(path: &CStr, flags: libc::c_int, mode: u32) -> SysResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `openat2(dir, path, {flags, mode, resolve})`.
+pub fn openat2(
+    dir: &OwnedFd,
+    path: &CStr,
+    flags: libc::c_int,
+    mode: u32,
+    resolve: u64,
+) -> SysResult<OwnedFd> {
+    /// `struct open_how`.
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: u64::from(flags as u32),
+        mode: u64::from(mode),
+        resolve,
+    };
+    // SAFETY: dir is open, path NUL-terminated, how a valid open_how of
+    // the size passed.
+    let fd = retry(|| unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
+    let fd = RawFd::try_from(fd).map_err(|_| libc::EIO)?;
+    // SAFETY: a fresh descriptor this function owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The path of an open descriptor as the kernel names it
 /// (`/proc/self/fd/N`): every symlink and `..` resolved.
 pub fn fd_path(fd: &OwnedFd) -> SysResult<Vec<u8>> {

@@ -1365,3 +1365,28 @@ fn lock_owners_exclude_each_other_until_released() {
         libc::ENOENT
     );
 }
+
+#[test]
+fn openat2_applies_resolve_flags_from_its_directory() {
+    let t = TempDir::new();
+    std::fs::create_dir(t.path("d")).unwrap();
+    write(&t.path("d/f"), b"in", 0o644);
+    std::os::unix::fs::symlink("..", t.path("d/up")).unwrap();
+    let mut s = FileService::new();
+    let open2 = |path: &str, resolve| R::OpenAt2 {
+        dir: t.blob("d"),
+        path: path.into(),
+        flags: libc::O_RDONLY,
+        mode: 0,
+        resolve,
+    };
+    const BENEATH: u64 = 0x08;
+    const NO_SYMLINKS: u64 = 0x04;
+    let (canonical, _, handle) = opened(s.handle(open2("f", BENEATH)));
+    assert_eq!(canonical, t.path("d/f").as_os_str().as_bytes());
+    assert_eq!(handle, None);
+    assert_eq!(errno(s.handle(open2("up/d/f", BENEATH))), libc::EXDEV);
+    assert_eq!(errno(s.handle(open2("up/d/f", NO_SYMLINKS))), libc::ELOOP);
+    opened(s.handle(open2("up/d/f", 0)));
+    assert_eq!(errno(s.handle(open2("f", 1 << 40))), libc::EINVAL);
+}

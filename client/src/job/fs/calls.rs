@@ -267,6 +267,18 @@ impl FsLayer {
             OpenKind::Creat => 0,
         };
         let c = central!(self, stop, dirfd, arg);
+        self.open_central(stop, c, kind, flags, mode)
+    }
+
+    /// An open of central path `c` (resolved already).
+    fn open_central(
+        &mut self,
+        stop: &mut SyscallStop<'_>,
+        c: Vec<u8>,
+        kind: OpenKind,
+        flags: i32,
+        mode: u32,
+    ) -> Action {
         if flags & libc::O_TMPFILE == libc::O_TMPFILE {
             return Action::errno(Errno::EOPNOTSUPP);
         }
@@ -300,15 +312,81 @@ impl FsLayer {
                 Err(e) => return Action::errno(e.errno()),
             }
         }
-        // Resolve flags (RESOLVE_*) cannot be applied to central's tree
-        // by the node; the home resolves as a plain openat would.
-        self.open(
-            stop,
-            stop.arg(0) as i32,
-            OpenKind::Openat2,
-            how[0] as i32,
-            how[1] as u32,
-        )
+        let (flags, mode, resolve) = (how[0], how[1], how[2]);
+        // What the kernel refuses before resolving anything.
+        let creates = flags as i32 & (libc::O_CREAT | libc::O_TMPFILE) != 0;
+        if flags >> 32 != 0 || (mode != 0 && !creates) || mode & !0o7777 != 0 {
+            return Action::errno(Errno::EINVAL);
+        }
+        let (flags, mode) = (flags as i32, mode as u32);
+        if resolve == 0 {
+            return self.open(stop, stop.arg(0) as i32, OpenKind::Openat2, flags, mode);
+        }
+        match self.resolve_beneath(stop, resolve) {
+            Ok(Some(c)) => {
+                let a = self.open_central(stop, c, OpenKind::Openat2, flags, mode);
+                self.resolving = None;
+                a
+            }
+            Ok(None) => Action::Continue,
+            Err(e) => Action::errno(e),
+        }
+    }
+
+    /// The central path an `openat2` with `RESOLVE_*` flags names, with
+    /// [`FsLayer::resolving`] set so the home applies the flags from the
+    /// start directory itself (`Ok(None)`: the node's own, run natively on
+    /// the tracer's copy of the path; the kernel applies them then).
+    fn resolve_beneath(
+        &mut self,
+        stop: &mut SyscallStop<'_>,
+        resolve: u64,
+    ) -> Result<Option<Vec<u8>>, Errno> {
+        const RESOLVE_IN_ROOT: u64 = 0x10;
+        let path = stop.read_path_arg(1).map_err(|e| e.errno())?;
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let native = |stop: &mut SyscallStop<'_>, p: &[u8]| {
+            stop.set_path_arg(1, p)
+                .map(|()| None)
+                .map_err(|_| Errno::ENOMEM)
+        };
+        let base = match self.base_of(stop.tid(), stop.arg(0) as i32)? {
+            Where::Central(b) => b,
+            _ if path[0] == b'/' && resolve & RESOLVE_IN_ROOT == 0 => b"/".to_vec(),
+            _ => return native(stop, &path),
+        };
+        let c = if path[0] != b'/' || resolve & RESOLVE_IN_ROOT != 0 {
+            // Within the start directory: central, whatever the name.
+            paths::tidy(&paths::join(&base, &path))
+        } else {
+            match self.classify(&path) {
+                Where::Central(c) => c,
+                _ => return native(stop, &path),
+            }
+        };
+        self.resolving = Some((base, path, resolve));
+        Ok(Some(c))
+    }
+
+    /// The request that opens central `c`: an `openat2` the home resolves
+    /// itself while [`FsLayer::resolving`] is set, else a plain `Open`.
+    pub(crate) fn open_request(&self, c: &[u8], flags: i32, mode: u32) -> Request {
+        match &self.resolving {
+            Some((dir, path, resolve)) => Request::OpenAt2 {
+                dir: Blob(dir.clone()),
+                path: Blob(path.clone()),
+                flags,
+                mode,
+                resolve: *resolve,
+            },
+            None => Request::Open {
+                path: Blob(c.to_vec()),
+                flags,
+                mode,
+            },
+        }
     }
 
     /// Points the open at the node file `node` and lets the kernel run it.
@@ -344,11 +422,7 @@ impl FsLayer {
     /// central path when that file is still arriving.
     fn open_read(&mut self, c: &[u8], flags: i32) -> Result<(Vec<u8>, Option<Vec<u8>>), Errno> {
         for _ in 0..3 {
-            let req = Request::Open {
-                path: Blob(c.to_vec()),
-                flags,
-                mode: 0,
-            };
+            let req = self.open_request(c, flags, 0);
             let Response::Opened {
                 canonical,
                 stat,

@@ -253,6 +253,9 @@ pub struct FsLayer {
     streams: Vec<stream::Live>,
     /// Advisory lock owners and lock waits.
     locks: locks::Locks,
+    /// While an `openat2` with `RESOLVE_*` flags is served: its start
+    /// directory (central), path as given, and flags, for the home.
+    resolving: Option<(Vec<u8>, Vec<u8>, u64)>,
     /// Counters, logged and reported to central at the job's end.
     stats: std::sync::Arc<std::sync::Mutex<stats::Stats>>,
     /// Where this daemon reads the job's own `/proc` (its PID namespace's
@@ -300,6 +303,7 @@ impl FsLayer {
             exec: exec::ExecState::new(),
             streams: Vec::new(),
             locks: locks::Locks::default(),
+            resolving: None,
             cfg,
             proc_root: "/proc".into(),
         })

@@ -110,6 +110,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Access { .. } => "Access",
         Request::Readlink { .. } => "Readlink",
         Request::Open { .. } => "Open",
+        Request::OpenAt2 { .. } => "OpenAt2",
         Request::Read { .. } => "Read",
         Request::ReadDir { .. } => "ReadDir",
         Request::Mkdir { .. } => "Mkdir",

@@ -150,11 +150,7 @@ impl FsLayer {
         mode: u32,
     ) -> Action {
         let mode = mode & 0o7777 & !self.umask_of(stop.pid());
-        let reply = self.ask(Request::Open {
-            path: Blob(c.to_vec()),
-            flags,
-            mode,
-        });
+        let reply = self.ask(self.open_request(c, flags, mode));
         self.meta.invalidate(c, false);
         let (canonical, stat, handle) = match reply {
             Ok(Response::Opened {
