@@ -1,11 +1,14 @@
-//! File system and extended-attribute calls on central files (issue 6):
-//! `statfs`/`fstatfs` answer central's file system, not the node's, and
-//! the xattr calls (plain, `l*` and `f*`) run on central as the caller.
+//! File system calls beyond reading and writing files (issue 6):
+//! `statfs`/`fstatfs` answer central's file system, not the node's; the
+//! xattr calls (plain, `l*` and `f*`) run on central as the caller;
+//! `openat2`'s `RESOLVE_*` flags are applied by central's kernel; `mknod`
+//! makes FIFOs, sockets and files on central.
 //! Each run through `diatom exec` is compared byte for byte with the same
 //! program run locally on central (`docs/files.md`).
 #![allow(clippy::unwrap_used)]
 
 use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use diatom_tests::central_files::*;
@@ -254,4 +257,50 @@ fn openat2_resolve_flags_apply_on_central() {
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+}
+
+/// FIFOs, sockets and regular files made with `mknod`, and a device the
+/// caller may not make.
+const MKNOD: &str = r#"
+import os, stat
+def t(what, f, *a):
+    try:
+        f(*a)
+        print(what, "ok")
+    except OSError as e:
+        print(what, os.strerror(e.errno))
+for n in ("fifo", "reg", "sock", "chr"):
+    if os.path.lexists(n):
+        os.unlink(n)
+os.umask(0o022)
+t("mkfifo", os.mkfifo, "fifo", 0o666)
+t("mkfifo again", os.mkfifo, "fifo", 0o666)
+t("mknod regular", os.mknod, "reg", stat.S_IFREG | 0o640)
+t("mknod socket", os.mknod, "sock", stat.S_IFSOCK | 0o600)
+t("mknod device", os.mknod, "chr", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+t("mkfifo in a missing directory", os.mkfifo, "nodir/fifo")
+for n in ("fifo", "reg", "sock"):
+    st = os.lstat(n)
+    print(n, stat.filemode(st.st_mode), st.st_size)
+print(sorted(os.listdir(".")))
+"#;
+
+#[test]
+fn mknod_makes_fifos_sockets_and_files_on_central() {
+    if !require_root("mknod_makes_fifos_sockets_and_files_on_central") {
+        return;
+    }
+    let f = Files::new("fmknod");
+    chown(&f.only, NOBODY, NOBODY);
+    let c = f.cluster("fmknod");
+    let argv = ["python3", "-c", MKNOD];
+    let r = remote_as(&c, NOBODY, &f.only, &argv);
+    let kinds: Vec<_> = ["fifo", "reg", "sock"]
+        .iter()
+        .map(|n| std::fs::symlink_metadata(f.only(n)).unwrap().mode() & libc::S_IFMT)
+        .collect();
+    assert_eq!(kinds, [libc::S_IFIFO, libc::S_IFREG, libc::S_IFSOCK]);
+    let l = local_in(&f.only, &argv, Some(NOBODY), RUN);
+    assert!(l.status.success(), "local run: {}", describe(&l));
+    assert_like_local(&r, &l, "mknod as nobody");
 }

@@ -163,6 +163,10 @@ impl FileService {
                 // SAFETY: p is NUL-terminated.
                 sys::check(|| unsafe { libc::mkdir(p.as_ptr(), mode) })
             }),
+            Request::Mknod { path, mode, dev } => on_path(&path, |p| {
+                // SAFETY: p is NUL-terminated.
+                sys::check(|| unsafe { libc::mknod(p.as_ptr(), mode, dev) })
+            }),
             Request::Unlink { path } => on_path(&path, |p| {
                 // SAFETY: p is NUL-terminated.
                 sys::check(|| unsafe { libc::unlink(p.as_ptr()) })

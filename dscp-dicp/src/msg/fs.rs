@@ -126,6 +126,17 @@ pub enum Request {
         /// Mode.
         mode: u32,
     },
+    /// `mknod` (mode with umask applied, type bits included): FIFOs,
+    /// sockets and regular files for anyone, devices as central's kernel
+    /// allows the caller.
+    Mknod {
+        /// Absolute central path.
+        path: Blob,
+        /// Type and permission bits.
+        mode: u32,
+        /// Device number, for device files.
+        dev: u64,
+    },
     /// `unlink`.
     Unlink {
         /// Absolute central path.

@@ -153,8 +153,8 @@ impl FsLayer {
             Sysno::futimesat => self.utime_old(stop, fd(0), 1, a[2], true),
             Sysno::statfs => self.statfs(stop, a[1]),
             Sysno::fstatfs => self.fstatfs(stop, a[1]),
-            Sysno::mknod => self.mknod(stop, AT_FDCWD, 0, a[1] as u32),
-            Sysno::mknodat => self.mknod(stop, fd(0), 1, a[2] as u32),
+            Sysno::mknod => self.mknod(stop, AT_FDCWD, 0, a[1] as u32, a[2]),
+            Sysno::mknodat => self.mknod(stop, fd(0), 1, a[2] as u32, a[3]),
             Sysno::chroot => self.refuse(stop, AT_FDCWD, 0, Errno::EPERM),
             Sysno::getxattr => self.getxattr(stop, On::Path),
             Sysno::lgetxattr => self.getxattr(stop, On::Link),
@@ -1062,28 +1062,26 @@ impl FsLayer {
         }
     }
 
-    fn mknod(&mut self, stop: &mut SyscallStop<'_>, dirfd: i32, arg: usize, mode: u32) -> Action {
+    /// `mknod`/`mknodat` on central: FIFOs, sockets and regular files (a
+    /// type of 0 is a regular file, as for the kernel); devices as
+    /// central's kernel allows the caller (`EPERM` unless privileged).
+    fn mknod(
+        &mut self,
+        stop: &mut SyscallStop<'_>,
+        dirfd: i32,
+        arg: usize,
+        mode: u32,
+        dev: u64,
+    ) -> Action {
         let c = central!(self, stop, dirfd, arg);
-        let kind = mode & libc::S_IFMT;
-        if kind != 0 && kind != libc::S_IFREG {
-            return Action::errno(Errno::EPERM); // FIFOs and devices: not forwarded
-        }
-        let r = self.ask(Request::Open {
+        let perm = mode & 0o7777 & !self.umask_of(stop.pid());
+        let r = self.ask(Request::Mknod {
             path: Blob(c.clone()),
-            flags: libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-            mode: mode & 0o7777 & !self.umask_of(stop.pid()),
+            mode: (mode & libc::S_IFMT) | perm,
+            dev: dev & 0xffff_ffff, // dev_t is 32 bits in the kernel's call
         });
-        self.meta.invalidate(&c, false);
-        match r {
-            Ok(Response::Opened { handle, .. }) => {
-                if let Some(h) = handle {
-                    let _ = self.ask(Request::Close { handle: h });
-                }
-                Action::Return(0)
-            }
-            Ok(_) => Action::errno(Errno::EIO),
-            Err(e) => Action::errno(e),
-        }
+        self.changed(&c, false);
+        done(r.map(drop))
     }
 
     /// Central's stat of `c` with what the job wrote locally and has not

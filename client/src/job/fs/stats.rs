@@ -114,6 +114,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Read { .. } => "Read",
         Request::ReadDir { .. } => "ReadDir",
         Request::Mkdir { .. } => "Mkdir",
+        Request::Mknod { .. } => "Mknod",
         Request::Unlink { .. } => "Unlink",
         Request::Rmdir { .. } => "Rmdir",
         Request::Rename { .. } => "Rename",

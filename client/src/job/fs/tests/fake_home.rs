@@ -413,6 +413,8 @@ impl FakeHome {
             } => self.exec(&path, argv),
             // Locks are tested against the real home (integration tests).
             Request::Lock { .. } | Request::Unlock { .. } => Err(libc::ENOLCK),
+            // And mknod.
+            Request::Mknod { .. } => Err(libc::EPERM),
             // And openat2's resolve flags.
             Request::OpenAt2 { .. } => Err(libc::EOPNOTSUPP),
             // Extended attributes too.
