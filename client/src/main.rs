@@ -23,6 +23,7 @@ fn run(flags: &ClientFlags) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    diatom_client::net::keep_message_buffers();
     let flags = ClientFlags::parse();
     init_logging(flags.common.verbose, flags.common.quiet);
     match run(&flags) {

@@ -3,6 +3,8 @@
 //! warm, `find` over a large tree, `gcc -O2 -c` of a ~2000-line C file, and
 //! `python3 -c pass`. A real central and node on loopback (release
 //! binaries of this workspace). Medians of N runs; MB/s for the big file.
+//! Beside the cold read, the time to write a new 1 GiB file locally as the
+//! node fills its cache (its page cache is what a cold read cannot avoid).
 //!
 //! `cargo build --release --bins && cargo run --release -p diatom-bench --bin files_bench [-- --runs N]`
 
@@ -31,6 +33,25 @@ fn write_c_file(path: &std::path::Path, functions: usize) {
     std::fs::write(path, s).expect("write C file");
 }
 
+/// Writes `size` bytes to the new file `path` in 8 MiB `pwrite`s, as the
+/// node fills a cache object: the page cache a cold read must fill on the
+/// node, which a local read of a cached file never pays. The file is kept
+/// (removing it would hand its pages to the next cold run).
+fn new_file_write(path: &std::path::Path, size: u64) -> Duration {
+    use std::os::unix::fs::FileExt;
+    let block: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + 1) as u8).collect();
+    let t = std::time::Instant::now();
+    let f = std::fs::File::create(path).expect("create");
+    f.set_len(size).expect("set_len");
+    let mut at = 0;
+    while at < size {
+        f.write_all_at(&block, at).expect("write");
+        at += block.len() as u64;
+    }
+    drop(f);
+    t.elapsed()
+}
+
 fn main() {
     let runs = diatom_bench::runs_arg(5);
     let dir = std::env::temp_dir().join(format!("diatom-files-bench-{}", std::process::id()));
@@ -53,14 +74,15 @@ fn main() {
     println!("|---|---|---|---|---|");
 
     // 1 GiB cold: a fresh node (empty cache) per run; warm: the same node again.
-    let (mut local, mut cold, mut warm) = (vec![], vec![], vec![]);
-    for _ in 0..runs.min(3) {
+    let (mut local, mut cold, mut warm, mut floor) = (vec![], vec![], vec![], vec![]);
+    for i in 0..runs.min(3) {
+        floor.push(new_file_write(&dir.join(format!("new{i}.bin")), size));
         local.push(time(Command::new("sh").args(["-c", &read_big])));
         d.new_node();
         cold.push(time(&mut d.exec(&["sh", "-c", &read_big])));
         warm.push(time(&mut d.exec(&["sh", "-c", &read_big])));
     }
-    let (l, c, w) = (median(local), median(cold), median(warm));
+    let (l, c, w, f) = (median(local), median(cold), median(warm), median(floor));
     println!(
         "| 1 GiB read (`cat > /dev/null`), cold | {} ({}) | {} ({}) | {:.1}x | empty node cache |",
         ms(l),
@@ -68,6 +90,11 @@ fn main() {
         ms(c),
         mbps(size, c),
         c.as_secs_f64() / l.as_secs_f64()
+    );
+    println!(
+        "| new 1 GiB file written (8 MiB `pwrite`s) | {} ({}) | — | — | what a cold read's cache fill costs the node at least |",
+        ms(f),
+        mbps(size, f)
     );
     println!(
         "| 1 GiB read, warm | {} ({}) | {} ({}) | {:.1}x | cached, read natively |",

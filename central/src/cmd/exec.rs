@@ -118,6 +118,8 @@ fn await_end(stream: &UnixStream, job: u64) {
 
 /// Runs `diatom exec`.
 pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
+    // The home sends the job's file data (see keep_message_buffers).
+    diatom_client::net::keep_message_buffers();
     // Before any thread exists, so every thread inherits the mask and the
     // signal thread alone receives them.
     if let Err(e) = signals::block(&signals::forwarded(args.tty)) {

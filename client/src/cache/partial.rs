@@ -4,7 +4,8 @@
 //!
 //! The hash is computed as the contiguous prefix grows, reading back from
 //! the file what arrived out of order, so `finish` costs no second pass over
-//! a large file. Bytes already hashed are never rewritten: a duplicate
+//! a large file; a large write in order is hashed on a second thread while
+//! it is written. Bytes already hashed are never rewritten: a duplicate
 //! datagram carrying different data cannot make the file differ from what
 //! was hashed.
 //!
@@ -20,6 +21,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{io_err, CacheError, CachedObject, FileIdentity, Hash, Shared};
+
+/// In-order writes at least this large are hashed on a second thread while
+/// they are written.
+const HASH_BESIDE_MIN: usize = 1 << 20;
 
 /// A streaming write of one object; share it in an `Arc` between the writer
 /// and readers. Dropped unfinished, its temporary file is removed.
@@ -172,16 +177,48 @@ impl PartialObject {
         // `start - offset` < data.len() because start < end.
         let skip = (start - offset) as usize;
         let data = &data[skip..];
-        self.file
-            .write_all_at(data, start)
-            .map_err(io_err("write", &self.tmp))?;
         let before = p.prefix;
-        if start == p.prefix {
-            // In order: hash straight from the buffer.
-            p.hasher.update(data);
+        if start == p.prefix && data.len() >= HASH_BESIDE_MIN {
+            // In order and large: hash straight from the buffer on another
+            // thread while this one writes (on a fetch the write and the
+            // hash are the two costs of the thread that receives answers).
+            let hasher = &mut p.hasher;
+            let (written, hashed) = std::thread::scope(|s| {
+                let hashing = std::thread::Builder::new()
+                    .name("diatom-hash".into())
+                    .spawn_scoped(s, || {
+                        hasher.update(data);
+                    });
+                let written = self.file.write_all_at(data, start);
+                // None: no thread (hash here); Some(false): it panicked.
+                let hashed = hashing.ok().map(|h| h.join().is_ok());
+                (written, hashed)
+            });
+            if hashed.is_none() {
+                p.hasher.update(data);
+            }
+            if let Err(e) = written.map_err(io_err("write", &self.tmp)) {
+                // The hash has seen bytes the file may lack: the object
+                // can only fail now.
+                self.fail_locked(&mut p);
+                return Err(e);
+            }
+            if hashed == Some(false) {
+                self.fail_locked(&mut p);
+                return Err(CacheError::NotWriting);
+            }
             p.prefix = end;
         } else {
-            insert_range(&mut p.pending, start, end);
+            self.file
+                .write_all_at(data, start)
+                .map_err(io_err("write", &self.tmp))?;
+            if start == p.prefix {
+                // In order: hash straight from the buffer.
+                p.hasher.update(data);
+                p.prefix = end;
+            } else {
+                insert_range(&mut p.pending, start, end);
+            }
         }
         self.absorb_pending(&mut p)?;
         if p.prefix != before {
@@ -269,6 +306,10 @@ impl PartialObject {
     /// file is removed (a descriptor already open on it keeps its inode).
     pub fn fail(&self) {
         let mut p = self.progress();
+        self.fail_locked(&mut p);
+    }
+
+    fn fail_locked(&self, p: &mut Progress) {
         if matches!(p.state, WriteState::Writing) {
             p.state = WriteState::Failed;
             let _ = std::fs::remove_file(&self.tmp);

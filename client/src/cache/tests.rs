@@ -351,6 +351,28 @@ fn partial_object_out_of_order_with_early_readers() {
 }
 
 #[test]
+fn partial_object_large_writes_hash_beside() {
+    // Writes of 1 MiB and more in order are hashed on a second thread;
+    // mixed with small, out-of-order and overlapping ones the hash is the
+    // content's.
+    let t = TempDir::new();
+    let c = Cache::open(&t.0).unwrap();
+    let data = content(7 << 20, 3);
+    let part = c
+        .begin(Path::new("/large"), &ident(&data, 8), data.len() as u64)
+        .unwrap();
+    let mib = 1 << 20;
+    part.write_at(0, &data[..2 * mib]).unwrap();
+    part.write_at(5 * mib as u64, &data[5 * mib..]).unwrap();
+    part.write_at(2 * mib as u64, &data[2 * mib..2 * mib + 100])
+        .unwrap();
+    part.write_at(mib as u64, &data[mib..5 * mib]).unwrap();
+    assert_eq!(part.ready_up_to(), data.len() as u64);
+    let obj = part.finish(blake3::hash(&data)).unwrap();
+    assert_eq!(std::fs::read(&obj.path).unwrap(), data);
+}
+
+#[test]
 fn partial_object_rejects_bad_hash_and_incomplete() {
     let t = TempDir::new();
     let c = Cache::open(&t.0).unwrap();
