@@ -333,10 +333,16 @@ impl FileService {
         } else {
             None
         };
+        // Whoever opens a directory to read it lists it next (`ls`,
+        // `find`, a compiler's include search): send the listing now.
+        let listing = (stat.mode & libc::S_IFMT == libc::S_IFDIR && !probe && !may_write)
+            .then(|| read_dir(&canonical, MAX_DIR_ENTRIES, MAX_DIR_BYTES).ok())
+            .flatten();
         Ok(Response::Opened {
             canonical: Blob(canonical),
             stat,
             handle,
+            listing,
         })
     }
 }

@@ -411,6 +411,10 @@ pub enum Response {
         stat: FileStat,
         /// For opens that may write: the home's handle for write-back.
         handle: Option<Handle>,
+        /// A directory opened read-only: its listing, as
+        /// [`Request::ReadDir`] would answer it (saving that round trip);
+        /// None for anything else, or a listing too large for one reply.
+        listing: Option<Vec<DirEntry>>,
     },
     /// File bytes (fewer than asked at end of file).
     Data(Blob),

@@ -80,6 +80,7 @@ fn opened(r: Response) -> (Vec<u8>, FileStat, Option<Handle>) {
             canonical,
             stat,
             handle,
+            ..
         } => (canonical.0, stat, handle),
         other => panic!("expected Opened, got {other:?}"),
     }
@@ -722,6 +723,38 @@ fn read_dir_lists_entries_with_metadata() {
         libc::S_IFDIR
     );
     assert_eq!(sub.link, None);
+
+    // A directory opened to read comes with the same listing; a file, a
+    // directory opened O_PATH or for writing, without.
+    let open = |p: &str, flags: i32| R::Open {
+        path: t.blob(p),
+        flags,
+        mode: 0,
+    };
+    // (Without the times: reading a symlink for the listing updates its
+    // access time.)
+    type Seen = Vec<(Vec<u8>, Option<(u64, u32, u64)>, Option<Blob>)>;
+    let seen = |l: &[DirEntry]| -> Seen {
+        let mut v: Seen = l
+            .iter()
+            .map(|e| {
+                let st = e.stat.map(|s| (s.ino, s.mode, s.size));
+                (e.name.0.clone(), st, e.link.clone())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let listing_of = |r: Response| match r {
+        Response::Opened { listing, .. } => listing.map(|l| seen(&l)),
+        other => panic!("expected Opened, got {other:?}"),
+    };
+    assert_eq!(
+        listing_of(s.handle(open("d", libc::O_RDONLY | libc::O_DIRECTORY))),
+        Some(seen(&entries))
+    );
+    assert_eq!(listing_of(s.handle(open("d/link", libc::O_RDONLY))), None);
+    assert_eq!(listing_of(s.handle(open("d", libc::O_PATH))), None);
 
     std::fs::create_dir(t.path("empty")).expect("mkdir");
     assert_eq!(

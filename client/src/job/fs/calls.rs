@@ -2,7 +2,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use dscp_dicp::msg::fs::{FileStat, Request, Response};
+use dscp_dicp::msg::fs::{DirEntry, FileStat, Request, Response};
 use dscp_dicp::msg::Blob;
 use nix::errno::Errno;
 use syscalls::Sysno;
@@ -427,6 +427,7 @@ impl FsLayer {
                 canonical,
                 stat,
                 handle,
+                listing,
             } = self.ask(req)?
             else {
                 return Err(Errno::EIO);
@@ -444,7 +445,10 @@ impl FsLayer {
             match file_type(stat.mode) {
                 libc::S_IFDIR => {
                     self.meta.put(&canon, stat, None);
-                    self.list_dir(&canon)?;
+                    match listing {
+                        Some(entries) => self.apply_listing(&canon, &entries)?,
+                        None => self.list_dir(&canon)?,
+                    }
                     return Ok((node, None));
                 }
                 libc::S_IFREG => {
@@ -507,7 +511,13 @@ impl FsLayer {
         else {
             return Err(Errno::EIO);
         };
-        self.mirror.populate(c, &entries).map_err(|e| {
+        self.apply_listing(c, &entries)
+    }
+
+    /// Puts a listing of central directory `c` (from `ReadDir`, or with
+    /// its open) in the mirror and the metadata cache.
+    fn apply_listing(&mut self, c: &[u8], entries: &[DirEntry]) -> Result<(), Errno> {
+        self.mirror.populate(c, entries).map_err(|e| {
             log::warn!("mirror of {}: {e}", String::from_utf8_lossy(c));
             io_errno(&e)
         })?;

@@ -157,6 +157,7 @@ impl FsLayer {
                 canonical,
                 stat,
                 handle,
+                ..
             }) => (canonical, stat, handle),
             Ok(_) => return Action::errno(Errno::EIO),
             Err(e) => return Action::errno(e),

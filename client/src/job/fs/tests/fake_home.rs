@@ -215,10 +215,13 @@ impl FakeHome {
                 } else {
                     None
                 };
+                // Like a real home that could not fit the listing: the
+                // layer then asks with ReadDir.
                 Ok(Response::Opened {
                     canonical,
                     stat: stat_of(&m),
                     handle,
+                    listing: None,
                 })
             }
             Request::Read {
