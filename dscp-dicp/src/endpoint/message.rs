@@ -1,5 +1,9 @@
 //! Messages in flight: the sender's copy cut into fixed chunks with an acked
-//! bitmap, and the receiver's reassembly buffer.
+//! bitmap, and the receiver's reassembly buffer (for a big message, with a
+//! short-lived thread committing its pages ahead of the data: the one place
+//! the sans-I/O core starts a thread; at most one per partial message, so
+//! bounded by `Config::reassembly_limit` / 4 MiB, and each ends once its
+//! buffer is committed).
 //!
 //! The chunk size is fixed per message when it is queued (so a chunk always
 //! fits one datagram of its connection, retransmissions included); the
@@ -71,22 +75,31 @@ impl OutMsg {
     }
 }
 
-/// Messages at least this big have their buffer populated in one call:
-/// filled in fragment by fragment, a 256 MiB message otherwise takes 65536
-/// separate page faults (costly in a VM). Memory for the whole message is
-/// already charged to the peer's reassembly limit, so committing it early
+/// Messages at least this big have their buffer populated ahead of the
+/// data: filled in fragment by fragment, a 256 MiB message otherwise takes
+/// 65536 separate page faults (costly in a VM). Memory for the whole message
+/// is already charged to the peer's reassembly limit, so committing it early
 /// changes no bound.
 const POPULATE: usize = 4 << 20;
 
-/// Populates the page-aligned part of `buf` (MADV_POPULATE_WRITE, Linux
-/// 5.14+; on older kernels the hint fails and pages fault in as before).
-fn populate(buf: &[u8]) {
+/// How much a populating thread commits per call, so that it can be
+/// stopped (and joined) quickly.
+const POPULATE_STEP: usize = 2 << 20;
+
+/// Populates the page-aligned part of `start..start + len`
+/// (MADV_POPULATE_WRITE, Linux 5.14+; on older kernels the hint fails and
+/// pages fault in as the data arrives).
+///
+/// # Safety
+/// The range must lie inside a live allocation for the whole call.
+unsafe fn populate(start: usize, len: usize) {
     const PAGE: usize = 4096;
-    let start = (buf.as_ptr() as usize).next_multiple_of(PAGE);
-    let end = (buf.as_ptr() as usize + buf.len()) / PAGE * PAGE;
+    let end = (start + len) / PAGE * PAGE;
+    let start = start.next_multiple_of(PAGE);
     if end > start {
-        // SAFETY: the range lies inside `buf`, which we own and which is
-        // already zero-initialized; populating writes no contents.
+        // SAFETY: the caller keeps the range allocated; populating maps
+        // zero pages where none are mapped yet and leaves the contents of
+        // mapped ones alone, so a concurrent writer sees no change.
         unsafe {
             libc::madvise(
                 start as *mut libc::c_void,
@@ -97,9 +110,69 @@ fn populate(buf: &[u8]) {
     }
 }
 
+/// A thread committing the pages of a big reassembly buffer while the
+/// receiving thread fills it. Committing 256 MiB costs ~60 ms of kernel
+/// time (page faults, zeroing); done inline it stalled the receiving thread,
+/// the bottleneck of a bulk transfer, and with it the sender, whose window
+/// filled up meanwhile.
+#[derive(Debug)]
+struct Populator {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Populator {
+    /// Starts committing `buf` in steps; inline if no thread can be made.
+    fn start(buf: &[u8]) -> Option<Populator> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (addr, len) = (buf.as_ptr() as usize, buf.len());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("dscp-dicp-populate".into())
+            .spawn(move || {
+                let mut off = 0;
+                while off < len && !flag.load(Ordering::Relaxed) {
+                    let step = POPULATE_STEP.min(len - off);
+                    // SAFETY: `Reassembly` owns the buffer and stops and
+                    // joins this thread before the buffer can be freed
+                    // (drop) or handed out (`into_data`).
+                    unsafe { populate(addr + off, step) };
+                    off += step;
+                }
+            });
+        match spawned {
+            Ok(thread) => Some(Populator {
+                stop,
+                thread: Some(thread),
+            }),
+            Err(_) => {
+                // SAFETY: `buf` is borrowed for the whole call.
+                unsafe { populate(addr, len) };
+                None
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Populator {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// The receiver's partial copy of a message.
 #[derive(Debug)]
 pub(crate) struct Reassembly {
+    // Declared before `buf` so that it is dropped (joined) first.
+    populator: Option<Populator>,
     buf: Vec<u8>,
     have: RangeSet,
 }
@@ -109,10 +182,13 @@ impl Reassembly {
     /// zeroed allocation is lazily backed by the kernel for large sizes.
     pub fn new(total: usize) -> Reassembly {
         let buf = vec![0; total];
-        if total >= POPULATE {
-            populate(&buf);
-        }
+        let populator = if total >= POPULATE {
+            Populator::start(&buf)
+        } else {
+            None
+        };
         Reassembly {
+            populator,
             buf,
             have: RangeSet::default(),
         }
@@ -133,8 +209,11 @@ impl Reassembly {
         self.have.covered() == self.total()
     }
 
-    pub fn into_data(self) -> Vec<u8> {
-        self.buf
+    pub fn into_data(mut self) -> Vec<u8> {
+        if let Some(mut p) = self.populator.take() {
+            p.finish();
+        }
+        std::mem::take(&mut self.buf)
     }
 }
 
@@ -187,5 +266,27 @@ mod tests {
         assert_eq!(r.into_data(), data);
         let mut empty = Reassembly::new(0);
         assert!(empty.insert(0, &[]));
+    }
+
+    #[test]
+    fn big_reassembly_populated_in_the_background() {
+        // Big enough for the populating thread; filled from both ends while
+        // it runs, then dropped half-done (the thread is stopped and joined).
+        let total = POPULATE * 2 + 12_345;
+        let data: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+        let mut r = Reassembly::new(total);
+        assert!(r.populator.is_some());
+        let m = OutMsg::new(data.clone(), 65_000);
+        let mut done = false;
+        for i in 0..m.n {
+            let j = if i % 2 == 0 { i / 2 } else { m.n - 1 - i / 2 };
+            let (off, piece) = m.chunk(j);
+            done = r.insert(off, piece);
+        }
+        assert!(done);
+        assert_eq!(r.into_data(), data);
+        let mut half = Reassembly::new(total);
+        half.insert(0, &data[..1000]);
+        drop(half);
     }
 }
