@@ -475,13 +475,9 @@ const FILE_TIMEOUT: Duration = Duration::from_secs(60);
 fn file_layer(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<(FsLayer, PathBuf), String> {
     let mut cfg = FsConfig::new(setup.job_dir.clone(), setup.run_as, launch.umask);
     // The loader, program and libraries of an exec are opened by their
-    // cache path: `objects/<2 hex>/<62 hex>`.
-    let any = setup
-        .cache
-        .object_path(&crate::cache::Hash::from_bytes([0; 32]));
-    if let Some(objects) = any.parent().and_then(Path::parent) {
-        cfg.native.push(objects.to_path_buf());
-    }
+    // cache paths (`objects/<2 hex>/<62 hex>`, the library set's
+    // directory): the node's own, never central's.
+    cfg.native.extend(setup.cache.job_dirs());
     let client = fs::HomeClient::new(setup.net.clone(), home, FILE_TIMEOUT);
     let mut files = FsLayer::new(cfg, Box::new(client), setup.cache.clone())
         .map_err(|e| format!("cannot make the job's file mirror: {e}"))?;
