@@ -304,3 +304,69 @@ fn mknod_makes_fifos_sockets_and_files_on_central() {
     assert!(l.status.success(), "local run: {}", describe(&l));
     assert_like_local(&r, &l, "mknod as nobody");
 }
+
+/// Unnamed files (`O_TMPFILE`) in a central directory: written, named
+/// with `linkat` of `/proc/self/fd/N`, written again; one never named
+/// vanishes; `O_EXCL` forbids naming.
+const TMPFILE: &str = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def linkat(fd, name):
+    # What os.link cannot ask: linkat(AT_FDCWD, /proc/self/fd/N, ..., AT_SYMLINK_FOLLOW).
+    if libc.linkat(-100, b"/proc/self/fd/%d" % fd, -100, name.encode(), 0x400) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+def t(what, f, *a, **k):
+    try:
+        r = f(*a, **k)
+        print(what, "->", r)
+    except OSError as e:
+        print(what, "->", os.strerror(e.errno))
+for n in ("named", "named2", "named3", "excl"):
+    if os.path.lexists(n):
+        os.unlink(n)
+before = sorted(os.listdir("."))
+fd = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o640)
+os.write(fd, b"first part\n")
+st = os.fstat(fd)
+print("unnamed: links", st.st_nlink, "size", st.st_size, "mode", oct(st.st_mode))
+print("listing unchanged:", sorted(os.listdir(".")) == before)
+link = os.readlink("/proc/self/fd/%d" % fd)
+print("its /proc link:", link.startswith(os.getcwd() + "/#") and link.endswith(" (deleted)"))
+t("link (no follow)", os.link, "/proc/self/fd/%d" % fd, "named")
+t("link", linkat, fd, "named")
+os.write(fd, b"second part\n")
+t("link again", linkat, fd, "named2")
+t("link by AT_EMPTY_PATH (unprivileged)", lambda: libc.linkat(fd, b"", -100, b"named3", 0x1000) == 0 or os.strerror(ctypes.get_errno()))
+os.close(fd)
+print("named:", open("named").read().splitlines(), oct(os.stat("named").st_mode & 0o777))
+print("named2 is the same file:", os.stat("named").st_ino == os.stat("named2").st_ino)
+e2 = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600)
+t("unnamed by AT_EMPTY_PATH (unprivileged)", lambda: libc.linkat(e2, b"", -100, b"named3", 0x1000) == 0 or os.strerror(ctypes.get_errno()))
+os.close(e2)
+gone = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600)
+os.write(gone, b"never named")
+os.close(gone)
+print("listing:", sorted(os.listdir(".")))
+ex = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_EXCL, 0o600)
+t("link an O_EXCL one", linkat, ex, "excl")
+os.close(ex)
+t("read-only O_TMPFILE", os.open, ".", os.O_TMPFILE | os.O_RDONLY)
+t("O_TMPFILE of a file", os.open, "named", os.O_TMPFILE | os.O_RDWR, 0o600)
+"#;
+
+#[test]
+fn tmpfile_makes_an_unnamed_central_file_that_linkat_names() {
+    if !require_root("tmpfile_makes_an_unnamed_central_file_that_linkat_names") {
+        return;
+    }
+    let f = Files::new("ftmpfile");
+    chown(&f.only, NOBODY, NOBODY);
+    let c = f.cluster("ftmpfile");
+    let argv = ["python3", "-c", TMPFILE];
+    let r = remote_as(&c, NOBODY, &f.only, &argv);
+    let named = std::fs::read(f.only("named")).unwrap_or_default();
+    assert_eq!(named, b"first part\nsecond part\n", "{}", describe(&r));
+    let l = local_in(&f.only, &argv, Some(NOBODY), RUN);
+    assert!(l.status.success(), "local run: {}", describe(&l));
+    assert_like_local(&r, &l, "O_TMPFILE as nobody");
+}

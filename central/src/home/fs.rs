@@ -40,11 +40,10 @@
 //!   last so a FIFO or device cannot block the home; it changes nothing
 //!   for regular files and directories), and drops `O_DIRECT` (write-back
 //!   buffers are not aligned; durability comes from `Sync`) and `O_ASYNC`.
-//! - `O_TMPFILE` is refused with `EOPNOTSUPP`: the file has no name, so
-//!   it could only ever be reached through the handle, and giving it a
-//!   name later (`linkat` of `/proc/self/fd/N`) is not expressible in the
-//!   protocol. Programs fall back to a named temporary file on
-//!   `EOPNOTSUPP`, as they must on file systems without it.
+//! - `O_TMPFILE` makes an unnamed file in the central directory, kept as
+//!   a write handle like any file opened for writing; `LinkHandle` gives
+//!   it a name (`linkat` of `/proc/self/fd/N`, which needs no privilege),
+//!   and closing the handle without one makes it vanish, as locally.
 //!
 //! # Listings
 //! `ReadDir` answers every entry with its `lstat` (and a symlink's
@@ -177,6 +176,14 @@ impl FileService {
             }),
             Request::Rename { from, to, flags } => rename(&from, &to, flags),
             Request::Link { from, to, follow } => link(&from, &to, follow),
+            Request::LinkHandle {
+                handle,
+                to,
+                empty_path,
+            } => self
+                .fd(handle)
+                .and_then(|fd| link_fd(fd, &to, empty_path))
+                .map(|()| Response::Ok),
             Request::Symlink { target, path } => symlink(&target, &path),
             Request::Chmod { path, mode } => on_path(&path, |p| {
                 // SAFETY: p is NUL-terminated.
@@ -304,9 +311,6 @@ impl FileService {
         flags: i32,
         opener: impl FnOnce(i32) -> SysResult<OwnedFd>,
     ) -> SysResult<Response> {
-        if flags & libc::O_TMPFILE == libc::O_TMPFILE {
-            return Err(libc::EOPNOTSUPP);
-        }
         let probe = flags & libc::O_PATH != 0;
         let may_write = !probe
             && (flags & libc::O_ACCMODE != libc::O_RDONLY
@@ -559,6 +563,25 @@ fn link(from: &[u8], to: &[u8], follow: bool) -> SysResult<Response> {
         )
     })
     .map(|()| Response::Ok)
+}
+
+/// Names the open file `fd` (an `O_TMPFILE` file) `to`: `linkat` of
+/// `/proc/self/fd/N` (no privilege needed), or of the descriptor itself
+/// with `AT_EMPTY_PATH` (the kernel checks the caller's privilege).
+fn link_fd(fd: libc::c_int, to: &[u8], empty_path: bool) -> SysResult<()> {
+    let t = sys::abs_path(to)?;
+    let (dirfd, from, flags) = if empty_path {
+        (fd, sys::c_bytes(b"")?, libc::AT_EMPTY_PATH)
+    } else {
+        let proc = format!("/proc/self/fd/{fd}");
+        (
+            libc::AT_FDCWD,
+            sys::c_bytes(proc.as_bytes())?,
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    // SAFETY: both paths are NUL-terminated.
+    sys::check(|| unsafe { libc::linkat(dirfd, from.as_ptr(), libc::AT_FDCWD, t.as_ptr(), flags) })
 }
 
 fn symlink(target: &[u8], path: &[u8]) -> SysResult<Response> {

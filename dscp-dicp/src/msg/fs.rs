@@ -165,6 +165,18 @@ pub enum Request {
         /// Follow a symlink `from` (`AT_SYMLINK_FOLLOW`).
         follow: bool,
     },
+    /// Gives the file open under `handle` (an `O_TMPFILE` file) the name
+    /// `to`, as the program asked: `linkat` of `/proc/self/fd/N` with
+    /// `AT_SYMLINK_FOLLOW`, or of the descriptor with `AT_EMPTY_PATH`
+    /// (which central's kernel allows only with `CAP_DAC_READ_SEARCH`).
+    LinkHandle {
+        /// From [`Response::Opened`].
+        handle: Handle,
+        /// Absolute central path of the new name.
+        to: Blob,
+        /// `AT_EMPTY_PATH` rather than `/proc/self/fd/N`.
+        empty_path: bool,
+    },
     /// `symlink`.
     Symlink {
         /// The link's content.

@@ -428,10 +428,24 @@ fn read_only_open_answers_canonical_path_and_no_handle() {
         errno(open(&mut s, "l", libc::O_RDONLY | libc::O_NOFOLLOW)),
         libc::ELOOP
     );
-    assert_eq!(
-        errno(open(&mut s, "d", libc::O_TMPFILE | libc::O_RDWR)),
-        libc::EOPNOTSUPP
-    );
+    assert_eq!(s.open_handles(), 0);
+    // O_TMPFILE: an unnamed file kept as a handle, named by LinkHandle.
+    let (canonical, stat, handle) = opened(open(&mut s, "d", libc::O_TMPFILE | libc::O_RDWR));
+    let handle = handle.expect("a handle for the unnamed file");
+    assert!(canonical.ends_with(b" (deleted)"), "{canonical:?}");
+    assert_eq!(stat.nlink, 0);
+    ok(s.handle(R::Write {
+        handle,
+        offset: 0,
+        data: Blob(b"tmp".to_vec()),
+    }));
+    ok(s.handle(R::LinkHandle {
+        handle,
+        to: t.blob("d/named"),
+        empty_path: false,
+    }));
+    ok(s.handle(R::Close { handle }));
+    assert_eq!(std::fs::read(t.path("d/named")).unwrap(), b"tmp");
     assert_eq!(s.open_handles(), 0);
 }
 

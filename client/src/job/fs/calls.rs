@@ -1,6 +1,7 @@
 //! The system calls the layer stops, one method each.
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 
 use dscp_dicp::msg::fs::{DirEntry, FileStat, Request, Response};
 use dscp_dicp::msg::Blob;
@@ -44,6 +45,17 @@ enum Out {
 macro_rules! central {
     ($self:ident, $stop:ident, $dirfd:expr, $arg:expr) => {
         resolved!($self.central_arg($stop, $dirfd, $arg))
+    };
+}
+
+/// A resolution's value (`Some` central path, `None` the node's own), or
+/// finish the call with the errno.
+macro_rules! resolved_or_native {
+    ($e:expr) => {
+        match $e {
+            Ok(c) => c,
+            Err(e) => return Action::errno(e),
+        }
     };
 }
 
@@ -280,7 +292,7 @@ impl FsLayer {
         mode: u32,
     ) -> Action {
         if flags & libc::O_TMPFILE == libc::O_TMPFILE {
-            return Action::errno(Errno::EOPNOTSUPP);
+            return self.open_tmpfile(stop, &c, flags, mode);
         }
         let may_write = flags & libc::O_ACCMODE != libc::O_RDONLY
             || flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
@@ -712,7 +724,16 @@ impl FsLayer {
         if deleted {
             t.truncate(t.len() - b" (deleted)".len());
         }
-        let mut central = self.mirror.central_of(&t)?;
+        let mut central = match self.mirror.central_of(&t) {
+            Some(c) => c,
+            None => {
+                // An unnamed (O_TMPFILE) file: central's `#INODE (deleted)`.
+                let m = std::fs::metadata(std::ffi::OsStr::from_bytes(&native)).ok()?;
+                let mut c = self.writes.unnamed_central((m.dev(), m.ino()))?;
+                c.extend_from_slice(b" (deleted)");
+                return Some(c);
+            }
+        };
         if deleted {
             central.extend_from_slice(b" (deleted)");
         }
@@ -925,9 +946,13 @@ impl FsLayer {
         to: (i32, usize),
         flags: u64,
     ) -> Action {
-        if flags & EMPTY_PATH != 0 {
-            // Linking an open (O_TMPFILE) file: not expressible.
-            return Action::errno(Errno::EOPNOTSUPP);
+        match self.link_source_fd(stop, from, flags) {
+            Ok(Some(fd)) => {
+                let target = resolved_or_native!(self.central_arg(stop, to.0, to.1));
+                return self.link_fd(stop, fd, target, flags & EMPTY_PATH != 0);
+            }
+            Ok(None) => {}
+            Err(e) => return Action::errno(e),
         }
         let (a, b) = resolved!(self.two_paths(stop, from, to));
         let r = self.ask(Request::Link {
@@ -940,6 +965,29 @@ impl FsLayer {
             self.changed(&b, false);
         }
         done(r.map(drop))
+    }
+
+    /// The open descriptor a `linkat` links: its `dirfd` with
+    /// `AT_EMPTY_PATH` and an empty path, or `N` of `/proc/self/fd/N` (or
+    /// `thread-self`) with `AT_SYMLINK_FOLLOW`.
+    fn link_source_fd(
+        &self,
+        stop: &SyscallStop<'_>,
+        from: (i32, usize),
+        flags: u64,
+    ) -> Result<Option<i32>, Errno> {
+        let path = stop.read_path_arg(from.1).map_err(|e| e.errno())?;
+        if flags & EMPTY_PATH != 0 && path.is_empty() {
+            return Ok(Some(from.0));
+        }
+        if flags & libc::AT_SYMLINK_FOLLOW as u64 == 0 || path.first() != Some(&b'/') {
+            return Ok(None);
+        }
+        let lex = paths::lexical(&path);
+        let n = lex
+            .strip_prefix(b"/proc/self/fd/")
+            .or_else(|| lex.strip_prefix(b"/proc/thread-self/fd/"));
+        Ok(n.and_then(|n| std::str::from_utf8(n).ok()?.parse().ok()))
     }
 
     fn symlink(

@@ -396,6 +396,14 @@ impl Mirror {
         Ok((t, f))
     }
 
+    /// Moves the private copy placed at `central` back to `tmp` (an
+    /// `O_TMPFILE` copy, once the program has it open): the mirror no
+    /// longer has the name.
+    pub(crate) fn take_back(&mut self, central: &[u8], tmp: &Path) -> io::Result<()> {
+        self.files.remove(central);
+        std::fs::rename(os(&self.node_path(central)), tmp)
+    }
+
     /// Marks the private copy of `central` as no longer private (after its
     /// last write-back): the next open replaces it with central's content.
     pub(crate) fn release_private(&mut self, central: &[u8]) {

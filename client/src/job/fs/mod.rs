@@ -33,6 +33,7 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -583,12 +584,18 @@ impl FsLayer {
         if fd < 0 {
             return None;
         }
-        let t = std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok()?;
+        let link = format!("/proc/{tid}/fd/{fd}");
+        let t = std::fs::read_link(&link).ok()?;
         let mut node = t.into_os_string().into_encoded_bytes();
         if node.ends_with(b" (deleted)") {
             node.truncate(node.len() - b" (deleted)".len());
         }
-        self.mirror.central_of(&node)
+        self.mirror.central_of(&node).or_else(|| {
+            // An unnamed (O_TMPFILE) file: its copy is outside the mirror.
+            let m = std::fs::metadata(&link).ok()?;
+            self.writes
+                .unnamed_central((MetadataExt::dev(&m), MetadataExt::ino(&m)))
+        })
     }
 }
 

@@ -120,6 +120,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Rename { .. } => "Rename",
         Request::Link { .. } => "Link",
         Request::Symlink { .. } => "Symlink",
+        Request::LinkHandle { .. } => "LinkHandle",
         Request::Chmod { .. } => "Chmod",
         Request::Chown { .. } => "Chown",
         Request::Truncate { .. } => "Truncate",

@@ -46,6 +46,9 @@ struct Copy {
     sent: Vec<blake3::Hash>,
     /// Local (size, mtime) at the last write-back.
     synced: (u64, i64),
+    /// An `O_TMPFILE` file central has not named yet: where the node keeps
+    /// the copy meanwhile (its tmp directory, outside the mirror).
+    unnamed: Option<std::path::PathBuf>,
 }
 
 /// The job's files open for writing, by the private copy's (dev, ino).
@@ -116,6 +119,13 @@ impl Writes {
                 self.by_path.insert(new, key);
             }
         }
+    }
+
+    /// The central path the node gave an unnamed (`O_TMPFILE`) file whose
+    /// copy is the local file `key`.
+    pub(crate) fn unnamed_central(&self, key: (u64, u64)) -> Option<Vec<u8>> {
+        let copy = self.copies.get(&key)?;
+        copy.unnamed.as_ref().map(|_| copy.central.clone())
     }
 
     /// Central `c` no longer names the file the job writes (unlinked, or
@@ -237,9 +247,147 @@ impl FsLayer {
                 sent_len,
                 sent,
                 synced: (m.len(), mtime_ns(&m)),
+                unnamed: None,
             },
         );
         Ok(())
+    }
+
+    /// An `O_TMPFILE` open in central directory `c`: the home makes the
+    /// unnamed file (a write handle); the node makes an empty private
+    /// copy, lets the program open it (at the file's `#INODE` name in the
+    /// mirror, moved back to the node's tmp directory right after, so no
+    /// listing shows it) and knows it by inode until `linkat` names it.
+    pub(crate) fn open_tmpfile(
+        &mut self,
+        stop: &mut SyscallStop<'_>,
+        c: &[u8],
+        flags: i32,
+        mode: u32,
+    ) -> Action {
+        let mode = mode & 0o7777 & !self.umask_of(stop.pid());
+        let (canonical, stat, handle) = match self.ask(self.open_request(c, flags, mode)) {
+            Ok(Response::Opened {
+                canonical,
+                stat,
+                handle: Some(h),
+                ..
+            }) => (canonical, stat, h),
+            Ok(_) => return Action::errno(Errno::EIO),
+            Err(e) => return Action::errno(e),
+        };
+        let name = canonical.strip_suffix(b" (deleted)").unwrap_or(&canonical);
+        let r = match self.classify(name) {
+            Where::Central(x) => self.new_unnamed(&x, &stat, handle),
+            _ => Err(Errno::EIO),
+        };
+        let (central, tmp) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = self.ask(Request::Close { handle });
+                return Action::errno(e);
+            }
+        };
+        let node = self.mirror.node_path(&central);
+        // O_TMPFILE includes O_DIRECTORY: the copy is opened as a file.
+        let native = flags & !(libc::O_TMPFILE | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        let action = self.native_write_open(stop, &node, native);
+        if let Err(e) = self.mirror.take_back(&central, &tmp) {
+            log::warn!("mirror: hiding an O_TMPFILE copy: {e}");
+        }
+        action
+    }
+
+    /// The copy of a new unnamed file, placed in the mirror at `central`
+    /// for the program's open; returns the tmp path to move it back to.
+    fn new_unnamed(
+        &mut self,
+        central: &[u8],
+        stat: &FileStat,
+        handle: Handle,
+    ) -> Result<(Vec<u8>, std::path::PathBuf), Errno> {
+        let ioe = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let (tmp, file) = self.mirror.new_private().map_err(ioe)?;
+        self.mirror
+            .place_file(central, &tmp, Content::Private)
+            .map_err(ioe)?;
+        let m = file.metadata().map_err(ioe)?;
+        let key = key_of(&m);
+        self.writes.by_path.insert(central.to_vec(), key);
+        self.opened.insert(central.to_vec(), *stat);
+        self.writes.copies.insert(
+            key,
+            Copy {
+                central: central.to_vec(),
+                handle,
+                file,
+                sent_len: 0,
+                sent: Vec::new(),
+                synced: (m.len(), mtime_ns(&m)),
+                unnamed: Some(tmp.clone()),
+            },
+        );
+        Ok((central.to_vec(), tmp))
+    }
+
+    /// `linkat` of the open file descriptor `fd` of `stop`'s process (by
+    /// `AT_EMPTY_PATH` or `/proc/self/fd/N`) to `to`: an unnamed file gets
+    /// its name on central (its data written back first) and its copy
+    /// moves into the mirror there; a named central file is linked by its
+    /// path (for `AT_EMPTY_PATH` without the `CAP_DAC_READ_SEARCH` check the
+    /// kernel makes, which only the unnamed file's link gets, on central).
+    pub(crate) fn link_fd(
+        &mut self,
+        stop: &mut SyscallStop<'_>,
+        fd: i32,
+        to: Option<Vec<u8>>,
+        empty_path: bool,
+    ) -> Action {
+        let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", stop.tid())) else {
+            return Action::errno(Errno::EBADF);
+        };
+        let key = key_of(&m);
+        let (from, to) = match (self.fd_central(stop.tid(), fd), to) {
+            (Some(a), Some(b)) => (a, b),
+            (None, None) => return Action::Continue,
+            _ => return Action::errno(Errno::EXDEV),
+        };
+        let Some(tmp) = self.writes.copies.get(&key).and_then(|c| c.unnamed.clone()) else {
+            let r = self.ask(Request::Link {
+                from: Blob(from.clone()),
+                to: Blob(to.clone()),
+                follow: false,
+            });
+            if r.is_ok() {
+                self.meta.invalidate(&from, false);
+                self.changed(&to, false);
+            }
+            return super::calls::done(r.map(drop));
+        };
+        if let Err(e) = self.write_back(key) {
+            return Action::errno(e);
+        }
+        let handle = self.writes.copies[&key].handle;
+        let r = self.ask(Request::LinkHandle {
+            handle,
+            to: Blob(to.clone()),
+            empty_path,
+        });
+        if r.is_ok() {
+            self.changed(&to, false);
+            self.writes.by_path.remove(&from);
+            self.opened.remove(&from);
+            if let Err(e) = self.mirror.place_file(&to, &tmp, Content::Private) {
+                log::warn!("mirror: naming an O_TMPFILE copy: {e}");
+            } else {
+                self.writes.by_path.insert(to.clone(), key);
+            }
+            if let Some(copy) = self.writes.copies.get_mut(&key) {
+                copy.central = to;
+                copy.unnamed = None;
+            }
+        }
+        super::calls::done(r.map(drop))
     }
 
     /// Opens the private copy in the tracee and moves the descriptor to
@@ -360,6 +508,10 @@ impl FsLayer {
         };
         if self.writes.by_path.get(&copy.central) == Some(&key) {
             self.writes.by_path.remove(&copy.central);
+        }
+        if let Some(tmp) = &copy.unnamed {
+            // Never named: it vanishes, as on central when the handle closes.
+            let _ = std::fs::remove_file(tmp);
         }
         self.mirror.release_private(&copy.central);
         self.meta.invalidate(&copy.central, false);

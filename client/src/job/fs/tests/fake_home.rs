@@ -417,7 +417,7 @@ impl FakeHome {
             // Locks are tested against the real home (integration tests).
             Request::Lock { .. } | Request::Unlock { .. } => Err(libc::ENOLCK),
             // And mknod.
-            Request::Mknod { .. } => Err(libc::EPERM),
+            Request::Mknod { .. } | Request::LinkHandle { .. } => Err(libc::EPERM),
             // And openat2's resolve flags.
             Request::OpenAt2 { .. } => Err(libc::EOPNOTSUPP),
             // Extended attributes too.
