@@ -13,8 +13,9 @@
 //!   at `close`, `F_GETLK`, OFD locks and errors, byte for byte as a local
 //!   run on central;
 //! - a job waiting for a lock a central process holds is interrupted by a
-//!   signal as locally, and a job's locks are released when it ends and
-//!   when its node is lost.
+//!   signal as locally, and a job's locks are released when it closes a
+//!   descriptor whose `close` does not stop (at its next stopped call),
+//!   when it ends, and when its node is lost.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -187,6 +188,18 @@ fn lock_waits_take_signals_and_locks_go_with_the_job() {
         std::fs::remove_file(dir.join("held")).unwrap();
         assert!(central_can_lock(&dir, kind), "{kind}: the holder is gone");
     }
+
+    // A lock taken through a descriptor whose close does not stop (below
+    // the write range) goes at the job's next stopped call.
+    let mut job1 = job(&c, "node1", &dir, &["closed"]);
+    wait_for_file(&dir.join("held"), "the job's lock");
+    wait_for_file(&dir.join("closed"), "the job's close");
+    assert!(
+        central_can_lock(&dir, "flock"),
+        "flock after the job closed it"
+    );
+    job1.kill();
+    std::fs::remove_file(dir.join("held")).unwrap();
 
     // A job that ends holding locks releases them.
     let code = "import fcntl\nf = open('lock', 'a')\nfcntl.lockf(f, fcntl.LOCK_EX)\n\

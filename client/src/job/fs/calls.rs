@@ -105,6 +105,7 @@ impl FsLayer {
             return Action::Continue;
         };
         let t = std::time::Instant::now();
+        self.prune_locks_now_and_then();
         let action = self.decide(stop, nr);
         self.stats
             .lock()

@@ -31,8 +31,8 @@
 //! description when no job process has a descriptor of it any more. A
 //! `close` stops only for descriptors at or above the write range
 //! (`FsConfig::write_fd_min`); a lower one closed is noticed at the job's
-//! next lock call, `close` of a stopped descriptor or process exit. At the
-//! latest the job's end releases everything (the home closes all).
+//! next stopped call (at most every [`PRUNE_EVERY`]) or process exit. At
+//! the latest the job's end releases everything (the home closes all).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -52,6 +52,10 @@ use super::FsLayer;
 pub const FIRST_WAIT: Duration = Duration::from_millis(5);
 /// The longest wait between two tries.
 pub const LONGEST_WAIT: Duration = Duration::from_millis(50);
+
+/// How often, at most, any stopped call of a job holding locks checks for
+/// owners whose descriptors were closed without a stop.
+pub const PRUNE_EVERY: Duration = Duration::from_millis(100);
 
 /// `kcmp`'s "same open file description" comparison.
 const KCMP_FILE: u64 = 0;
@@ -74,6 +78,8 @@ pub(crate) struct Locks {
     waiting: HashMap<Pid, [u64; 6]>,
     /// How many tries the current wait of each thread has made.
     tries: HashMap<Pid, u32>,
+    /// When owners were last checked for closed descriptors.
+    pruned: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -417,12 +423,26 @@ impl FsLayer {
         self.prune_locks(None);
     }
 
+    /// At any stopped call: while the job holds locks, releases those
+    /// whose descriptors were closed without a stop (below the write
+    /// range), at most every [`PRUNE_EVERY`].
+    pub(crate) fn prune_locks_now_and_then(&mut self) {
+        if self.locks.is_empty() {
+            return;
+        }
+        if self.locks.pruned.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.prune_locks(None);
+    }
+
     /// Releases the owners no job descriptor refers to any more (leaving
     /// out `closing`, a descriptor about to be closed).
     fn prune_locks(&mut self, closing: Option<(Pid, i32)>) {
         if self.locks.is_empty() {
             return;
         }
+        self.locks.pruned = Some(std::time::Instant::now());
         let fds = self.central_fds(closing);
         let files = std::mem::take(&mut self.locks.files);
         for o in files {
