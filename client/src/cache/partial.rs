@@ -99,6 +99,42 @@ impl PartialObject {
         &self.identity
     }
 
+    /// Gives bytes `offset..offset + len` of the file their page cache now,
+    /// before they arrive (a mapping populated for writing), so that a
+    /// thread ahead of the writer pays for the new pages, not the writer.
+    /// Best effort: an error (older kernels lack `MADV_POPULATE_WRITE`)
+    /// only leaves the work to the write. The bytes read as zeros until
+    /// written, which no reader sees (readers wait for the written prefix).
+    pub fn populate(&self, offset: u64, len: usize) {
+        use std::os::fd::AsRawFd;
+        let Ok(off) = libc::off_t::try_from(offset) else {
+            return;
+        };
+        if len == 0
+            || !offset.is_multiple_of(4096)
+            || offset.saturating_add(len as u64) > self.size()
+        {
+            return;
+        }
+        // SAFETY: a fresh shared mapping of our own descriptor, unmapped
+        // below; nothing reads or writes through it (the kernel populates).
+        unsafe {
+            let m = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.file.as_raw_fd(),
+                off,
+            );
+            if m == libc::MAP_FAILED {
+                return;
+            }
+            libc::madvise(m, len, libc::MADV_POPULATE_WRITE);
+            libc::munmap(m, len);
+        }
+    }
+
     /// The object's size.
     pub fn size(&self) -> u64 {
         self.identity.size

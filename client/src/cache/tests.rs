@@ -373,6 +373,26 @@ fn partial_object_large_writes_hash_beside() {
 }
 
 #[test]
+fn partial_object_populated_ahead() {
+    // Ranges populated before their bytes arrive read as what was written
+    // later; a range past the end or unaligned is left alone.
+    let t = TempDir::new();
+    let c = Cache::open(&t.0).unwrap();
+    let data = content((3 << 20) + 123, 4);
+    let part = c
+        .begin(Path::new("/ahead"), &ident(&data, 9), data.len() as u64)
+        .unwrap();
+    part.populate(0, 1 << 20);
+    part.populate(2 << 20, data.len() - (2 << 20));
+    part.populate(1, 4096);
+    part.populate(3 << 20, 1 << 20);
+    assert_eq!(part.ready_up_to(), 0);
+    part.write_at(0, &data).unwrap();
+    let obj = part.finish(blake3::hash(&data)).unwrap();
+    assert_eq!(std::fs::read(&obj.path).unwrap(), data);
+}
+
+#[test]
 fn partial_object_rejects_bad_hash_and_incomplete() {
     let t = TempDir::new();
     let c = Cache::open(&t.0).unwrap();

@@ -70,6 +70,36 @@ pub(crate) fn fill(
     path: &[u8],
     stamp: &FileStamp,
 ) -> Result<(), Errno> {
+    if stamp.size < POPULATE_MIN {
+        return fill_from(client, part, path, stamp, None);
+    }
+    // The new page cache of a large object is most of a fetch's cost on
+    // the node (BENCHMARKS.md, "Files"): a second thread populates each
+    // range once it is asked for, so the writer mostly overwrites pages.
+    let (tx, rx) = crossbeam_channel::unbounded::<(u64, u32)>();
+    std::thread::scope(|s| {
+        let populating = std::thread::Builder::new()
+            .name("diatom-populate".into())
+            .spawn_scoped(s, move || {
+                for (off, len) in rx {
+                    part.populate(off, len as usize);
+                }
+            });
+        let tx = populating.is_ok().then_some(tx);
+        fill_from(client, part, path, stamp, tx)
+    })
+}
+
+/// Objects at least this large have their page cache populated ahead.
+const POPULATE_MIN: u64 = 64 << 20;
+
+fn fill_from(
+    client: &dyn FsClient,
+    part: &PartialObject,
+    path: &[u8],
+    stamp: &FileStamp,
+    populate: Option<crossbeam_channel::Sender<(u64, u32)>>,
+) -> Result<(), Errno> {
     let size = stamp.size;
     let mut next = 0u64;
     let mut queue: VecDeque<(u64, u32, PendingRead<'_>)> = VecDeque::new();
@@ -77,6 +107,9 @@ pub(crate) fn fill(
         while queue.len() < WINDOW && next < size {
             let len = (size - next).min(u64::from(READ_CHUNK)) as u32;
             let read = client.start_read(read_req(path, stamp, next, len));
+            if let Some(p) = &populate {
+                let _ = p.send((next, len));
+            }
             queue.push_back((next, len, read));
             next += u64::from(len);
         }
