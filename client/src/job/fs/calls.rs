@@ -729,6 +729,9 @@ impl FsLayer {
             Some(c) => c,
             None => {
                 // An unnamed (O_TMPFILE) file: central's `#INODE (deleted)`.
+                if !self.writes.has_unnamed() {
+                    return None;
+                }
                 let m = std::fs::metadata(std::ffi::OsStr::from_bytes(&native)).ok()?;
                 let mut c = self.writes.unnamed_central((m.dev(), m.ino()))?;
                 c.extend_from_slice(b" (deleted)");

@@ -592,6 +592,9 @@ impl FsLayer {
         }
         self.mirror.central_of(&node).or_else(|| {
             // An unnamed (O_TMPFILE) file: its copy is outside the mirror.
+            if !self.writes.has_unnamed() {
+                return None;
+            }
             let m = std::fs::metadata(&link).ok()?;
             self.writes
                 .unnamed_central((MetadataExt::dev(&m), MetadataExt::ino(&m)))

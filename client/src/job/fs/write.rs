@@ -121,6 +121,11 @@ impl Writes {
         }
     }
 
+    /// Whether the job has an unnamed (`O_TMPFILE`) file open.
+    pub(crate) fn has_unnamed(&self) -> bool {
+        self.copies.values().any(|c| c.unnamed.is_some())
+    }
+
     /// The central path the node gave an unnamed (`O_TMPFILE`) file whose
     /// copy is the local file `key`.
     pub(crate) fn unnamed_central(&self, key: (u64, u64)) -> Option<Vec<u8>> {
