@@ -128,7 +128,9 @@ where
 /// freed, so every page faults in again (tens of thousands of faults per
 /// GiB, each costly in a VM whose free memory goes back to the host).
 /// Buffers up to 32 MiB then come from the heap, and up to 128 MiB of free
-/// heap is kept. Call once at start-up, before threads exist.
+/// heap is kept. Call once at start-up, before threads exist, and only in a
+/// process that does not fork big children (the home: not the node daemon,
+/// whose forks would copy the kept heap's page tables).
 pub fn keep_message_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes the allocator's thresholds; no thread
