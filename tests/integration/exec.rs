@@ -408,6 +408,45 @@ fn exec_as_unprivileged_caller() {
     );
 }
 
+/// The program starts with the signals the caller ignores ignored (as
+/// under `nohup`) and every other one at its default, whatever the node
+/// daemon ignores: its `SigIgn` mask is the local run's.
+#[test]
+fn exec_signal_dispositions_are_the_callers() {
+    if !require_root("exec_signal_dispositions_are_the_callers") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("sigign").start();
+    let ignore_hup = |cmd: &mut Command| {
+        // SAFETY: only sets a signal disposition between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, || {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    };
+    let script = "grep SigIgn /proc/self/status";
+    let mut remote = c.diatom_cmd(["exec", "/bin/sh", "-c", script]);
+    ignore_hup(&mut remote);
+    let remote =
+        Spawned::spawn(remote, Feed::Null).wait_or_panic(Duration::from_secs(60), "remote");
+    let mut local = Command::new("/bin/sh");
+    local.args(["-c", script]);
+    ignore_hup(&mut local);
+    let local = Spawned::spawn(local, Feed::Null).wait_or_panic(Duration::from_secs(60), "local");
+    assert_like_local(&remote, &local, "SigIgn with SIGHUP ignored by the caller");
+    let mask = text(&local.stdout)
+        .trim()
+        .strip_prefix("SigIgn:")
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok());
+    assert!(
+        mask.is_some_and(|m| m & 1 == 1 && m & 2 == 0),
+        "the local reference ignores SIGHUP, not SIGINT: {}",
+        describe(&local)
+    );
+}
+
 #[test]
 fn exec_forwards_signals() {
     if !require_root("exec_forwards_signals") {

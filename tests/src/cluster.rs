@@ -182,6 +182,7 @@ impl DiatomCluster {
 
     /// Options for a cluster of `nodes` nodes.
     pub fn builder(nodes: u8) -> ClusterBuilder {
+        crate::default_signals();
         ClusterBuilder {
             name: "e2e".to_owned(),
             nodes,

@@ -18,6 +18,7 @@ pub fn in_ci() -> bool {
 /// Outside CI a non-root run prints why the test is skipped and returns
 /// `false`; in CI a missing privilege panics, because a skip there is a failure.
 pub fn require_root(test: &str) -> bool {
+    default_signals();
     if nix::unistd::geteuid().is_root() {
         return true;
     }
@@ -26,6 +27,22 @@ pub fn require_root(test: &str) -> bool {
     }
     eprintln!("skipping {test}: needs root (run as root or in CI)");
     false
+}
+
+/// Puts SIGINT, SIGQUIT and SIGHUP back at their defaults in the test
+/// process, so every process a test starts does too: a test run started in
+/// the background of a shell without job control (`cmd &` in a script)
+/// inherits them ignored, and a program started ignoring SIGINT keeps
+/// ignoring it (locally and under `diatom exec` alike), which the signal
+/// tests would misread.
+pub fn default_signals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP] {
+            // SAFETY: setting a standard signal's disposition to its default.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    });
 }
 
 /// Path of a binary built from this workspace (`diatom`, `diatom-central`,

@@ -131,7 +131,26 @@ pub fn launch_from_plan(
         groups,
         tty,
         rlimits: own_rlimits(),
+        ignored_signals: ignored_signals(),
     })
+}
+
+/// The signals this process ignores, as the caller left them (SIGPIPE
+/// excepted: the Rust runtime ignores it in every program, so whether the
+/// caller did is unknown, and programs start with it at its default).
+fn ignored_signals() -> Vec<i32> {
+    (1..=64)
+        .filter(|&sig| sig != libc::SIGPIPE)
+        .filter(|&sig| {
+            // SAFETY: sigaction with a null new action only reads the
+            // current one into a zeroed struct we own.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction == libc::SIG_IGN
+            }
+        })
+        .collect()
 }
 
 /// This process's limits, which the job keeps on the node (capped there).

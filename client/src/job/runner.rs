@@ -655,6 +655,9 @@ struct ChildSetup {
     run_as: Option<(u32, u32)>,
     /// `(resource, soft, hard)`, set before the uid switch.
     rlimits: [(libc::c_int, u64, u64); 3],
+    /// Bit `n` set: signal `n` starts ignored (the caller's); every other
+    /// signal starts at its default, not at what the daemon has.
+    ignored: u64,
 }
 
 impl ChildSetup {
@@ -678,6 +681,11 @@ impl ChildSetup {
             umask: launch.umask as libc::mode_t,
             cwd,
             run_as,
+            ignored: launch
+                .ignored_signals
+                .iter()
+                .filter(|&&s| (1..=64).contains(&s))
+                .fold(0u64, |m, &s| m | 1 << (s - 1)),
             rlimits: sandbox::capped_rlimits(&launch.rlimits),
         }
     }
@@ -703,6 +711,19 @@ impl ChildSetup {
                 }
             }
             libc::umask(self.umask);
+            for sig in 1..=64 {
+                if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                    continue;
+                }
+                let disposition = if self.ignored & (1 << (sig - 1)) != 0 {
+                    libc::SIG_IGN
+                } else {
+                    libc::SIG_DFL
+                };
+                // glibc refuses its own internal signals (32, 33): they
+                // are at their default in any new program anyway.
+                libc::signal(sig, disposition);
+            }
             if libc::chdir(self.cwd.as_ptr()) < 0 {
                 check(libc::chdir(c"/".as_ptr()))?;
             }

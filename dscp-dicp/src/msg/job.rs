@@ -73,6 +73,10 @@ pub struct Launch {
     pub tty: Option<WinSize>,
     /// The caller's resource limits on central (the node caps them).
     pub rlimits: Rlimits,
+    /// Signals the caller ignores (as `nohup` leaves SIGHUP ignored): the
+    /// program starts with these ignored and every other signal at its
+    /// default, as a local exec would, whatever the node daemon ignores.
+    pub ignored_signals: Vec<i32>,
 }
 
 /// Resource limits as `getrlimit` gives them, `(soft, hard)`;

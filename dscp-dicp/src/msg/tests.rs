@@ -47,6 +47,7 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             nofile: (1024, 524288),
             ..Default::default()
         },
+        ignored_signals: vec![libc::SIGHUP],
     };
     let reqs = vec![
         Request::Dscp(DscpRequest::Ping {
