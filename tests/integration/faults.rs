@@ -390,7 +390,10 @@ impl Target {
 /// socket saw them: full receive buffers, and IP fragments never
 /// reassembled (oversized datagrams arrive as fragments).
 fn kernel_drops(pid: i32) -> u64 {
-    snmp_counter(pid, "Udp", "RcvbufErrors").unwrap_or(0)
+    // InErrors: every datagram UDP dropped on receive (a full socket
+    // buffer, RcvbufErrors, but also the host's UDP memory limit,
+    // MemErrors, and bad checksums).
+    snmp_counter(pid, "Udp", "InErrors").unwrap_or(0)
         + snmp_counter(pid, "Ip", "ReasmFails").unwrap_or(0)
 }
 
