@@ -49,6 +49,10 @@ fn a_pid_namespace_keeps_the_program_out_of_pid_1() {
         eprintln!("skipping: needs root for CLONE_NEWPID without a user namespace");
         return;
     }
+    // A shell cannot trap a signal it started with ignored (as a test run
+    // in the background of a script starts SIGINT): start it at default.
+    // SAFETY: setting a standard signal's disposition to its default.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
     let out = std::env::temp_dir().join(format!("tracer-pidns-{}", std::process::id()));
     let mut cmd = Command::new("/bin/sh");
     cmd.args([
