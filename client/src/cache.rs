@@ -383,21 +383,14 @@ impl Cache {
         fill: impl FnOnce(&Path) -> std::io::Result<()>,
     ) -> std::io::Result<PathBuf> {
         let dir = self.shared.libsets_dir.join(key.to_hex().as_str());
-        let known = |s: &Shared| {
-            s.libsets
+        let known = || {
+            self.shared
+                .libsets
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(*key)
+                .unwrap_or_else(PoisonError::into_inner)
         };
-        if self
-            .shared
-            .libsets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(key)
-            || dir.is_dir()
-        {
-            known(&self.shared);
+        if known().contains(key) || dir.is_dir() {
+            known().insert(*key);
             return Ok(dir);
         }
         let seq = self.shared.tmp_seq.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +410,7 @@ impl Cache {
                 return Err(e);
             }
         }
-        known(&self.shared);
+        known().insert(*key);
         Ok(dir)
     }
 

@@ -205,16 +205,7 @@ fn launch_for(args: &ExecArgs, plan: &Plan) -> Result<Launch, String> {
 /// Tells the node of a placed job that no launch will come (best effort:
 /// without it the node gives up on its own after its launch timeout).
 fn abandon(grant: Grant, sock: UdpSocket, why: &str) {
-    let Ok(key) = Key::from_hex(&grant.session_key) else {
-        return;
-    };
-    let mut keys = Keyring::new();
-    keys.insert(grant.job, &key);
-    if let Ok(net) = Net::open_session(sock, keys) {
-        let node = Peer {
-            addr: grant.node_addr,
-            key_id: grant.job,
-        };
+    if let Ok((net, node)) = job_session(&grant, sock) {
         let _ = diatom_client::net::ask::<dscp_dicp::msg::job::Response>(
             &net,
             node,
@@ -224,19 +215,26 @@ fn abandon(grant: Grant, sock: UdpSocket, why: &str) {
     }
 }
 
-fn home(grant: Grant, sock: UdpSocket, launch: Launch, tty: bool) -> Result<Outcome, String> {
+/// The job's session with its node, under the key central made for it.
+fn job_session(grant: &Grant, sock: UdpSocket) -> Result<(Net, Peer), String> {
     let key = Key::from_hex(&grant.session_key)
         .map_err(|e| format!("central sent a bad session key: {e}"))?;
     let mut keys = Keyring::new();
     keys.insert(grant.job, &key);
     let net = Net::open_session(sock, keys)
         .map_err(|e| format!("cannot open the job's endpoint: {e}"))?;
+    let node = Peer {
+        addr: grant.node_addr,
+        key_id: grant.job,
+    };
+    Ok((net, node))
+}
+
+fn home(grant: Grant, sock: UdpSocket, launch: Launch, tty: bool) -> Result<Outcome, String> {
+    let (net, node) = job_session(&grant, sock)?;
     Ok(session::run(HomeJob {
         net,
-        node: Peer {
-            addr: grant.node_addr,
-            key_id: grant.job,
-        },
+        node,
         node_name: grant.node.clone(),
         launch,
         tty,
