@@ -55,6 +55,8 @@ impl Embedded {
             job_pids: 4096,
             // The embedded node runs jobs as the caller: it is the caller.
             job_uids: None,
+            // A one-off command leaves the host's cgroup options alone.
+            favor_dynmods: false,
         };
         let node = Node::new(cfg, &key).map_err(|e| e.to_string())?;
         std::thread::Builder::new()

@@ -280,6 +280,11 @@ pub struct ClientFlags {
     /// of them may own anything on the node [default: 1900000000-1900065535].
     #[arg(long, value_name = "FIRST-LAST")]
     pub job_uids: Option<String>,
+    /// Turn on the kernel's `favordynmods` cgroup option when root (jobs
+    /// join their cgroups in ~0.1 ms instead of up to ~15 ms on an idle
+    /// node) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub cgroup_favor_dynmods: Option<bool>,
 }
 
 /// The `[client]` table of the configuration file.
@@ -295,6 +300,7 @@ pub struct ClientFile {
     job_memory: Option<String>,
     job_pids: Option<u64>,
     job_uids: Option<String>,
+    cgroup_favor_dynmods: Option<bool>,
 }
 
 /// The validated settings the node daemon runs with.
@@ -320,6 +326,10 @@ pub struct ClientConfig {
     /// running job; None runs them as the daemon's own user (an
     /// unprivileged or embedded node).
     pub job_uids: Option<(u32, u32)>,
+    /// Whether a root daemon turns on the kernel's `favordynmods` cgroup
+    /// option (fast moves of jobs into their cgroups; see
+    /// `sandbox::dynmods`).
+    pub favor_dynmods: bool,
 }
 
 impl ClientConfig {
@@ -381,6 +391,10 @@ impl ClientConfig {
             } else {
                 None
             },
+            favor_dynmods: flags
+                .cgroup_favor_dynmods
+                .or(file.cgroup_favor_dynmods)
+                .unwrap_or(true),
         })
     }
 }

@@ -149,7 +149,7 @@ fn owner_alive(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Octal escapes of mountinfo (`\040` for a space).
-fn unescape(s: &str) -> String {
+pub(super) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

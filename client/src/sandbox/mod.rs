@@ -16,6 +16,7 @@
 //! See docs/security.md for what this protects against and what it does not.
 
 pub mod cgroup;
+pub mod dynmods;
 pub mod mounts;
 
 use std::path::{Path, PathBuf};
