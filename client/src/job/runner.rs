@@ -265,7 +265,11 @@ fn run_inner(
     // The relay makes its loopback sockets in the job's own network
     // namespace (a root node's jobs have one; see NodeSandbox::job).
     if jail.own_netns {
-        match sandbox::job_netns(pid) {
+        let made_ahead = jail.netns.as_ref().and_then(|fd| fd.try_clone().ok());
+        match made_ahead
+            .map(std::fs::File::from)
+            .or_else(|| sandbox::job_netns(pid))
+        {
             Some(ns) => net_relay.enter_netns(ns),
             None => log::warn!("job {}: cannot open its network namespace", setup.job),
         }

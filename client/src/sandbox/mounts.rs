@@ -44,6 +44,8 @@ enum Op {
     PivotRoot,
     /// `lo` up in the job's network namespace.
     LoopbackUp,
+    /// Enter the network namespace made ahead for the job (its `lo` is up).
+    JoinNetns(std::os::fd::RawFd),
 }
 
 /// What the job's root holds.
@@ -63,6 +65,10 @@ pub struct RootSpec {
     pub user_namespace: bool,
     /// The job has its own network namespace: bring its `lo` up.
     pub own_netns: bool,
+    /// The job's network namespace was made ahead (this descriptor of it
+    /// stays open until PID 1 has applied the plan): PID 1 enters it
+    /// instead of having the clone make one.
+    pub join_netns: Option<std::os::fd::RawFd>,
 }
 
 /// The steps PID 1 takes (see the module documentation).
@@ -245,8 +251,10 @@ impl MountPlan {
                 | libc::MS_NODEV,
             data: None,
         });
-        if spec.own_netns {
-            ops.push(Op::LoopbackUp);
+        match spec.join_netns {
+            Some(fd) => ops.insert(0, Op::JoinNetns(fd)),
+            None if spec.own_netns => ops.push(Op::LoopbackUp),
+            None => {}
         }
         Ok(MountPlan { ops })
     }
@@ -309,6 +317,7 @@ impl MountPlan {
                         check(libc::umount2(dot, libc::MNT_DETACH))?;
                     }
                     Op::LoopbackUp => loopback_up()?,
+                    Op::JoinNetns(fd) => check(libc::setns(*fd, libc::CLONE_NEWNET))?,
                 }
             }
         }
@@ -317,7 +326,7 @@ impl MountPlan {
 }
 
 /// `ip link set lo up` with two ioctls.
-fn loopback_up() -> std::io::Result<()> {
+pub(super) fn loopback_up() -> std::io::Result<()> {
     // SAFETY: a zeroed ifreq is valid; the ioctls get a pointer to it and
     // the socket is closed on every path.
     unsafe {
@@ -355,6 +364,7 @@ mod tests {
             tty: false,
             user_namespace: false,
             own_netns: true,
+            join_netns: None,
         };
         let plan = MountPlan::new(&spec).unwrap();
         let binds: Vec<String> = plan
