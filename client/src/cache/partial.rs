@@ -12,11 +12,19 @@
 //! While writing, the file is mode 0644 so the job's user can read the
 //! prefix; it is not meant for exec or mmap until finished (a mapping past
 //! the prefix would see zeros, not wait).
+//!
+//! Two locks: the writer's (hasher, out-of-order ranges) is held across
+//! the file writes, the hashing and the final fsync; readers never take it
+//! (the prefix is an atomic, the state has a lock of its own held only to
+//! look at or change it). A reader of a large transfer (a job reading a
+//! file as it arrives) otherwise waited for every 8 MiB write and for the
+//! fsync of the whole object before it could read what had long arrived.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,18 +43,23 @@ pub struct PartialObject {
     identity: FileIdentity,
     tmp: PathBuf,
     file: File,
-    progress: Mutex<Progress>,
+    /// Held by whoever writes, hashes or completes (lock order: `writer`,
+    /// then `state`).
+    writer: Mutex<Writer>,
+    /// Bytes `0..prefix` are present and hashed; only raised, by a holder
+    /// of `writer`, after the bytes are in the file.
+    prefix: AtomicU64,
+    /// Held only to read or change the state, and by waiters.
+    state: Mutex<WriteState>,
+    /// Signalled (under `state`) when the prefix grows or the state changes.
     changed: Condvar,
 }
 
 #[derive(Debug)]
-struct Progress {
-    /// Bytes `0..prefix` are present and hashed.
-    prefix: u64,
+struct Writer {
     /// Ranges `start..end` present beyond the prefix, disjoint, not adjacent.
     pending: BTreeMap<u64, u64>,
     hasher: blake3::Hasher,
-    state: WriteState,
 }
 
 #[derive(Debug, Clone)]
@@ -80,18 +93,37 @@ impl PartialObject {
             identity,
             tmp,
             file,
-            progress: Mutex::new(Progress {
-                prefix: 0,
+            writer: Mutex::new(Writer {
                 pending: BTreeMap::new(),
                 hasher: blake3::Hasher::new(),
-                state: WriteState::Writing,
             }),
+            prefix: AtomicU64::new(0),
+            state: Mutex::new(WriteState::Writing),
             changed: Condvar::new(),
         }))
     }
 
-    fn progress(&self) -> MutexGuard<'_, Progress> {
-        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state(&self) -> MutexGuard<'_, WriteState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the state and wakes the waiters.
+    fn set_state(&self, state: WriteState) {
+        *self.state() = state;
+        self.changed.notify_all();
+    }
+
+    /// Publishes a longer prefix (the caller holds `writer`) and wakes the
+    /// waiters. Taking `state` to notify orders this with a waiter that
+    /// checked the old prefix and is about to sleep.
+    fn raise_prefix(&self, end: u64) {
+        self.prefix.store(end, Ordering::Release);
+        let _state = self.state();
+        self.changed.notify_all();
     }
 
     /// The identity of the central file being written.
@@ -142,14 +174,14 @@ impl PartialObject {
 
     /// Still accepting writes (not finished, not failed).
     pub fn is_writing(&self) -> bool {
-        matches!(self.progress().state, WriteState::Writing)
+        matches!(*self.state(), WriteState::Writing)
     }
 
     /// The file to read: the temporary file while writing, the object once
     /// finished. A descriptor opened on the temporary file stays valid after
     /// `finish` (the rename keeps the inode).
     pub fn path(&self) -> PathBuf {
-        match &self.progress().state {
+        match &*self.state() {
             WriteState::Finished(obj) => obj.path.clone(),
             _ => self.tmp.clone(),
         }
@@ -163,28 +195,32 @@ impl PartialObject {
 
     /// Bytes `0..ready_up_to()` have arrived and may be read.
     pub fn ready_up_to(&self) -> u64 {
-        self.progress().prefix
+        self.prefix.load(Ordering::Acquire)
     }
 
     /// Waits until bytes `0..end` have arrived (true), or the write failed
     /// or `timeout` passed (false).
     pub fn wait_ready(&self, end: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut p = self.progress();
+        let end = end.min(self.identity.size);
+        if self.ready_up_to() >= end {
+            return true;
+        }
+        let mut st = self.state();
         loop {
-            if p.prefix >= end.min(self.identity.size) {
+            if self.ready_up_to() >= end {
                 return true;
             }
-            if matches!(p.state, WriteState::Failed) {
+            if matches!(*st, WriteState::Failed) {
                 return false;
             }
             let now = Instant::now();
             if now >= deadline {
                 return false;
             }
-            p = self
+            st = self
                 .changed
-                .wait_timeout(p, deadline - now)
+                .wait_timeout(st, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -202,23 +238,25 @@ impl PartialObject {
                 len: data.len(),
                 size,
             })?;
-        let mut p = self.progress();
-        if !matches!(p.state, WriteState::Writing) {
+        let mut w = self.writer();
+        if !self.is_writing() {
             return Err(CacheError::NotWriting);
         }
-        let start = offset.max(p.prefix);
+        // Only holders of `writer` raise the prefix.
+        let prefix = self.ready_up_to();
+        let start = offset.max(prefix);
         if start >= end {
             return Ok(());
         }
         // `start - offset` < data.len() because start < end.
         let skip = (start - offset) as usize;
         let data = &data[skip..];
-        let before = p.prefix;
-        if start == p.prefix && data.len() >= HASH_BESIDE_MIN {
+        let mut new_prefix = prefix;
+        if start == prefix && data.len() >= HASH_BESIDE_MIN {
             // In order and large: hash straight from the buffer on another
             // thread while this one writes (on a fetch the write and the
             // hash are the two costs of the thread that receives answers).
-            let hasher = &mut p.hasher;
+            let hasher = &mut w.hasher;
             let (written, hashed) = std::thread::scope(|s| {
                 let hashing = std::thread::Builder::new()
                     .name("diatom-hash".into())
@@ -231,84 +269,107 @@ impl PartialObject {
                 (written, hashed)
             });
             if hashed.is_none() {
-                p.hasher.update(data);
+                w.hasher.update(data);
             }
             if let Err(e) = written.map_err(io_err("write", &self.tmp)) {
                 // The hash has seen bytes the file may lack: the object
                 // can only fail now.
-                self.fail_locked(&mut p);
+                self.fail_writing();
                 return Err(e);
             }
             if hashed == Some(false) {
-                self.fail_locked(&mut p);
+                self.fail_writing();
                 return Err(CacheError::NotWriting);
             }
-            p.prefix = end;
+            new_prefix = end;
         } else {
             self.file
                 .write_all_at(data, start)
                 .map_err(io_err("write", &self.tmp))?;
-            if start == p.prefix {
+            if start == prefix {
                 // In order: hash straight from the buffer.
-                p.hasher.update(data);
-                p.prefix = end;
+                w.hasher.update(data);
+                new_prefix = end;
             } else {
-                insert_range(&mut p.pending, start, end);
+                insert_range(&mut w.pending, start, end);
             }
         }
-        self.absorb_pending(&mut p)?;
-        if p.prefix != before {
-            self.changed.notify_all();
+        let new_prefix = match self.absorb_pending(&mut w, new_prefix) {
+            Ok(p) => p,
+            Err(e) => {
+                // The hash may have seen part of a range the prefix does
+                // not cover: the object can only fail.
+                self.fail_writing();
+                return Err(e);
+            }
+        };
+        if new_prefix != prefix {
+            self.raise_prefix(new_prefix);
         }
         Ok(())
     }
 
-    /// Moves pending ranges that now touch the prefix into it, hashing them
-    /// from the file.
-    fn absorb_pending(&self, p: &mut Progress) -> Result<(), CacheError> {
+    /// Moves pending ranges that now touch the prefix (`prefix`, not yet
+    /// published) into it, hashing them from the file; the new prefix.
+    fn absorb_pending(&self, w: &mut Writer, mut prefix: u64) -> Result<u64, CacheError> {
         let mut buf = Vec::new();
-        while let Some((&s, &e)) = p.pending.first_key_value() {
-            if s > p.prefix {
+        while let Some((&s, &e)) = w.pending.first_key_value() {
+            if s > prefix {
                 break;
             }
-            p.pending.remove(&s);
-            let mut at = p.prefix;
+            w.pending.remove(&s);
+            let mut at = prefix;
             while at < e {
                 let n = (e - at).min(super::CHUNK as u64) as usize;
                 buf.resize(n, 0);
                 self.file
                     .read_exact_at(&mut buf, at)
                     .map_err(io_err("read back", &self.tmp))?;
-                p.hasher.update(&buf);
+                w.hasher.update(&buf);
                 at += n as u64;
             }
-            p.prefix = p.prefix.max(e);
+            prefix = prefix.max(e);
         }
-        Ok(())
+        Ok(prefix)
     }
 
     /// Completes the object: every byte must have arrived and hash to
     /// `expected`. On a mismatch the file is deleted and nothing is stored.
     pub fn finish(&self, expected: Hash) -> Result<CachedObject, CacheError> {
-        let mut p = self.progress();
-        match &p.state {
-            WriteState::Finished(obj) if obj.hash == expected => return Ok(obj.clone()),
+        let w = self.writer();
+        self.finish_locked(&w, Some(expected))
+    }
+
+    /// [`PartialObject::finish`] with the writer's lock held; `None`: the
+    /// hash of what arrived.
+    fn finish_locked(
+        &self,
+        w: &Writer,
+        expected: Option<Hash>,
+    ) -> Result<CachedObject, CacheError> {
+        match &*self.state() {
+            WriteState::Finished(obj) if expected.is_none_or(|h| h == obj.hash) => {
+                return Ok(obj.clone())
+            }
             WriteState::Writing => {}
             _ => return Err(CacheError::NotWriting),
         }
-        if p.prefix < self.identity.size {
+        let ready = self.ready_up_to();
+        if ready < self.identity.size {
             return Err(CacheError::Incomplete {
-                ready: p.prefix,
+                ready,
                 size: self.identity.size,
             });
         }
-        let actual = p.hasher.finalize();
+        let actual = w.hasher.finalize();
+        let expected = expected.unwrap_or(actual);
         if actual != expected {
-            p.state = WriteState::Failed;
+            self.set_state(WriteState::Failed);
             let _ = std::fs::remove_file(&self.tmp);
-            self.changed.notify_all();
             return Err(CacheError::HashMismatch { expected, actual });
         }
+        // Readers go on reading the prefix (all of it) meanwhile: the
+        // commit's fsync of a large object takes a while.
         let res = self.shared.commit(
             &self.tmp,
             &self.file,
@@ -316,11 +377,10 @@ impl PartialObject {
             self.identity.size,
             Some((self.key.clone(), self.identity)),
         );
-        p.state = match &res {
+        self.set_state(match &res {
             Ok(obj) => WriteState::Finished(obj.clone()),
             Err(_) => WriteState::Failed,
-        };
-        self.changed.notify_all();
+        });
         res
     }
 
@@ -328,26 +388,22 @@ impl PartialObject {
     /// trusted, as for [`Cache::insert`](super::Cache::insert) without an
     /// expected hash): every byte must have arrived.
     pub fn complete(&self) -> Result<CachedObject, CacheError> {
-        let hash = {
-            let p = self.progress();
-            if let WriteState::Finished(obj) = &p.state {
-                return Ok(obj.clone());
-            }
-            p.hasher.finalize()
-        };
-        self.finish(hash)
+        let w = self.writer();
+        self.finish_locked(&w, None)
     }
 
     /// Gives up: waiters are told the bytes will not come, the temporary
     /// file is removed (a descriptor already open on it keeps its inode).
     pub fn fail(&self) {
-        let mut p = self.progress();
-        self.fail_locked(&mut p);
+        let _w = self.writer();
+        self.fail_writing();
     }
 
-    fn fail_locked(&self, p: &mut Progress) {
-        if matches!(p.state, WriteState::Writing) {
-            p.state = WriteState::Failed;
+    /// [`PartialObject::fail`] with the writer's lock held.
+    fn fail_writing(&self) {
+        let mut st = self.state();
+        if matches!(*st, WriteState::Writing) {
+            *st = WriteState::Failed;
             let _ = std::fs::remove_file(&self.tmp);
             self.changed.notify_all();
         }
@@ -357,9 +413,9 @@ impl PartialObject {
     /// failed or `timeout` passed (`None`).
     pub fn wait_finished(&self, timeout: Duration) -> Option<PathBuf> {
         let deadline = Instant::now() + timeout;
-        let mut p = self.progress();
+        let mut st = self.state();
         loop {
-            match &p.state {
+            match &*st {
                 WriteState::Finished(obj) => return Some(obj.path.clone()),
                 WriteState::Failed => return None,
                 WriteState::Writing => {}
@@ -368,9 +424,9 @@ impl PartialObject {
             if now >= deadline {
                 return None;
             }
-            p = self
+            st = self
                 .changed
-                .wait_timeout(p, deadline - now)
+                .wait_timeout(st, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -378,7 +434,7 @@ impl PartialObject {
 
     /// Finished and stored in the cache.
     pub fn is_finished(&self) -> bool {
-        matches!(self.progress().state, WriteState::Finished(_))
+        matches!(*self.state(), WriteState::Finished(_))
     }
 
     #[cfg(test)]
@@ -389,8 +445,7 @@ impl PartialObject {
 
 impl Drop for PartialObject {
     fn drop(&mut self) {
-        let finished = matches!(self.progress().state, WriteState::Finished(_));
-        if !finished {
+        if !self.is_finished() {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
@@ -420,6 +475,34 @@ fn insert_range(ranges: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readers_do_not_wait_for_the_writer() {
+        // A writer busy with a long write (or a large object's fsync) holds
+        // the writer's lock: what arrived before stays readable, and the
+        // state can be asked, without waiting for it.
+        let dir = std::env::temp_dir().join(format!("diatom-partial-test-{}", std::process::id()));
+        let cache = super::super::Cache::open(&dir).unwrap();
+        let id = FileIdentity {
+            size: 8192,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            ino: 1,
+            dev: 1,
+        };
+        let part = cache.begin(std::path::Path::new("/f"), &id, 8192).unwrap();
+        part.write_at(0, &[7u8; 4096]).unwrap();
+        let busy = part.writer();
+        assert!(part.wait_ready(4096, Duration::ZERO));
+        assert_eq!(part.ready_up_to(), 4096);
+        assert!(part.is_writing() && !part.is_finished());
+        assert!(part.path().exists());
+        drop(busy);
+        part.write_at(4096, &[8u8; 4096]).unwrap();
+        assert!(part.complete().is_ok() && part.is_finished());
+        drop((part, cache));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn ranges_merge() {
