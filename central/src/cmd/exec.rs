@@ -64,10 +64,44 @@ enum Placement {
     Embedded(#[allow(dead_code)] Embedded),
 }
 
-fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), String> {
+/// Central as first asked: the daemon, with the request sent (its answer
+/// is read by [`placed`]), or none, so the job needs an embedded cluster.
+enum Asked {
+    Daemon(UnixStream),
+    NoDaemon,
+}
+
+/// Sends the request to the daemon without waiting for its answer: the
+/// program's closure is worked out while central places the job.
+fn ask_central(cli: &Cli, req: &ExecRequest) -> Result<Asked, String> {
     match UnixStream::connect(&cli.socket) {
         Ok(stream) => {
             control::send(&stream, &Request::Exec(req.clone()), &[]).map_err(|e| e.to_string())?;
+            Ok(Asked::Daemon(stream))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(Asked::NoDaemon)
+        }
+        Err(e) => Err(format!(
+            "cannot reach central at {}: {e}",
+            cli.socket.display()
+        )),
+    }
+}
+
+/// The placement: the daemon's answer, or an embedded cluster's.
+fn placed(
+    asked: Asked,
+    cli: &Cli,
+    req: &ExecRequest,
+) -> Result<(Grant, UdpSocket, Placement), String> {
+    match asked {
+        Asked::Daemon(stream) => {
             let (resp, mut fds): (Response, _) =
                 control::recv(&stream).map_err(|e| format!("central: {e}"))?;
             match resp {
@@ -79,12 +113,7 @@ fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), 
                 other => Err(format!("central answered {other:?}")),
             }
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Asked::NoDaemon => {
             log::info!(
                 "no central daemon at {}: starting an embedded one",
                 cli.socket.display()
@@ -98,10 +127,6 @@ fn place(cli: &Cli, req: &ExecRequest) -> Result<(Grant, UdpSocket, Placement), 
             let (g, s) = emb.central().exec(cred, req)?;
             Ok((g, s, Placement::Embedded(emb)))
         }
-        Err(e) => Err(format!(
-            "cannot reach central at {}: {e}",
-            cli.socket.display()
-        )),
     }
 }
 
@@ -144,14 +169,14 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     };
     // The program's closure (interpreter, libraries) is worked out while
     // central places the job: neither needs the other until the launch.
-    let (launch, placed) = std::thread::scope(|s| {
-        let closure = s.spawn(|| launch_for(args, &plan));
-        let placed = place(cli, &req);
-        let launch = closure
-            .join()
-            .unwrap_or_else(|_| Err("the closure thread panicked".into()));
-        (launch, placed)
-    });
+    // Without a daemon there is nothing to wait for, and no cluster is
+    // started for a program that cannot be launched.
+    let asked = ask_central(cli, &req);
+    let launch = launch_for(args, &plan);
+    let placed = match (&launch, asked) {
+        (Err(_), Ok(Asked::NoDaemon)) => Err("no cluster started".to_string()),
+        (_, asked) => asked.and_then(|a| placed(a, cli, &req)),
+    };
     log::debug!("closure ready and job placed after {:?}", t0.elapsed());
     let (grant, outcome, placement) = match (launch, placed) {
         (Ok(_), Err(e)) => return fail(&e),

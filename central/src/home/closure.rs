@@ -323,7 +323,7 @@ pub fn exec_closure(
 /// uses its own cached copy).
 pub fn parse_ld_cache_file(path: &Path) -> Result<LdCache, ClosureError> {
     let bytes = read_capped(path)?;
-    LdCache::parse(&bytes).map_err(|reason| ClosureError::BadLdCache {
+    LdCache::from_bytes(bytes).map_err(|reason| ClosureError::BadLdCache {
         path: path.to_path_buf(),
         reason,
     })
@@ -332,7 +332,9 @@ pub fn parse_ld_cache_file(path: &Path) -> Result<LdCache, ClosureError> {
 fn read_capped(path: &Path) -> Result<Vec<u8>, ClosureError> {
     use std::io::Read;
     let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let mut bytes = Vec::new();
+    // Sized up front: the file is read whole, in one go.
+    let size = file.metadata().map_or(0, |m| m.len().min(MAX_CACHE_BYTES));
+    let mut bytes = Vec::with_capacity(size as usize + 1);
     file.take(MAX_CACHE_BYTES)
         .read_to_end(&mut bytes)
         .map_err(|e| io_error(path, e))?;
@@ -434,7 +436,7 @@ impl Resolver {
         let parsed = match meta {
             None => None,
             Some(_) => match read_capped(&self.cache_path).and_then(|b| {
-                LdCache::parse(&b).map_err(|reason| ClosureError::BadLdCache {
+                LdCache::from_bytes(b).map_err(|reason| ClosureError::BadLdCache {
                     path: self.cache_path.clone(),
                     reason,
                 })
@@ -1065,12 +1067,8 @@ impl<'a> Linker<'a> {
         }
         if let Some(cache) = self.ld_cache.clone() {
             // Only names with glibc-hwcaps entries need the CPU's list.
-            let hwcaps: &[Vec<u8>] = if cache.has_hwcaps_entries(name) {
-                &self.resolver.config().hwcaps
-            } else {
-                &[]
-            };
-            if let Some(p) = cache.lookup(name, hwcaps) {
+            let resolver = self.resolver;
+            if let Some(p) = cache.lookup_with(name, || &resolver.config().hwcaps) {
                 let p = PathBuf::from(OsStr::from_bytes(p));
                 if let Some(f) = self.try_file(p, loader)? {
                     return Ok(Some(f));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Sender};
-use diatom_client::net::{ask, reply as respond, Incoming, Net};
+use diatom_client::net::{ask, reply as respond, Incoming, Net, PendingCall};
 use dscp_dicp::msg::control::JobEvent;
 use dscp_dicp::msg::fs;
 use dscp_dicp::msg::job::{
@@ -195,7 +195,10 @@ fn read_files(list: &[(Blob, FileStamp)]) -> Vec<Result<Blob, String>> {
 const READERS: usize = 3;
 
 /// Starts the threads that answer `Read` requests sent to the returned
-/// channel; they end when it is dropped.
+/// channel; they end when it is dropped. Started at a job's first `Read`:
+/// most short jobs send none (their files come whole with `Fetch`), and
+/// three threads would cost them more than the rest of their home's
+/// serving.
 fn start_readers() -> Sender<(Incoming, fs::Request)> {
     let (tx, rx) = crossbeam_channel::bounded::<(Incoming, fs::Request)>(64);
     for i in 0..READERS {
@@ -237,11 +240,11 @@ fn serve(
     net: &Net,
     node: Peer,
     node_name: &str,
-    done: &Sender<Outcome>,
+    done: &Done,
     files: &mut FileService,
     sockets: &NetService,
 ) {
-    let readers = start_readers();
+    let mut readers = None;
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     let mut closed = [false; 3];
@@ -249,7 +252,7 @@ fn serve(
         select! {
             recv(net.lost()) -> peer => {
                 if peer.is_ok_and(|p| p == node) {
-                    let _ = done.send(Outcome::Lost(format!("lost contact with node {node_name}")));
+                    done.send(Outcome::Lost(format!("lost contact with node {node_name}")));
                     return;
                 }
             }
@@ -263,7 +266,7 @@ fn serve(
                     Ok(Request::Fs(r @ fs::Request::Read { .. })) => {
                         if let Err(crossbeam_channel::TrySendError::Full((req, r))
                         | crossbeam_channel::TrySendError::Disconnected((req, r))) =
-                            readers.try_send((req, r))
+                            readers.get_or_insert_with(start_readers).try_send((req, r))
                         {
                             respond(req, files.handle(r));
                         }
@@ -289,7 +292,7 @@ fn serve(
                     }
                     Ok(Request::Job(Job::Exit(event))) => {
                         respond(req, JobReply::Ok);
-                        let _ = done.send(Outcome::Ended(event));
+                        done.send(Outcome::Ended(event));
                         return;
                     }
                     Ok(other) => respond(req, JobReply::Failed { reason: format!("unexpected request {other:?}") }),
@@ -300,11 +303,22 @@ fn serve(
     }
 }
 
-/// Sends stdin to the node in order, then EOF.
-fn pump_stdin(net: &Net, node: Peer) {
+/// Sends stdin to the node in order, then EOF; `first` is a chunk read
+/// already (sent as number 0).
+fn pump_stdin(net: &Net, node: Peer, first: Option<Vec<u8>>) {
+    let mut seq = 0u64;
+    if let Some(data) = first {
+        let msg = Job::Stdin {
+            seq,
+            data: Blob(data),
+        };
+        seq += 1;
+        if ask::<JobReply>(net, node, msg, Duration::from_secs(3600)).is_err() {
+            return;
+        }
+    }
     let mut stdin = std::io::stdin().lock();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut seq = 0u64;
     loop {
         let n = match stdin.read(&mut buf) {
             Ok(n) => n,
@@ -323,15 +337,141 @@ fn pump_stdin(net: &Net, node: Peer) {
     }
 }
 
-fn send_to_node(net: &Net, node: Peer, msg: Job) {
+/// Starts sending stdin. Stdin already at its end (`/dev/null`, a closed
+/// descriptor, a pipe whose writer is gone: what scripts and benchmarks
+/// give) needs no thread: its EOF goes out as one call, returned to be
+/// collected with the others. Anything else gets a thread that blocks in
+/// `read`.
+fn start_stdin(net: &Net, node: Peer) -> Option<Pending> {
+    let mut fds = [libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: poll on an array we own, without waiting.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) } == 1;
+    let mut first = None;
+    if ready {
+        // Ready: this read does not block. Its data, if any, goes first.
+        let mut buf = vec![0u8; 64 * 1024];
+        match std::io::stdin().lock().read(&mut buf) {
+            Ok(0) => {
+                let eof = Job::Stdin {
+                    seq: 0,
+                    data: Blob(Vec::new()),
+                };
+                return start_call(net, node, eof);
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                first = Some(buf);
+            }
+            // The thread reads again and decides (as it always did).
+            Err(_) => {}
+        }
+    }
+    let stdin_net = net.clone();
+    let _ = std::thread::Builder::new()
+        .name("home-stdin".into())
+        .spawn(move || pump_stdin(&stdin_net, node, first));
+    None
+}
+
+/// How the serve thread reports the job's end: the outcome, and a wake-up
+/// for the thread waiting for it among the signals.
+struct Done {
+    tx: Sender<Outcome>,
+    waker: Option<signals::Waker>,
+}
+
+impl Done {
+    fn send(&self, outcome: Outcome) {
+        let _ = self.tx.send(outcome);
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
+    }
+}
+
+/// A message to the node in flight (a signal, a resize, stdin's EOF),
+/// collected later so that the thread sending it goes on waiting for the
+/// job's end meanwhile.
+struct Pending {
+    what: String,
+    call: PendingCall,
+}
+
+impl Pending {
+    /// Whether the answer came (a failure is logged).
+    fn finished(&mut self) -> bool {
+        let Some(answer) = self.call.try_wait() else {
+            return false;
+        };
+        let res = answer.map_err(|e| e.to_string()).and_then(|bytes| {
+            JobReply::try_from(dscp_dicp::msg::Response::decode(&bytes).map_err(|e| e.to_string())?)
+        });
+        if let Err(e) = res {
+            log::info!("could not send {} to the node: {e}", self.what);
+        }
+        true
+    }
+}
+
+fn start_call(net: &Net, node: Peer, msg: Job) -> Option<Pending> {
     let what = format!("{msg:?}");
-    if let Err(e) = ask::<JobReply>(net, node, msg, Duration::from_secs(5)) {
-        log::info!("could not send {what} to the node: {e}");
+    match net.start(node, msg) {
+        Ok(call) => Some(Pending { what, call }),
+        Err(e) => {
+            log::info!("could not send {what} to the node: {e}");
+            None
+        }
+    }
+}
+
+/// What a forwarded signal becomes on the node.
+fn signal_message(sig: Signal) -> Option<Job> {
+    if sig == Signal::SIGWINCH {
+        let (rows, cols, _, _) = terminal::window_size(0).or_else(|| terminal::window_size(1))?;
+        return Some(Job::Resize(WinSize { rows, cols }));
+    }
+    Some(Job::Signal(sig as i32))
+}
+
+/// Waits for the job's end, forwarding the signals that arrive meanwhile.
+fn await_outcome(
+    listener: &mut signals::Listener,
+    done: &crossbeam_channel::Receiver<Outcome>,
+    net: &Net,
+    node: Peer,
+    mut calls: Vec<Pending>,
+) -> Option<Outcome> {
+    loop {
+        match done.try_recv() {
+            Ok(o) => return Some(o),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+        match listener.wait() {
+            Ok(signals::Wakeup::Woken) => {}
+            Ok(signals::Wakeup::Signal(sig)) => {
+                calls.extend(signal_message(sig).and_then(|m| start_call(net, node, m)));
+            }
+            Err(e) => {
+                log::error!("waiting for signals failed: {e}");
+                return done.recv().ok();
+            }
+        }
+        calls.retain_mut(|c| !c.finished());
     }
 }
 
 /// Runs the job to its end. The forwarded signals must already be blocked
 /// in the calling thread (before any other thread started).
+///
+/// Threads: the driver's, `home-serve` (the node's requests), and this one,
+/// which launches the job and then waits for its end while forwarding
+/// signals. `home-stdin` only when stdin may still bring data, readers only
+/// at the first `Read`.
 pub fn run(job: HomeJob) -> Outcome {
     let HomeJob {
         net,
@@ -342,25 +482,23 @@ pub fn run(job: HomeJob) -> Outcome {
     } = job;
     let t0 = std::time::Instant::now();
     net.watch(node);
+    let (mut listener, waker) = match signals::Listener::new(&signals::forwarded(tty)) {
+        Ok((l, w)) => (Some(l), Some(w)),
+        Err(e) => {
+            log::warn!("cannot listen for signals, they will not reach the job: {e}");
+            (None, None)
+        }
+    };
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Outcome>(2);
+    let done = Done { tx: done_tx, waker };
     let serve_net = net.clone();
     let serve_name = node_name.clone();
-    let serve_done = done_tx.clone();
     // After the launch read the caller's umask (FileService::new sets it to 0).
     let mut files = FileService::new();
     let sockets = NetService::new(net.clone(), node);
     let spawned = std::thread::Builder::new()
         .name("home-serve".into())
-        .spawn(move || {
-            serve(
-                &serve_net,
-                node,
-                &serve_name,
-                &serve_done,
-                &mut files,
-                &sockets,
-            )
-        });
+        .spawn(move || serve(&serve_net, node, &serve_name, &done, &mut files, &sockets));
     if let Err(e) = spawned {
         return Outcome::Ended(JobEvent::Failed {
             reason: format!("cannot start a thread: {e}"),
@@ -393,25 +531,12 @@ pub fn run(job: HomeJob) -> Outcome {
     } else {
         None
     };
-    let stdin_net = net.clone();
-    let _ = std::thread::Builder::new()
-        .name("home-stdin".into())
-        .spawn(move || pump_stdin(&stdin_net, node));
-    let sig_net = net.clone();
-    let _ = signals::spawn_waiter(signals::forwarded(tty), move |sig| {
-        if sig == Signal::SIGWINCH {
-            if let Some((rows, cols, _, _)) =
-                terminal::window_size(0).or_else(|| terminal::window_size(1))
-            {
-                send_to_node(&sig_net, node, Job::Resize(WinSize { rows, cols }));
-            }
-        } else {
-            send_to_node(&sig_net, node, Job::Signal(sig as i32));
-        }
-    });
-    let outcome = done_rx
-        .recv()
-        .unwrap_or_else(|_| Outcome::Lost(format!("lost contact with node {node_name}")));
+    let calls = start_stdin(&net, node).into_iter().collect();
+    let outcome = match &mut listener {
+        Some(l) => await_outcome(l, &done_rx, &net, node, calls),
+        None => done_rx.recv().ok(),
+    }
+    .unwrap_or_else(|| Outcome::Lost(format!("lost contact with node {node_name}")));
     log::debug!("outcome after {:?}", t0.elapsed());
     drop(raw);
     outcome

@@ -1,8 +1,17 @@
 //! Signals sent to `diatom exec` that belong to the job: they are blocked in
-//! every thread and collected by one thread with `sigwait`, which hands them
-//! to the home to forward to the job's process group on the node.
+//! every thread and read from a signalfd by the thread that waits for the
+//! job's end (the home's main thread), which forwards them to the job's
+//! process group on the node. The same wait also wakes when another thread
+//! says so ([`Waker`]): one thread serves both, where a thread parked in
+//! `sigwait` would cost a thread per job.
 
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// The signals a home forwards. SIGQUIT and SIGWINCH only matter with a
 /// terminal (`-t`); without one SIGWINCH is meaningless and SIGQUIT keeps
@@ -25,26 +34,91 @@ pub fn block(set: &SigSet) -> nix::Result<()> {
     set.thread_block()
 }
 
-/// Starts the thread that waits for `set` and calls `on_signal` for each.
-pub fn spawn_waiter<F>(
-    set: SigSet,
-    mut on_signal: F,
-) -> std::io::Result<std::thread::JoinHandle<()>>
-where
-    F: FnMut(Signal) + Send + 'static,
-{
-    std::thread::Builder::new()
-        .name("home-signals".into())
-        .spawn(move || loop {
-            match set.wait() {
-                Ok(sig) => on_signal(sig),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    log::error!("sigwait failed: {e}");
-                    return;
-                }
+/// What ended a [`Listener::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeup {
+    /// One of the listened-to signals arrived.
+    Signal(Signal),
+    /// A [`Waker`] was used (or dropped).
+    Woken,
+}
+
+/// Waits for the signals of a set (which must be blocked in every thread)
+/// or for a [`Waker`].
+#[derive(Debug)]
+pub struct Listener {
+    signals: SignalFd,
+    wake: Arc<OwnedFd>,
+}
+
+/// Wakes the [`Listener`] it was made with; dropping the last clone wakes
+/// it too, so a thread that ends without a word (a panic) is noticed.
+#[derive(Debug, Clone)]
+pub struct Waker(Arc<WakeOnDrop>);
+
+#[derive(Debug)]
+struct WakeOnDrop(Arc<OwnedFd>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        signal_eventfd(&self.0);
+    }
+}
+
+impl Waker {
+    /// Ends the listener's current or next wait with [`Wakeup::Woken`].
+    pub fn wake(&self) {
+        signal_eventfd(&self.0 .0);
+    }
+}
+
+fn signal_eventfd(fd: &OwnedFd) {
+    // Only fails when the counter would overflow: it is then readable anyway.
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+}
+
+impl Listener {
+    /// Listens for `set`, with a waker to interrupt the wait.
+    pub fn new(set: &SigSet) -> io::Result<(Listener, Waker)> {
+        let signals = SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        // SAFETY: eventfd has no memory preconditions; the result is
+        // checked before it is owned.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+        let waker = Waker(Arc::new(WakeOnDrop(Arc::clone(&wake))));
+        Ok((Listener { signals, wake }, waker))
+    }
+
+    /// Blocks until a signal arrives or the waker is used. Signals come
+    /// first: a pending one is returned even when the waker was used too.
+    pub fn wait(&mut self) -> io::Result<Wakeup> {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(sig) => return Ok(Wakeup::Signal(sig)),
+                    Err(_) => continue,
+                },
+                Ok(None) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
-        })
+            let mut count = [0u8; 8];
+            if nix::unistd::read(self.wake.as_raw_fd(), &mut count).is_ok() {
+                return Ok(Wakeup::Woken);
+            }
+            let mut fds = [
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -52,38 +126,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_blocked_signal_reaches_the_waiter() {
+    fn a_blocked_signal_reaches_the_listener_and_the_waker_wakes_it() {
         let mut set = SigSet::empty();
         set.add(Signal::SIGUSR2);
-        // Block in this thread too, so the process-directed signal can only
-        // be taken by the waiter's sigwait.
+        // Block in this thread: the listener reads it from its signalfd,
+        // and a thread-directed signal stays pending for this thread.
         block(&set).unwrap();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        spawn_waiter(set, move |s| {
-            let _ = tx.send(s);
-        })
-        .unwrap();
-        // A process-directed signal could land in another test thread that
-        // does not block it, so direct it at the waiter: the only thread in
-        // sigwait for it. Find the waiter as the newest thread.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let waiter = newest_thread();
-        // SAFETY: tgkill on our own process with a valid signal number.
-        let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), waiter, libc::SIGUSR2) };
+        let (mut listener, waker) = Listener::new(&set).unwrap();
+        // SAFETY: tgkill on our own thread with a valid signal number.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_tgkill,
+                libc::getpid(),
+                libc::gettid(),
+                libc::SIGUSR2,
+            )
+        };
         assert_eq!(r, 0);
-        let got = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
-        assert_eq!(got, Signal::SIGUSR2);
-    }
-
-    fn newest_thread() -> i32 {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|tid| {
-                std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-                    .is_ok_and(|c| c.trim() == "home-signals")
-            })
-            .max()
-            .unwrap()
+        // Both pending: the signal first, then the wake-up.
+        waker.wake();
+        assert_eq!(listener.wait().unwrap(), Wakeup::Signal(Signal::SIGUSR2));
+        assert_eq!(listener.wait().unwrap(), Wakeup::Woken);
+        // A waker used from another thread while the listener blocks, and
+        // one dropped without a word, both end a wait.
+        let w = waker.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            w.wake();
+        });
+        assert_eq!(listener.wait().unwrap(), Wakeup::Woken);
+        t.join().unwrap();
+        let t = std::thread::spawn(move || drop(waker));
+        assert_eq!(listener.wait().unwrap(), Wakeup::Woken);
+        t.join().unwrap();
     }
 }

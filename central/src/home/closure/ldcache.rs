@@ -6,8 +6,6 @@
 //! The file is untrusted: every offset and count is checked against the file
 //! length before use; strings must end inside the file.
 
-use std::collections::HashMap;
-
 const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
 const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
 const NEW_HEADER: usize = 48;
@@ -50,17 +48,26 @@ impl std::fmt::Display for CacheError {
     }
 }
 
-#[derive(Debug, Clone)]
+/// One entry of the table, as read (the strings stay in the file bytes).
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     flags: i32,
-    path: Vec<u8>,
+    /// Offset of the NUL-terminated path in the new-format data.
+    path: usize,
     hwcap: u64,
 }
 
-/// A parsed cache: entries grouped by library name, in file order.
+/// A checked cache: the file's bytes, read once, with every entry's
+/// strings known to end inside them. Nothing is copied out at parse time: a
+/// job's home looks up a handful of names, and building a map of the whole
+/// file (~1,400 entries) cost more than all its lookups together. A lookup
+/// walks the entry table (24-byte records, names compared in place).
 #[derive(Debug, Clone, Default)]
 pub struct LdCache {
-    by_name: HashMap<Vec<u8>, Vec<Entry>>,
+    /// The file; the new-format cache starts at `base` (string offsets are
+    /// relative to it).
+    bytes: Vec<u8>,
+    base: usize,
     hwcaps: Vec<Vec<u8>>,
     entries: usize,
 }
@@ -82,9 +89,34 @@ fn cstr(b: &[u8], off: usize) -> Option<&[u8]> {
     Some(&s[..end])
 }
 
+/// Whether the NUL-terminated string at `off` is exactly `name` (the
+/// string is known to end inside `b`).
+fn cstr_is(b: &[u8], off: usize, name: &[u8]) -> bool {
+    off.checked_add(name.len())
+        .and_then(|end| Some((b.get(off..end)?, *b.get(end)?)))
+        .is_some_and(|(s, nul)| s == name && nul == 0)
+}
+
 impl LdCache {
     /// Parse the bytes of an `ld.so.cache` file.
     pub fn parse(file: &[u8]) -> Result<LdCache, CacheError> {
+        LdCache::from_bytes(file.to_vec())
+    }
+
+    /// [`LdCache::parse`], keeping `file` (no copy).
+    pub fn from_bytes(file: Vec<u8>) -> Result<LdCache, CacheError> {
+        let (base, entries, hwcaps) = LdCache::check(&file)?;
+        Ok(LdCache {
+            bytes: file,
+            base,
+            hwcaps,
+            entries,
+        })
+    }
+
+    /// The new-format cache's offset in `file`, its entry count and its
+    /// glibc-hwcaps names, once every offset has been checked.
+    fn check(file: &[u8]) -> Result<(usize, usize, Vec<Vec<u8>>), CacheError> {
         let mut base = 0usize;
         if file.starts_with(OLD_MAGIC) {
             // Old header: magic[11], pad, u32 nlibs, then 12-byte entries; the
@@ -133,39 +165,52 @@ impl LdCache {
         if table_end > data.len() {
             return Err(CacheError::Truncated("entries"));
         }
-
-        let mut cache = LdCache {
-            entries: nlibs,
-            ..LdCache::default()
-        };
-        // The extension directory is optional; a broken one makes glibc
-        // ignore only the extensions, so do the same.
-        if ext_offset != 0 && u32_at(data, ext_offset) == Some(EXTENSION_MAGIC) {
-            cache.hwcaps = parse_hwcaps(data, ext_offset).unwrap_or_default();
-        }
+        // A string at `off` ends inside the file exactly when some NUL lies
+        // at or after `off`: one backward scan checks every entry's strings.
+        let last_nul = data.iter().rposition(|&c| c == 0);
+        let ends_inside = |off: usize| last_nul.is_some_and(|l| off <= l);
         for i in 0..nlibs {
             let e = NEW_HEADER + i * NEW_ENTRY;
-            let flags = u32_at(data, e).ok_or(CacheError::Truncated("entry"))? as i32;
             let key = u32_at(data, e + 4).ok_or(CacheError::Truncated("entry"))? as usize;
             let value = u32_at(data, e + 8).ok_or(CacheError::Truncated("entry"))? as usize;
-            let hwcap = u64_at(data, e + 16).ok_or(CacheError::Truncated("entry"))?;
-            let name = cstr(data, key).ok_or(CacheError::Truncated("entry name"))?;
-            let path = cstr(data, value).ok_or(CacheError::Truncated("entry path"))?;
-            cache.by_name.entry(name.to_vec()).or_default().push(Entry {
-                flags,
-                path: path.to_vec(),
-                hwcap,
-            });
+            if !ends_inside(key) {
+                return Err(CacheError::Truncated("entry name"));
+            }
+            if !ends_inside(value) {
+                return Err(CacheError::Truncated("entry path"));
+            }
         }
-        Ok(cache)
+        // The extension directory is optional; a broken one makes glibc
+        // ignore only the extensions, so do the same.
+        let hwcaps = if ext_offset != 0 && u32_at(data, ext_offset) == Some(EXTENSION_MAGIC) {
+            parse_hwcaps(data, ext_offset).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok((base, nlibs, hwcaps))
     }
 
-    /// Whether any entry for `name` is a glibc-hwcaps one (so that
-    /// [`LdCache::lookup`] needs the CPU's hwcaps list).
-    pub fn has_hwcaps_entries(&self, name: &[u8]) -> bool {
-        self.by_name
-            .get(name)
-            .is_some_and(|v| v.iter().any(|e| e.hwcap & HWCAP_EXTENSION != 0))
+    /// The new-format cache (in bounds: `check` found its magic there).
+    fn data(&self) -> &[u8] {
+        self.bytes.get(self.base..).unwrap_or_default()
+    }
+
+    /// The entries named `name`, in file order.
+    fn entries_named<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = Entry> + 'a {
+        let data = self.data();
+        (0..self.entries).filter_map(move |i| {
+            // In bounds: parse checked the table and every string.
+            let e = NEW_HEADER + i * NEW_ENTRY;
+            let key = u32_at(data, e + 4)? as usize;
+            if !cstr_is(data, key, name) {
+                return None;
+            }
+            Some(Entry {
+                flags: u32_at(data, e)? as i32,
+                path: u32_at(data, e + 8)? as usize,
+                hwcap: u64_at(data, e + 16)?,
+            })
+        })
     }
 
     /// Number of entries in the file.
@@ -189,10 +234,22 @@ impl LdCache {
     /// skipped: glibc 2.37 dropped them and ldconfig only writes them for
     /// libraries in `tls/`, `haswell/`... subdirectories.
     pub fn lookup(&self, name: &[u8], hwcaps_supported: &[Vec<u8>]) -> Option<&[u8]> {
-        let entries = self.by_name.get(name)?;
-        let mut best: Option<&Entry> = None;
+        self.lookup_with(name, || hwcaps_supported)
+    }
+
+    /// [`LdCache::lookup`] with the hwcaps list asked for only when an
+    /// entry for `name` is a glibc-hwcaps one (working it out may cost a
+    /// loader run), in one walk of the table.
+    pub fn lookup_with<'h>(
+        &self,
+        name: &[u8],
+        hwcaps_supported: impl FnOnce() -> &'h [Vec<u8>],
+    ) -> Option<&[u8]> {
+        let mut supported = Some(hwcaps_supported);
+        let mut hwcaps: &[Vec<u8>] = &[];
+        let mut best: Option<Entry> = None;
         let mut best_priority = u32::MAX;
-        for e in entries {
+        for e in self.entries_named(name) {
             if !(e.flags == FLAG_ELF_LIBC6 || e.flags == HOST_CACHE_ID) {
                 continue;
             }
@@ -208,7 +265,10 @@ impl LdCache {
                 let Some(sub) = self.hwcaps.get(idx) else {
                     continue;
                 };
-                let Some(pos) = hwcaps_supported.iter().position(|s| s == sub) else {
+                if let Some(f) = supported.take() {
+                    hwcaps = f();
+                }
+                let Some(pos) = hwcaps.iter().position(|s| s == sub) else {
                     continue;
                 };
                 let priority = pos as u32 + 1;
@@ -224,7 +284,7 @@ impl LdCache {
                 break;
             }
         }
-        best.map(|e| e.path.as_slice())
+        best.and_then(|e| cstr(self.data(), e.path))
     }
 }
 

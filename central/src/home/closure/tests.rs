@@ -753,6 +753,186 @@ fn garbage_ld_cache_is_an_error_and_is_ignored_by_closure() {
     assert_matches_ldd(Path::new("/usr/bin/python3"), &plan, &[]);
 }
 
+/// One entry of a synthetic cache: name, flags, path, hwcap field.
+type CacheEntry<'a> = (&'a str, i32, &'a str, u64);
+
+/// A new-format `ld.so.cache` with `entries` in this order and, when
+/// `hwcaps` is not empty, a glibc-hwcaps extension naming them; behind an
+/// old-format prefix of `old` entries when `old` is `Some`.
+fn synthetic_cache(entries: &[CacheEntry<'_>], hwcaps: &[&str], old: Option<u32>) -> Vec<u8> {
+    let mut strings = Vec::new();
+    let mut offsets = Vec::new();
+    let table_end = 48 + 24 * entries.len();
+    let ext_len = if hwcaps.is_empty() {
+        0
+    } else {
+        8 + 16 + 4 * hwcaps.len()
+    };
+    let strings_at = table_end + ext_len;
+    let mut intern = |s: &str| {
+        let off = strings_at + strings.len();
+        strings.extend_from_slice(s.as_bytes());
+        strings.push(0);
+        off as u32
+    };
+    for (name, _, path, _) in entries {
+        offsets.push((intern(name), intern(path)));
+    }
+    let hwcap_offs: Vec<u32> = hwcaps.iter().map(|h| intern(h)).collect();
+    let mut d = b"glibc-ld.so.cache1.1".to_vec();
+    d.extend((entries.len() as u32).to_le_bytes());
+    d.extend((strings.len() as u32).to_le_bytes());
+    d.extend([2u8, 0, 0, 0]); // little endian
+    let ext_at = if hwcaps.is_empty() {
+        0
+    } else {
+        table_end as u32
+    };
+    d.extend(ext_at.to_le_bytes());
+    d.extend([0u8; 12]);
+    for ((_, flags, _, hwcap), (key, value)) in entries.iter().zip(&offsets) {
+        d.extend(flags.to_le_bytes());
+        d.extend(key.to_le_bytes());
+        d.extend(value.to_le_bytes());
+        d.extend(0u32.to_le_bytes());
+        d.extend(hwcap.to_le_bytes());
+    }
+    if !hwcaps.is_empty() {
+        let array_at = table_end + 8 + 16;
+        d.extend(0xeaa4_2174u32.to_le_bytes());
+        d.extend(1u32.to_le_bytes());
+        d.extend(1u32.to_le_bytes()); // glibc-hwcaps section
+        d.extend(0u32.to_le_bytes());
+        d.extend((array_at as u32).to_le_bytes());
+        d.extend(((4 * hwcaps.len()) as u32).to_le_bytes());
+        for off in hwcap_offs {
+            d.extend(off.to_le_bytes());
+        }
+    }
+    d.extend(strings);
+    match old {
+        None => d,
+        Some(n) => {
+            let mut f = b"ld.so-1.7.0\0".to_vec();
+            f.extend(n.to_le_bytes());
+            f.extend(vec![0u8; 12 * n as usize]);
+            f.resize((f.len() + 7) & !7, 0);
+            f.extend(d);
+            f
+        }
+    }
+}
+
+#[test]
+fn ld_cache_lookup_follows_search_cache() {
+    const HOST: i32 = ldcache::HOST_CACHE_ID;
+    const NAMED: u64 = 1 << 62;
+    let entries: &[CacheEntry<'_>] = &[
+        ("libz.so.1", HOST, "/lib/v3/libz.so.1", NAMED | 1),
+        ("libz.so.1", HOST, "/lib/v2/libz.so.1", NAMED),
+        ("libz.so.1", HOST, "/lib/libz.so.1", 0),
+        ("libz.so.1", HOST, "/lib/after/libz.so.1", 0),
+        ("liba.so.2", 0x0103, "/lib32/liba.so.2", 0), // another ABI
+        ("liba.so.2", HOST, "/lib/tls/liba.so.2", 1 << 5), // legacy hwcap
+        ("liba.so.2", 0x0003, "/lib/generic/liba.so.2", 0),
+        ("liba.so.2", HOST, "/lib/host/liba.so.2", 0),
+        ("liba.so.2", 0x0003, "/lib/generic2/liba.so.2", 0),
+        ("libb.so", HOST, "/lib/bad-index/libb.so", NAMED | 7),
+        ("libb.so", HOST, "/lib/libb.so", 0),
+        // Names are compared whole: neither a prefix nor an extension
+        // matches.
+        ("libz.so", HOST, "/wrong/libz.so", 0),
+        ("libz.so.10", HOST, "/wrong/libz.so.10", 0),
+    ];
+    let hwcaps = ["x86-64-v2", "x86-64-v3"];
+    for old in [None, Some(3)] {
+        let bytes = synthetic_cache(entries, &hwcaps, old);
+        let cache = LdCache::parse(&bytes).unwrap();
+        assert_eq!(cache.len(), entries.len());
+        let look = |name: &str, sup: &[&str]| {
+            let sup: Vec<Vec<u8>> = sup.iter().map(|s| s.as_bytes().to_vec()).collect();
+            cache
+                .lookup(name.as_bytes(), &sup)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        };
+        // The best supported hwcaps subdirectory wins (priority = position
+        // in the CPU's list), whatever the file order.
+        assert_eq!(
+            look("libz.so.1", &["x86-64-v3", "x86-64-v2"]).as_deref(),
+            Some("/lib/v3/libz.so.1")
+        );
+        assert_eq!(
+            look("libz.so.1", &["x86-64-v2", "x86-64-v3"]).as_deref(),
+            Some("/lib/v2/libz.so.1")
+        );
+        assert_eq!(
+            look("libz.so.1", &["x86-64-v2"]).as_deref(),
+            Some("/lib/v2/libz.so.1")
+        );
+        // No supported subdirectory: the first plain entry.
+        assert_eq!(look("libz.so.1", &[]).as_deref(), Some("/lib/libz.so.1"));
+        // Other ABIs and legacy hwcap entries are skipped; the first
+        // generic libc6 entry is taken, and the next plain entry ends the
+        // walk (glibc lists hwcaps entries first).
+        assert_eq!(
+            look("liba.so.2", &[]).as_deref(),
+            Some("/lib/generic/liba.so.2")
+        );
+        // A hwcaps index past the extension's list is skipped.
+        assert_eq!(look("libb.so", &hwcaps).as_deref(), Some("/lib/libb.so"));
+        assert_eq!(look("libz.so", &[]).as_deref(), Some("/wrong/libz.so"));
+        assert_eq!(look("libnone.so", &hwcaps), None);
+        assert_eq!(look("", &hwcaps), None);
+        // The CPU's list is asked for only when a glibc-hwcaps entry needs it.
+        let asked = std::cell::Cell::new(0);
+        let sup = vec![b"x86-64-v3".to_vec()];
+        let got = cache.lookup_with(b"liba.so.2", || {
+            asked.set(asked.get() + 1);
+            &sup
+        });
+        assert_eq!(got, Some(&b"/lib/generic/liba.so.2"[..]));
+        assert_eq!(asked.get(), 0);
+        let got = cache.lookup_with(b"libz.so.1", || {
+            asked.set(asked.get() + 1);
+            &sup
+        });
+        assert_eq!(got, Some(&b"/lib/v3/libz.so.1"[..]));
+        assert_eq!(asked.get(), 1);
+    }
+}
+
+#[test]
+fn ld_cache_entries_must_point_inside_the_file() {
+    let good = synthetic_cache(&[("liba.so", 0x0303, "/lib/liba.so", 0)], &[], None);
+    assert!(LdCache::parse(&good).is_ok());
+    let set = |field: usize, value: u32| {
+        let mut b = good.clone();
+        b[48 + field..48 + field + 4].copy_from_slice(&value.to_le_bytes());
+        LdCache::parse(&b).map(|c| c.len())
+    };
+    let len = good.len() as u32;
+    // The last byte is the path's NUL: a string may start there (empty),
+    // not past it.
+    assert_eq!(set(4, len - 1), Ok(1));
+    assert_eq!(set(4, len), Err(CacheError::Truncated("entry name")));
+    assert_eq!(set(8, len), Err(CacheError::Truncated("entry path")));
+    assert_eq!(set(8, u32::MAX), Err(CacheError::Truncated("entry path")));
+    // A file whose strings lack their final NUL.
+    let mut cut = good.clone();
+    cut.pop();
+    assert_eq!(
+        LdCache::parse(&cut).map(|c| c.len()),
+        Err(CacheError::Truncated("entry path"))
+    );
+    // More entries than the file holds.
+    let mut many = good.clone();
+    many[20..24].copy_from_slice(&1000u32.to_le_bytes());
+    assert_eq!(
+        LdCache::parse(&many).map(|c| c.len()),
+        Err(CacheError::Truncated("entries"))
+    );
+}
+
 #[test]
 fn loader_config_matches_ld_debug() {
     let cfg = Resolver::system().config();
