@@ -220,28 +220,40 @@ fn sandbox_limits_kill_with_the_reason() {
     // are at most the spare it made for its next job, with no process in
     // it.
     let pid = c.node_daemon(1).unwrap().pid().to_string();
-    let ours: Vec<PathBuf> = ["memory", "pids"]
-        .iter()
-        .filter_map(|h| std::fs::read_dir(Path::new("/sys/fs/cgroup").join(h).join("diatom")).ok())
-        .flat_map(|d| d.flatten().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{pid}-")))
-        })
-        .collect();
-    let leftovers: Vec<&PathBuf> = ours
-        .iter()
-        .filter(|p| {
-            let spare = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{pid}-spare")));
-            let empty =
-                std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty());
-            !(spare && empty)
-        })
-        .collect();
+    // The node finishes a job's teardown (its namespaces' PID 1, the
+    // cgroup) just after reporting its end: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (ours, leftovers) = loop {
+        let ours: Vec<PathBuf> = ["memory", "pids"]
+            .iter()
+            .filter_map(|h| {
+                std::fs::read_dir(Path::new("/sys/fs/cgroup").join(h).join("diatom")).ok()
+            })
+            .flat_map(|d| d.flatten().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{pid}-")))
+            })
+            .collect();
+        let leftovers: Vec<&PathBuf> = ours
+            .iter()
+            .filter(|p| {
+                let spare = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{pid}-spare")));
+                let empty = std::fs::read_to_string(p.join("cgroup.procs"))
+                    .is_ok_and(|t| t.trim().is_empty());
+                !(spare && empty)
+            })
+            .collect();
+        let leftovers: Vec<PathBuf> = leftovers.into_iter().cloned().collect();
+        if leftovers.is_empty() || std::time::Instant::now() > deadline {
+            break (ours, leftovers);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(leftovers.is_empty(), "job cgroups left: {leftovers:?}");
     assert!(
         ours.len() <= 2,

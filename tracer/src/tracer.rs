@@ -176,6 +176,14 @@ impl<H: Handler> Tracer<H> {
         self.core.init.map(Pid::from_raw)
     }
 
+    /// Ends PID 1 of the program's namespaces (it exits by itself once
+    /// the program's process is gone; this makes sure) and reaps it.
+    /// [`Tracer::run`] returns without waiting for it; dropping the
+    /// tracer does this too.
+    pub fn reap_init(&mut self) {
+        self.core.reap_init();
+    }
+
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.handler
@@ -221,6 +229,18 @@ impl<H: Handler> Tracer<H> {
                 && !self.core.killed_all
             {
                 self.core.kill_all();
+            }
+            // Every tracee is gone: the job is over. PID 1 of its
+            // namespaces (not traced) is not waited for here: its exit
+            // tears the namespaces down (an RCU grace period for the
+            // mounts), which the job's end need not wait for; see
+            // `reap_init`.
+            if self.core.root_status.is_some()
+                && self.core.tasks.is_empty()
+                && self.core.held.is_empty()
+                && self.core.deferred.is_empty()
+            {
+                break;
             }
         }
         self.core
@@ -270,6 +290,7 @@ impl<H: Handler> Tracer<H> {
         let Some(es) = ExitStatus::from_wait(status) else {
             return Ok(());
         };
+        self.core.forget_init(tid);
         self.core.held.remove(&tid);
         if let Some(task) = self.core.tasks.remove(&tid) {
             let tgid = task.tgid;
@@ -290,7 +311,9 @@ impl<H: Handler> Tracer<H> {
                 if let Some(e) = self.core.child_setup_error() {
                     // Still reap whatever else exists before returning.
                     self.core.kill_all();
-                    while wait_any()?.is_some() {}
+                    while let Some((tid, _)) = wait_any()? {
+                        self.core.forget_init(tid);
+                    }
                     return Err(TraceError::Spawn(e));
                 }
             }
@@ -455,8 +478,11 @@ impl Drop for Core {
         let unfinished = self.root_status.is_none() || (!self.killed_all && !self.tasks.is_empty());
         if unfinished {
             self.kill_all();
-            while let Ok(Some(_)) = wait_any() {}
+            while let Ok(Some((tid, _))) = wait_any() {
+                self.forget_init(tid);
+            }
         }
+        self.reap_init();
     }
 }
 
@@ -652,6 +678,24 @@ impl Core {
     fn child_setup_error(&mut self) -> Option<crate::error::SpawnError> {
         let fd = self.err_pipe.take()?;
         read_child_error(&fd, &self.path, self.cwd.as_deref())
+    }
+
+    /// Notes that `tid` was reaped: if it was PID 1, its pid is no longer
+    /// ours to signal.
+    fn forget_init(&mut self, tid: i32) {
+        if self.init == Some(tid) {
+            self.init = None;
+        }
+    }
+
+    /// Kills and reaps PID 1 of the program's namespaces, if any (see
+    /// [`Tracer::reap_init`]).
+    fn reap_init(&mut self) {
+        if let Some(init) = self.init.take() {
+            let init = Pid::from_raw(init);
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::__WALL));
+        }
     }
 
     /// Kills every remaining tracee (the job is over).

@@ -85,7 +85,9 @@ fn a_pid_namespace_keeps_the_program_out_of_pid_1() {
     assert_eq!(lines.next(), Some("2"), "{text}");
     assert_eq!(lines.next(), Some("3"), "{text}");
     assert_eq!(st, ExitStatus::Exited(7));
-    // PID 1 is gone with the program.
+    // PID 1 is gone with the program once reaped (`run` does not wait
+    // for its teardown of the namespaces).
+    t.reap_init();
     assert_eq!(
         nix::sys::signal::kill(init, None),
         Err(nix::errno::Errno::ESRCH)

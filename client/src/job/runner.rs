@@ -305,9 +305,17 @@ fn run_inner(
         // watcher may not have seen it before the job ended).
         let limit_hit = cgroup.as_ref().and_then(|cg| limit_reason(&cg.0));
         // Nothing of the job survives it (its cgroup goes after the
-        // end is reported).
+        // end is reported). A trace that ended well saw every job
+        // process die and reaped it: only the namespaces' PID 1 (not
+        // traced, tearing them down) may be left, and the end need not
+        // wait for it (it is reaped after the report).
         if let Some(cg) = &cgroup {
-            cg.0.kill_all(Duration::from_secs(5));
+            let wait = if status.is_ok() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(5)
+            };
+            cg.0.kill_all(wait);
         }
         phases.mark("cgroup emptied");
         // Every job process is gone: what they wrote reaches central
@@ -353,6 +361,9 @@ fn run_inner(
             t0.elapsed()
         );
         phases.mark("exit acknowledged");
+        // No one signals PID 1's pid once it may be reaped (and reused).
+        control.init.store(0, Ordering::SeqCst);
+        tracer.reap_init();
         drop(cgroup);
         setup.sandbox.refill();
         phases.mark("cgroup removed, spare made");
