@@ -35,6 +35,12 @@ enum Op {
     Mkdir(CString),
     /// An empty file to bind a device node on.
     Touch(CString),
+    /// A character device node (mode and number as the node's own).
+    Mknod {
+        path: CString,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+    },
     Symlink {
         target: CString,
         link: CString,
@@ -181,8 +187,20 @@ impl MountPlan {
             data: Some(c"mode=0755,size=64k".to_owned()),
         });
         for d in DEVICES {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
             let node = Path::new("/dev").join(d);
-            if !node.exists() {
+            let Ok(meta) = std::fs::metadata(&node) else {
+                continue;
+            };
+            // Outside a user namespace PID 1 may make the device nodes
+            // themselves: one call each instead of a file and a bind
+            // mount (the job's start waits for every mount).
+            if !spec.user_namespace && meta.file_type().is_char_device() {
+                ops.push(Op::Mknod {
+                    path: cstr(&dev.join(d))?,
+                    mode: libc::S_IFCHR | (meta.mode() & 0o7777),
+                    dev: meta.rdev(),
+                });
                 continue;
             }
             ops.push(Op::Touch(cstr(&dev.join(d))?));
@@ -306,6 +324,9 @@ impl MountPlan {
                         );
                         check(fd)?;
                         libc::close(fd);
+                    }
+                    Op::Mknod { path, mode, dev } => {
+                        check(libc::mknod(path.as_ptr(), *mode, *dev))?
                     }
                     Op::Symlink { target, link } => {
                         check(libc::symlink(target.as_ptr(), link.as_ptr()))?
