@@ -17,6 +17,10 @@ pub use dscp_dicp::driver::{Incoming, PendingCall};
 pub const SESSION_IDLE: Duration = Duration::from_millis(3000);
 /// Keepalive interval on a job session.
 pub const SESSION_KEEPALIVE: Duration = Duration::from_millis(400);
+/// Bytes of received big messages a job session keeps for reuse once
+/// handed back ([`Net::recycle`]): a fetch has a few 8 MiB answers
+/// arriving while it writes one, so a few spare buffers are all it uses.
+pub const SESSION_RECYCLE: usize = 32 << 20;
 
 /// A shared endpoint: one socket, one driver thread, any number of callers.
 #[derive(Debug, Clone)]
@@ -41,6 +45,7 @@ impl Net {
         // A session key is made for one job and never used before, so no
         // older datagram can carry it: skip the first-contact challenge.
         cfg.endpoint.challenge_first_contact = false;
+        cfg.endpoint.recycle_limit = SESSION_RECYCLE;
         Self::open_with(socket, keys, cfg)
     }
 
@@ -70,6 +75,13 @@ impl Net {
     pub fn start(&self, peer: Peer, msg: impl Into<Request>) -> Result<PendingCall, String> {
         let payload = msg.into().encode().map_err(|e| e.to_string())?;
         self.driver.start(peer, payload).map_err(|e| e.to_string())
+    }
+
+    /// Hands back a received message the caller is done with (a fetched
+    /// `Read` answer once written to the cache), so the next big one is
+    /// reassembled in its memory instead of in newly faulted pages.
+    pub fn recycle(&self, msg: Vec<u8>) {
+        self.driver.recycle(msg);
     }
 
     /// Requests from peers, each delivered once.

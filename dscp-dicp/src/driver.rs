@@ -369,6 +369,15 @@ impl Handle {
         self.shared.with_endpoint(|st, _| st.ep.remove_key(id));
     }
 
+    /// Hands back a received payload the caller is done with, so that a
+    /// later big message is reassembled in it (see
+    /// [`Config::recycle_limit`](crate::endpoint::Config::recycle_limit)).
+    pub fn recycle(&self, payload: Vec<u8>) {
+        if payload.len() >= crate::endpoint::RECYCLE_MIN {
+            self.shared.lock().ep.recycle(payload);
+        }
+    }
+
     /// Dropped-datagram counters, by reason.
     pub fn dropped(&self) -> DropStats {
         self.shared.stats.snapshot()

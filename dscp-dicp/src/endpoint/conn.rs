@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
-use super::message::{ChunkRef, MsgKey, OutMsg, Reassembly};
+use super::message::{BufPool, ChunkRef, MsgKey, OutMsg, Reassembly};
 use super::ranges::RangeSet;
 use super::rtt::Rtt;
 use super::{Config, Event, Peer, RequestId};
@@ -67,6 +67,8 @@ pub(crate) struct Ctx<'a> {
     pub stats: &'a Stats,
     /// Request ids answered (the endpoint forgets their peer mapping).
     pub answered: &'a mut Vec<u64>,
+    /// Spare buffers for big messages.
+    pub pool: &'a mut BufPool,
 }
 
 #[derive(Debug)]
@@ -255,7 +257,9 @@ impl Conn {
                 if self.served.len() >= ctx.cfg.max_requests_per_peer {
                     return Err(DropReason::ReassemblyLimit);
                 }
-                if let Some(payload) = self.assemble((MsgKind::Request, c.id), c, ctx.cfg)? {
+                if let Some(payload) =
+                    self.assemble((MsgKind::Request, c.id), c, ctx.cfg, ctx.pool)?
+                {
                     self.served.insert(c.id, Served::Running);
                     ctx.events.push_back(Event::Request {
                         peer: self.peer,
@@ -270,7 +274,9 @@ impl Conn {
                 }
                 // The peer evidently has the request: stop (re)sending it.
                 self.drop_out((MsgKind::Request, c.id));
-                if let Some(payload) = self.assemble((MsgKind::Response, c.id), c, ctx.cfg)? {
+                if let Some(payload) =
+                    self.assemble((MsgKind::Response, c.id), c, ctx.cfg, ctx.pool)?
+                {
                     self.outstanding.remove(&c.id);
                     ctx.answered.push(c.id);
                     ctx.events.push_back(Event::Response {
@@ -324,6 +330,7 @@ impl Conn {
         key: MsgKey,
         c: &Chunk<'_>,
         cfg: &Config,
+        pool: &mut BufPool,
     ) -> Result<Option<Vec<u8>>, DropReason> {
         if let Some(r) = self.partial.get_mut(&key) {
             if r.total() != c.total {
@@ -347,7 +354,7 @@ impl Conn {
         {
             return Err(DropReason::ReassemblyLimit);
         }
-        let mut r = Reassembly::new(total);
+        let mut r = Reassembly::new(total, pool);
         r.insert(c.offset, c.data);
         self.partial_bytes += total;
         self.partial.insert(key, r);

@@ -5,6 +5,10 @@
 //! bounded by `Config::reassembly_limit` / 4 MiB, and each ends once its
 //! buffer is committed).
 //!
+//! Big reassembly buffers can be reused: the owner hands a delivered
+//! message back ([`crate::endpoint::Endpoint::recycle`]) and the next big
+//! message of about the same size is reassembled in it ([`BufPool`]).
+//!
 //! The chunk size is fixed per message when it is queued (so a chunk always
 //! fits one datagram of its connection, retransmissions included); the
 //! receiver tracks byte ranges and so does not need to know it.
@@ -168,6 +172,63 @@ impl Drop for Populator {
     }
 }
 
+/// Messages at least this big are reassembled in a recycled buffer when
+/// one fits, and only buffers this big are kept.
+pub(crate) const RECYCLE_MIN: usize = 1 << 20;
+
+/// Spare reassembly buffers handed back by the endpoint's owner, at most
+/// `limit` bytes of them. A fresh buffer costs a page fault per 4 KiB (and
+/// zeroing) each time: a fetch on a node receives 8 MiB `Read` answers one
+/// after another, and glibc maps and unmaps (or trims) such buffers, so
+/// without reuse each answer touched new memory. A reused buffer keeps its
+/// old bytes: nothing reads them, since a message is delivered only once
+/// every byte of it has been overwritten by arriving data.
+#[derive(Debug, Default)]
+pub(crate) struct BufPool {
+    spare: Vec<Vec<u8>>,
+    /// Capacity held in `spare`.
+    held: usize,
+    limit: usize,
+}
+
+impl BufPool {
+    pub fn new(limit: usize) -> BufPool {
+        BufPool {
+            limit,
+            ..BufPool::default()
+        }
+    }
+
+    /// A spare buffer resized to `total` bytes: the smallest whose
+    /// capacity holds `total` without wasting more than half of it.
+    fn take(&mut self, total: usize) -> Option<Vec<u8>> {
+        if total < RECYCLE_MIN {
+            return None;
+        }
+        let (i, _) = self
+            .spare
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= total && b.capacity() / 2 <= total)
+            .min_by_key(|(_, b)| b.capacity())?;
+        let mut buf = self.spare.swap_remove(i);
+        self.held -= buf.capacity();
+        // Zeroes only what grows (recycled answers mostly have one size).
+        buf.resize(total, 0);
+        Some(buf)
+    }
+
+    /// Keeps `buf` for a later message if it is big enough and there is
+    /// room; otherwise it is freed.
+    pub fn give(&mut self, buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if buf.len() >= RECYCLE_MIN && self.held + cap <= self.limit {
+            self.held += cap;
+            self.spare.push(buf);
+        }
+    }
+}
+
 /// The receiver's partial copy of a message.
 #[derive(Debug)]
 pub(crate) struct Reassembly {
@@ -178,14 +239,22 @@ pub(crate) struct Reassembly {
 }
 
 impl Reassembly {
-    /// `total` has been checked against the limits by the caller; the
-    /// zeroed allocation is lazily backed by the kernel for large sizes.
-    pub fn new(total: usize) -> Reassembly {
-        let buf = vec![0; total];
-        let populator = if total >= POPULATE {
-            Populator::start(&buf)
-        } else {
-            None
+    /// `total` has been checked against the limits by the caller. A spare
+    /// buffer from `pool` is used when one fits; otherwise a zeroed
+    /// allocation, lazily backed by the kernel for large sizes (and then
+    /// committed ahead of the data).
+    pub fn new(total: usize, pool: &mut BufPool) -> Reassembly {
+        let (buf, populator) = match pool.take(total) {
+            Some(buf) => (buf, None),
+            None => {
+                let buf = vec![0; total];
+                let populator = if total >= POPULATE {
+                    Populator::start(&buf)
+                } else {
+                    None
+                };
+                (buf, populator)
+            }
         };
         Reassembly {
             populator,
@@ -253,7 +322,7 @@ mod tests {
     fn reassembly_any_order_and_duplicates() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
         let m = OutMsg::new(data.clone(), 64);
-        let mut r = Reassembly::new(data.len());
+        let mut r = Reassembly::new(data.len(), &mut BufPool::default());
         let mut order: Vec<u64> = (0..m.n).rev().collect();
         order.insert(3, 5);
         let mut done = false;
@@ -264,7 +333,7 @@ mod tests {
         }
         assert!(done);
         assert_eq!(r.into_data(), data);
-        let mut empty = Reassembly::new(0);
+        let mut empty = Reassembly::new(0, &mut BufPool::default());
         assert!(empty.insert(0, &[]));
     }
 
@@ -274,7 +343,7 @@ mod tests {
         // it runs, then dropped half-done (the thread is stopped and joined).
         let total = POPULATE * 2 + 12_345;
         let data: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-        let mut r = Reassembly::new(total);
+        let mut r = Reassembly::new(total, &mut BufPool::default());
         assert!(r.populator.is_some());
         let m = OutMsg::new(data.clone(), 65_000);
         let mut done = false;
@@ -285,8 +354,42 @@ mod tests {
         }
         assert!(done);
         assert_eq!(r.into_data(), data);
-        let mut half = Reassembly::new(total);
+        let mut half = Reassembly::new(total, &mut BufPool::default());
         half.insert(0, &data[..1000]);
         drop(half);
+    }
+
+    #[test]
+    fn recycled_buffers_are_bounded_and_fully_overwritten() {
+        let mut pool = BufPool::new(3 * RECYCLE_MIN);
+        // Small buffers are not kept; big ones up to the limit.
+        pool.give(vec![1; RECYCLE_MIN - 1]);
+        assert!(pool.spare.is_empty());
+        pool.give(vec![1; RECYCLE_MIN]);
+        pool.give(vec![2; 2 * RECYCLE_MIN]);
+        pool.give(vec![3; RECYCLE_MIN]);
+        assert_eq!(pool.spare.len(), 2);
+        assert!(pool.held <= 3 * RECYCLE_MIN);
+        // No spare for a small message, nor one less than half used.
+        assert!(pool.take(RECYCLE_MIN - 1).is_none());
+        assert!(pool.take(5 * RECYCLE_MIN).is_none());
+        // A message reassembled in a spare buffer arrives whole and equal
+        // to what was sent, whatever the buffer held before.
+        let total = RECYCLE_MIN + 4321;
+        let data: Vec<u8> = (0..total).map(|i| (i * 13 % 251) as u8).collect();
+        let mut r = Reassembly::new(total, &mut pool);
+        assert!(r.populator.is_none(), "a spare buffer was used");
+        assert_eq!(pool.spare.len(), 1);
+        let m = OutMsg::new(data.clone(), 65_000);
+        let mut done = false;
+        for i in (0..m.n).rev() {
+            let (off, piece) = m.chunk(i);
+            done = r.insert(off, piece);
+        }
+        assert!(done);
+        let out = r.into_data();
+        assert_eq!(out, data);
+        pool.give(out);
+        assert_eq!(pool.spare.len(), 2);
     }
 }

@@ -25,6 +25,8 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use self::conn::{Conn, Ctx, TimeoutOutcome};
+use self::message::BufPool;
+pub(crate) use self::message::RECYCLE_MIN;
 use crate::crypto::Keyring;
 use crate::error::EndpointError;
 use crate::frame::{self, Handshake, MsgKind};
@@ -90,6 +92,11 @@ pub struct Config {
     pub min_window: usize,
     /// Largest congestion window, in bytes.
     pub max_window: usize,
+    /// Bytes of big delivered messages kept for reassembling later ones,
+    /// once the owner hands them back with [`Endpoint::recycle`] (0: none
+    /// kept). For an owner that receives big answers one after another (a
+    /// node fetching a file): reused buffers cost no page faults.
+    pub recycle_limit: usize,
 }
 
 impl Default for Config {
@@ -114,6 +121,7 @@ impl Default for Config {
             initial_window: 10,
             min_window: 32,
             max_window: 16 << 20,
+            recycle_limit: 0,
         }
     }
 }
@@ -228,6 +236,7 @@ pub struct Endpoint {
     stats: Stats,
     scratch: Vec<u8>,
     answered: Vec<u64>,
+    pool: BufPool,
 }
 
 impl fmt::Debug for Endpoint {
@@ -267,6 +276,7 @@ impl Endpoint {
         Endpoint {
             replay: ReplayGuard::new(cfg.replay_capacity, resend)
                 .trusting_first_contact(!cfg.challenge_first_contact),
+            pool: BufPool::new(cfg.recycle_limit),
             cfg,
             keys,
             sender_id,
@@ -427,6 +437,13 @@ impl Endpoint {
         }
     }
 
+    /// Takes back a delivered message (a request's or a response's
+    /// payload) that its owner is done with, to reassemble a later big
+    /// message in (see [`Config::recycle_limit`]); others are freed.
+    pub fn recycle(&mut self, payload: Vec<u8>) {
+        self.pool.give(payload);
+    }
+
     /// Feeds one received datagram. Anything bad is dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if bytes.len() > self.cfg.datagram_size_for(from) {
@@ -543,6 +560,7 @@ impl Endpoint {
             events: &mut self.events,
             stats: &self.stats,
             answered: &mut self.answered,
+            pool: &mut self.pool,
         };
         conn.on_packet(now, pn, frames, &mut ctx);
         for id in self.answered.drain(..) {

@@ -136,6 +136,9 @@ fn fill_from(
             }
             let n = data.len().min(len as usize);
             part.write_at(off, &data[..n]).map_err(cache_errno)?;
+            if let Ok(a) = answer {
+                client.recycle(a);
+            }
             if n == len as usize {
                 break;
             }

@@ -79,6 +79,12 @@ pub trait FsClient {
         let pending = self.start(req);
         Box::new(move || pending().map(ReadAnswer::from))
     }
+
+    /// Gives back a `Read` answer whose bytes were used, so its memory
+    /// can receive a later one. The default frees it.
+    fn recycle(&self, answer: ReadAnswer) {
+        drop(answer);
+    }
 }
 
 /// The answer to a request started with [`FsClient::start`].
@@ -169,6 +175,12 @@ impl FsClient for HomeClient {
             let r = dscp_dicp::msg::Response::decode(&msg).map_err(|e| e.to_string())?;
             Response::try_from(r).map(ReadAnswer::from)
         })
+    }
+
+    fn recycle(&self, answer: ReadAnswer) {
+        if let ReadAnswer::Data { msg, .. } = answer {
+            self.net.recycle(msg);
+        }
     }
 }
 
@@ -617,5 +629,9 @@ impl<T: FsClient + Send + Sync + 'static> FsClient for std::sync::Arc<T> {
 
     fn start_read(&self, req: Request) -> PendingRead<'_> {
         (**self).start_read(req)
+    }
+
+    fn recycle(&self, answer: ReadAnswer) {
+        (**self).recycle(answer);
     }
 }

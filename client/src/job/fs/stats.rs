@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use dscp_dicp::msg::fs::{Request, Response};
 
-use super::{FsClient, PendingAnswer, PendingRead};
+use super::{FsClient, PendingAnswer, PendingRead, ReadAnswer};
 
 /// Count and total time per kind.
 #[derive(Debug, Default, Clone)]
@@ -235,6 +235,10 @@ impl FsClient for CountingBytes {
             s.add_moved(sent, read);
             r
         })
+    }
+
+    fn recycle(&self, answer: ReadAnswer) {
+        self.inner.recycle(answer);
     }
 
     fn share(&self) -> Option<Arc<dyn FsClient + Send + Sync>> {
