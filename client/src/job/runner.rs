@@ -293,11 +293,16 @@ fn run_inner(
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let (watch_tx, watch_rx) = crossbeam_channel::bounded::<()>(1);
     let status = std::thread::scope(|s| {
-        s.spawn(|| dispatch(net, home, control, &net_relay, input, &stop_rx));
-        if let Some(cg) = cgroup.as_ref().map(|c| Arc::clone(&c.0)) {
-            let watch_rx = &watch_rx;
-            s.spawn(move || watch_limits(&cg, control, watch_rx));
-        }
+        let limits = cgroup.as_ref().map(|c| Arc::clone(&c.0));
+        let (relay, run_ended, stop) = (&net_relay, &watch_rx, &stop_rx);
+        s.spawn(move || {
+            let ends = Ends {
+                limits: limits.as_deref(),
+                run_ended,
+                stop,
+            };
+            dispatch(net, home, control, relay, input, ends)
+        });
         let status = tracer.run_mut();
         phases.mark("run");
         let _ = watch_tx.send(());
@@ -423,19 +428,6 @@ impl Drop for CgroupGuard {
 
 /// How often the cgroup's counters are read while a job runs.
 const WATCH_PERIOD: Duration = Duration::from_millis(100);
-
-/// Kills the job as soon as the kernel reports it met its memory (an OOM
-/// kill) or pids limit: an OOM kill takes one process on cgroup v1, a
-/// fork bomb only meets refused forks, and either must end the whole job.
-fn watch_limits(cg: &JobCgroup, control: &JobControl, stop: &Receiver<()>) {
-    while stop.recv_timeout(WATCH_PERIOD).is_err() {
-        if let Some(reason) = limit_reason(cg) {
-            log::info!("killing a job: {reason}");
-            control.kill(reason);
-            return;
-        }
-    }
-}
 
 /// Why the job must end, if the kernel counted a limit hit.
 fn limit_reason(cg: &JobCgroup) -> Option<String> {
@@ -846,34 +838,38 @@ fn dispatch(
     control: &JobControl,
     relay: &Arc<Relay>,
     input: InputEnd,
-    stop: &Receiver<()>,
+    ends: Ends<'_>,
 ) {
-    let (tx, rx) = crossbeam_channel::bounded::<(Incoming, Vec<u8>)>(4);
+    let Ends {
+        limits,
+        run_ended,
+        stop,
+    } = ends;
     let (fd, is_tty) = match input {
         InputEnd::Pipe(fd) => (fd, false),
         InputEnd::Tty(fd) => (fd, true),
     };
     let tty_fd = fd.as_raw_fd();
-    // A blocked write (the program does not read stdin) must not hold up
-    // signals, so stdin has its own writer.
-    let writer = std::thread::spawn(move || {
-        let mut sink = Some(std::fs::File::from(fd));
-        for (req, data) in rx {
-            if data.is_empty() {
-                if !is_tty {
-                    sink = None; // EOF: close the pipe.
-                }
-            } else if let Some(f) = &mut sink {
-                if f.write_all(&data).is_err() {
-                    sink = None; // The program closed its stdin.
-                }
-            }
-            respond(req, JobReply::Ok);
-        }
-    });
+    let mut stdin = StdinWriter::new(fd, is_tty);
+    // The cgroup's counters are read on a tick while the job runs, until a
+    // limit kills it.
+    let mut limits = limits;
+    let ticks = crossbeam_channel::tick(WATCH_PERIOD);
+    let mut run_ended = run_ended.clone();
     loop {
         select! {
             recv(stop) -> _ => break,
+            recv(run_ended) -> _ => {
+                limits = None;
+                run_ended = crossbeam_channel::never();
+            }
+            recv(ticks) -> _ => {
+                if let Some(reason) = limits.and_then(limit_reason) {
+                    log::info!("killing a job: {reason}");
+                    control.kill(reason);
+                    limits = None;
+                }
+            }
             recv(net.lost()) -> peer => {
                 if peer.is_ok_and(|p| p == home) {
                     log::warn!("job's home {} is lost: killing the job", home.addr);
@@ -884,7 +880,7 @@ fn dispatch(
                 let Ok(req) = req else { break };
                 match req.request() {
                     Ok(Request::Job(Job::Stdin { data, .. })) => {
-                        if tx.send((req, data.0)).is_err() {
+                        if !stdin.send(req, data.0) {
                             break;
                         }
                     }
@@ -906,6 +902,100 @@ fn dispatch(
             }
         }
     }
-    drop(tx);
-    let _ = writer.join();
+    stdin.finish();
+}
+
+/// What ends the dispatch of a job's requests, and its limit checks.
+struct Ends<'a> {
+    /// The job's cgroup, whose counters say when a limit killed it.
+    limits: Option<&'a JobCgroup>,
+    /// Fires when the program has ended: no more limit checks.
+    run_ended: &'a Receiver<()>,
+    /// Fires when the job's end is reported: no more requests.
+    stop: &'a Receiver<()>,
+}
+
+/// Messages for the stdin writer thread, each answered once written.
+type StdinQueue = crossbeam_channel::Sender<(Incoming, Vec<u8>)>;
+
+/// The program's stdin, fed from the home's `Stdin` messages. A blocked
+/// write (the program does not read its stdin) must not hold up signals,
+/// so data is written by a thread of its own, started with the first
+/// data: most jobs get nothing but the end of their input, which is a
+/// close done here.
+struct StdinWriter {
+    /// The pipe or terminal until a writer thread takes it (None once
+    /// closed).
+    fd: Option<OwnedFd>,
+    is_tty: bool,
+    writer: Option<(StdinQueue, std::thread::JoinHandle<()>)>,
+}
+
+impl StdinWriter {
+    fn new(fd: OwnedFd, is_tty: bool) -> Self {
+        StdinWriter {
+            fd: Some(fd),
+            is_tty,
+            writer: None,
+        }
+    }
+
+    /// Hands one `Stdin` message on (empty data: the end of the input).
+    /// False when the writer is gone.
+    fn send(&mut self, req: Incoming, data: Vec<u8>) -> bool {
+        if self.writer.is_none() {
+            if data.is_empty() {
+                if !self.is_tty {
+                    self.fd = None; // EOF: close the pipe.
+                }
+                respond(req, JobReply::Ok);
+                return true;
+            }
+            let Some(fd) = self.fd.take() else {
+                respond(req, JobReply::Ok); // Closed: nothing reads it.
+                return true;
+            };
+            let (tx, rx) = crossbeam_channel::bounded::<(Incoming, Vec<u8>)>(4);
+            let is_tty = self.is_tty;
+            let spawned = std::thread::Builder::new()
+                .name("job-stdin".into())
+                .spawn(move || write_stdin(fd, is_tty, &rx));
+            match spawned {
+                Ok(h) => self.writer = Some((tx, h)),
+                Err(e) => {
+                    log::warn!("cannot start the job's stdin writer: {e}");
+                    respond(req, JobReply::Ok);
+                    return true;
+                }
+            }
+        }
+        match &self.writer {
+            Some((tx, _)) => tx.send((req, data)).is_ok(),
+            None => true,
+        }
+    }
+
+    fn finish(self) {
+        if let Some((tx, h)) = self.writer {
+            drop(tx);
+            let _ = h.join();
+        }
+    }
+}
+
+/// The stdin writer thread: writes each message's data and answers it.
+fn write_stdin(fd: OwnedFd, is_tty: bool, rx: &Receiver<(Incoming, Vec<u8>)>) {
+    let mut sink = Some(std::fs::File::from(fd));
+    for (req, data) in rx {
+        if data.is_empty() {
+            if !is_tty {
+                sink = None; // EOF: close the pipe.
+            }
+        } else if let Some(f) = &mut sink {
+            if f.write_all(&data).is_err() {
+                sink = None; // The program closed its stdin.
+            }
+        }
+        respond(req, JobReply::Ok);
+    }
 }
