@@ -173,6 +173,9 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     // started for a program that cannot be launched.
     let asked = ask_central(cli, &req);
     let launch = launch_for(args, &plan);
+    // Also off the critical path: the first sealed datagram (the launch)
+    // would otherwise wait for the crypto crates' CPU probes.
+    dscp_dicp::crypto::detect_cpu_features();
     let placed = match (&launch, asked) {
         (Err(_), Ok(Asked::NoDaemon)) => Err("no cluster started".to_string()),
         (_, asked) => asked.and_then(|a| placed(a, cli, &req)),
