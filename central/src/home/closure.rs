@@ -186,13 +186,11 @@ pub enum Role {
 /// One file the node needs, with the identity the node cache validates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClosureFile {
-    /// The path as the kernel or loader opens it on central.
+    /// The path as the kernel or loader opens it on central (its resolved
+    /// form and link target are [`ClosureFile::realpath`] and
+    /// [`ClosureFile::symlink`], asked for only when needed: a launch
+    /// needs neither).
     pub path: PathBuf,
-    /// The path with all symlinks resolved.
-    pub realpath: PathBuf,
-    /// If `path` itself is a symlink, its target as read by `readlink`
-    /// (e.g. `libc.so.6` → `libc-2.36.so`).
-    pub symlink: Option<PathBuf>,
     /// Size in bytes (of the file, following symlinks).
     pub size: u64,
     /// Modification time, seconds.
@@ -703,14 +701,8 @@ pub fn parse_shebang(
 }
 
 fn closure_file(path: &Path, meta: &Metadata, role: Role) -> ClosureFile {
-    let symlink = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => std::fs::read_link(path).ok(),
-        _ => None,
-    };
     ClosureFile {
         path: path.to_path_buf(),
-        realpath: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-        symlink,
         size: meta.size(),
         mtime_sec: meta.mtime(),
         mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
@@ -718,6 +710,23 @@ fn closure_file(path: &Path, meta: &Metadata, role: Role) -> ClosureFile {
         dev: meta.dev(),
         mode: meta.mode(),
         role,
+    }
+}
+
+impl ClosureFile {
+    /// The path with all symlinks resolved (now: the file system may have
+    /// changed since the plan was made).
+    pub fn realpath(&self) -> PathBuf {
+        std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone())
+    }
+
+    /// If `path` itself is a symlink, its target as read by `readlink`
+    /// (e.g. `libc.so.6` → `libc-2.36.so`).
+    pub fn symlink(&self) -> Option<PathBuf> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::read_link(&self.path).ok(),
+            _ => None,
+        }
     }
 }
 

@@ -353,7 +353,9 @@ fn start_stdin(net: &Net, node: Peer) -> Option<Pending> {
     let mut first = None;
     if ready {
         // Ready: this read does not block. Its data, if any, goes first.
-        let mut buf = vec![0u8; 64 * 1024];
+        // A small buffer on the stack: most often there is none (64 KiB
+        // from the heap would cost a dozen page faults to read nothing).
+        let mut buf = [0u8; 4096];
         match std::io::stdin().lock().read(&mut buf) {
             Ok(0) => {
                 let eof = Job::Stdin {
@@ -362,10 +364,7 @@ fn start_stdin(net: &Net, node: Peer) -> Option<Pending> {
                 };
                 return start_call(net, node, eof);
             }
-            Ok(n) => {
-                buf.truncate(n);
-                first = Some(buf);
-            }
+            Ok(n) => first = Some(buf[..n].to_vec()),
             // The thread reads again and decides (as it always did).
             Err(_) => {}
         }

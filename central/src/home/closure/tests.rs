@@ -114,7 +114,7 @@ fn lib_realpaths(plan: &ExecPlan) -> Vec<PathBuf> {
     plan.files
         .iter()
         .filter(|f| f.role == Role::Library)
-        .map(|f| f.realpath.clone())
+        .map(|f| f.realpath())
         .collect()
 }
 
@@ -179,17 +179,17 @@ fn symlink_info_is_recorded() {
     let plan = exec_closure(Path::new("/usr/bin/python3"), &os(&["python3"]), &[]).unwrap();
     let prog = &plan.files[0];
     assert_eq!(
-        prog.symlink,
+        prog.symlink(),
         Some(std::fs::read_link("/usr/bin/python3").unwrap())
     );
-    assert_eq!(prog.realpath, canon(Path::new("/usr/bin/python3")));
+    assert_eq!(prog.realpath(), canon(Path::new("/usr/bin/python3")));
     for f in &plan.files {
         let is_link = std::fs::symlink_metadata(&f.path)
             .unwrap()
             .file_type()
             .is_symlink();
-        assert_eq!(f.symlink.is_some(), is_link, "{}", f.path.display());
-        assert_eq!(f.realpath, canon(&f.path));
+        assert_eq!(f.symlink().is_some(), is_link, "{}", f.path.display());
+        assert_eq!(f.realpath(), canon(&f.path));
     }
 }
 
@@ -334,7 +334,7 @@ fn env_python3_script_ships_env_not_python() {
     assert!(
         plan.files
             .iter()
-            .all(|f| !f.realpath.to_string_lossy().contains("python")),
+            .all(|f| !f.realpath().to_string_lossy().contains("python")),
         "{:?}",
         plan.files
     );
