@@ -123,6 +123,9 @@ pub struct Relay {
     home: Peer,
     label: String,
     maker: Sender<MakeRequest>,
+    /// The socket maker's namespace and queue until its thread starts
+    /// (see `start_maker`).
+    idle_maker: Mutex<Option<(Option<File>, Receiver<MakeRequest>)>>,
     streams: Arc<Streams>,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -166,10 +169,8 @@ impl Relay {
         label: String,
     ) -> std::io::Result<Arc<Relay>> {
         let (tx, rx) = crossbeam_channel::unbounded::<MakeRequest>();
-        std::thread::Builder::new()
-            .name("net-maker".into())
-            .spawn(move || make_sockets(netns, &rx))?;
         Ok(Arc::new(Relay {
+            idle_maker: Mutex::new(Some((netns, rx))),
             net,
             home,
             label,
@@ -182,11 +183,32 @@ impl Relay {
     }
 
     fn socket(&self, family: i32, ty: i32) -> Result<OwnedFd, i32> {
+        self.start_maker()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.maker
             .send(MakeRequest::Socket(family, ty, tx))
             .map_err(|_| libc::ENETDOWN)?;
         rx.recv().map_err(|_| libc::ENETDOWN)?
+    }
+
+    /// Starts the thread that makes the relay's sockets, at the first
+    /// one: most jobs make none, and a thread less is a faster start.
+    fn start_maker(&self) -> Result<(), i32> {
+        let idle = self
+            .idle_maker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((netns, rx)) = idle {
+            std::thread::Builder::new()
+                .name("net-maker".into())
+                .spawn(move || make_sockets(netns, &rx))
+                .map_err(|e| {
+                    log::error!("cannot start the job's socket maker: {e}");
+                    libc::ENETDOWN
+                })?;
+        }
+        Ok(())
     }
 
     /// Makes every later relay socket in `netns` (the job's network
