@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use super::SandboxError;
 
-/// The device nodes a job gets (bind-mounted from the node's `/dev`).
+/// The device nodes a job gets (made with the node's numbers, or
+/// bind-mounted from the node's `/dev` in a user namespace).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// One step of the plan.
