@@ -134,6 +134,10 @@ fn run_inner(
     report: Report<'_>,
 ) -> Result<JobEvent, String> {
     let net = &setup.net;
+    // The job's root is built while the launch is on its way.
+    let prepared = setup
+        .sandbox
+        .prepare_root(&setup.job_dir, &setup.cache.job_dirs());
     let (req, launch) = wait_launch(net)?;
     let t0 = std::time::Instant::now();
     let mut phases = Phases::new(t0);
@@ -198,11 +202,12 @@ fn run_inner(
         pids: sandbox::effective_limit(setup.start.limits.pids, setup.pids_cap),
     };
     let read_only = setup.cache.job_dirs();
-    let jail = setup.sandbox.job(&JobRequest {
+    let jail = setup.sandbox.job(&mut JobRequest {
         job: setup.job,
         job_dir: &setup.job_dir,
         read_only: &read_only,
         tty: launch.tty.is_some(),
+        prepared,
         limits,
     });
     let mut jail = match jail {

@@ -20,6 +20,7 @@ pub mod dynmods;
 pub mod mounts;
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -245,7 +246,7 @@ impl NodeSandbox {
 
     /// Builds one job's sandbox: its cgroup (made now) and the plan of its
     /// root (applied by the tracer's spawn).
-    pub fn job(&self, req: &JobRequest<'_>) -> Result<JobSandbox, SandboxError> {
+    pub fn job(&self, req: &mut JobRequest<'_>) -> Result<JobSandbox, SandboxError> {
         let cgroup = match &self.cgroups {
             Some(layout) => {
                 let spare = self
@@ -275,6 +276,12 @@ impl NodeSandbox {
                 .take(),
             _ => None,
         };
+        // A root built ahead fits a job without a terminal (a `-t` job's
+        // root has the node's /dev/pts).
+        let prepared = match req.prepared.take() {
+            Some(p) if self.mode == Mode::Full && !req.tty => p.take(),
+            _ => None,
+        };
         let (flags, plan) = match self.mode {
             Mode::Off => (None, None),
             Mode::Full | Mode::UserNamespace => {
@@ -292,20 +299,30 @@ impl NodeSandbox {
                 // namespace of the job's user namespace (setns needs
                 // CAP_SYS_ADMIN in its own), so the job's network relay
                 // could not reach it: such jobs share the daemon's.
-                let flags = if userns {
+                let mut flags = if userns {
                     (NAMESPACES & !libc::CLONE_NEWNET) | libc::CLONE_NEWUSER
                 } else if netns.is_some() {
                     NAMESPACES & !libc::CLONE_NEWNET
                 } else {
                     NAMESPACES
                 };
-                (Some(flags), Some(MountPlan::new(&spec)?))
+                let plan = match prepared.as_ref() {
+                    Some(mntns) => {
+                        // PID 1 enters the root built ahead: no copy of
+                        // the node's mounts to make and undo.
+                        flags &= !libc::CLONE_NEWNS;
+                        MountPlan::enter(spec.join_netns, mntns.as_raw_fd())
+                    }
+                    None => MountPlan::new(&spec)?,
+                };
+                (Some(flags), Some(plan))
             }
         };
         Ok(JobSandbox {
             cgroup,
             own_netns: netns.is_some() || flags.is_some_and(|f| f & libc::CLONE_NEWNET != 0),
             netns,
+            mntns: prepared,
             namespaces: flags,
             plan,
             limits: req.limits,
@@ -337,6 +354,8 @@ pub struct JobRequest<'a> {
     pub read_only: &'a [PathBuf],
     /// A `-t` job.
     pub tty: bool,
+    /// Its root, if one was started ahead ([`NodeSandbox::prepare_root`]).
+    pub prepared: Option<PreparedRoot>,
     /// Its effective limits.
     pub limits: CgroupLimits,
 }
@@ -352,6 +371,9 @@ pub struct JobSandbox {
     pub own_netns: bool,
     /// That namespace when it was made ahead (else the clone makes it).
     pub netns: Option<OwnedFd>,
+    /// The mount namespace with the job's root, when built ahead (kept
+    /// open until PID 1 has entered it).
+    pub mntns: Option<OwnedFd>,
     /// Its root, built by the namespaces' PID 1.
     pub plan: Option<MountPlan>,
     /// Its limits.
@@ -392,6 +414,78 @@ pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
         (libc::RLIMIT_NOFILE as libc::c_int, nofile.0, nofile.1),
         (libc::RLIMIT_STACK as libc::c_int, stack.0, stack.1),
     ]
+}
+
+/// A job's root being built ahead of its launch, on a thread of its own
+/// (see [`NodeSandbox::prepare_root`]).
+#[derive(Debug)]
+pub struct PreparedRoot(std::thread::JoinHandle<std::io::Result<OwnedFd>>);
+
+impl PreparedRoot {
+    /// The mount namespace holding the root, once built (None, logged,
+    /// when it could not be: the job's PID 1 builds it as usual).
+    fn take(self) -> Option<OwnedFd> {
+        match self.0.join() {
+            Ok(Ok(fd)) => Some(fd),
+            Ok(Err(e)) => {
+                log::warn!("sandbox: the job's root made ahead failed ({e}): made at its start");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl NodeSandbox {
+    /// Starts building a job's root while the node waits for its launch
+    /// (a root node): a thread unshares its mount namespace and applies
+    /// [`MountPlan::prepare`], so that the job's PID 1 only enters it
+    /// and mounts `/proc`. `job_dir` is made here (the bind mount needs
+    /// it). None where the node builds roots otherwise.
+    pub fn prepare_root(&self, job_dir: &Path, read_only: &[PathBuf]) -> Option<PreparedRoot> {
+        if self.mode != Mode::Full {
+            return None;
+        }
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(job_dir) {
+            log::debug!("cannot make {}: {e}", job_dir.display());
+            return None;
+        }
+        let spec = RootSpec {
+            mount_point: self.root_mount.clone(),
+            writable: vec![job_dir.to_path_buf()],
+            read_only: read_only.to_vec(),
+            tty: false,
+            user_namespace: false,
+            own_netns: true,
+            join_netns: None,
+        };
+        let plan = match MountPlan::prepare(&spec) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("no root ahead: {e}");
+                return None;
+            }
+        };
+        let built = std::thread::Builder::new()
+            .name("root-maker".into())
+            .spawn(move || -> std::io::Result<OwnedFd> {
+                use nix::sched::CloneFlags;
+                // The thread's own root, cwd and mounts: the daemon's
+                // other threads keep theirs.
+                nix::sched::unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)?;
+                // Opened before the plan's pivot_root hides /proc.
+                let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt")?);
+                plan.apply()?;
+                Ok(ns)
+            });
+        match built {
+            Ok(h) => Some(PreparedRoot(h)),
+            Err(e) => {
+                log::debug!("no root ahead: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// Makes an empty network namespace with `lo` up, on a thread of its own

@@ -53,6 +53,9 @@ enum Op {
     LoopbackUp,
     /// Enter the network namespace made ahead for the job (its `lo` is up).
     JoinNetns(std::os::fd::RawFd),
+    /// Enter the mount namespace prepared for the job (its root built,
+    /// see [`MountPlan::prepare`]): root and cwd become its root.
+    JoinMntns(std::os::fd::RawFd),
 }
 
 /// What the job's root holds.
@@ -113,8 +116,30 @@ fn locked_flags(src: &Path) -> libc::c_ulong {
 }
 
 impl MountPlan {
-    /// Computes the plan for `spec`.
+    /// Computes the plan for `spec`, applied by the namespaces' PID 1.
     pub fn new(spec: &RootSpec) -> Result<Self, SandboxError> {
+        Self::build(spec, true)
+    }
+
+    /// The part of the plan that does not need the job's PID namespace
+    /// (everything but `/proc` and the network), for a thread that has
+    /// unshared its mount namespace ahead of the job (a root node, before
+    /// the launch arrives); PID 1 then only takes [`MountPlan::enter`].
+    pub fn prepare(spec: &RootSpec) -> Result<Self, SandboxError> {
+        Self::build(spec, false)
+    }
+
+    /// PID 1's steps into a root made by [`MountPlan::prepare`]: the
+    /// network namespace made ahead (if any), the prepared mount
+    /// namespace, and `/proc` of the job's PID namespace.
+    pub fn enter(netns: Option<std::os::fd::RawFd>, mntns: std::os::fd::RawFd) -> Self {
+        let mut ops: Vec<Op> = netns.map(Op::JoinNetns).into_iter().collect();
+        ops.push(Op::JoinMntns(mntns));
+        ops.push(proc_mount(c"/proc".to_owned()));
+        MountPlan { ops }
+    }
+
+    fn build(spec: &RootSpec, whole: bool) -> Result<Self, SandboxError> {
         let root = &spec.mount_point;
         let inside = |p: &Path| -> PathBuf { root.join(p.strip_prefix("/").unwrap_or(p)) };
         let mut ops = vec![
@@ -248,13 +273,9 @@ impl MountPlan {
         // before the old root goes: a user namespace may only mount proc
         // while a full proc is visible.
         mkdirs(&mut ops, Path::new("/proc"))?;
-        ops.push(Op::Mount {
-            src: Some(c"proc".to_owned()),
-            dst: cstr(&inside(Path::new("/proc")))?,
-            fstype: Some(c"proc".to_owned()),
-            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            data: None,
-        });
+        if whole {
+            ops.push(proc_mount(cstr(&inside(Path::new("/proc")))?));
+        }
         ops.push(Op::Chdir(cstr(root)?));
         ops.push(Op::PivotRoot);
         ops.push(Op::Chdir(c"/".to_owned()));
@@ -271,6 +292,7 @@ impl MountPlan {
             data: None,
         });
         match spec.join_netns {
+            _ if !whole => {}
             Some(fd) => ops.insert(0, Op::JoinNetns(fd)),
             None if spec.own_netns => ops.push(Op::LoopbackUp),
             None => {}
@@ -340,10 +362,22 @@ impl MountPlan {
                     }
                     Op::LoopbackUp => loopback_up()?,
                     Op::JoinNetns(fd) => check(libc::setns(*fd, libc::CLONE_NEWNET))?,
+                    Op::JoinMntns(fd) => check(libc::setns(*fd, libc::CLONE_NEWNS))?,
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The mount of `/proc` (of the mounting process's PID namespace) at `dst`.
+fn proc_mount(dst: CString) -> Op {
+    Op::Mount {
+        src: Some(c"proc".to_owned()),
+        dst,
+        fstype: Some(c"proc".to_owned()),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
     }
 }
 
