@@ -41,11 +41,12 @@
 //! `--library-path`, is only exact when no name appears in two of them.
 //!
 //! # Cost
-//! Only headers are read (a few 4 KiB `pread`s per object); the parsed
-//! `ld.so.cache` is kept per [`Resolver`] and re-read only when the file
-//! changes; `ld.so --help` is run only when a directory search or
-//! `$LIB`/`$PLATFORM` needs it. Measured for python3 (6 files): about
-//! 0.45 ms in a fresh process, 0.05-0.1 ms warm.
+//! Only headers are read (a few 4 KiB `pread`s per object); `ld.so.cache`
+//! is read and checked once per [`Resolver`] (re-read only when the file
+//! changes) and searched in place, without building a map of it;
+//! `ld.so --help` is run only when a directory search, a glibc-hwcaps
+//! cache entry or `$LIB`/`$PLATFORM` needs it. Measured for python3 (6
+//! files): about 0.25 ms in a fresh process, 0.05 ms warm.
 //!
 //! For `#!/usr/bin/env python3` the closure is `env` and its libraries, not
 //! python3: which python3 runs is decided by `env` at run time (PATH
