@@ -181,7 +181,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
         (_, asked) => asked.and_then(|a| placed(a, cli, &req)),
     };
     log::debug!("closure ready and job placed after {:?}", t0.elapsed());
-    let (grant, outcome, placement) = match (launch, placed) {
+    let (grant, outcome, placement, session) = match (launch, placed) {
         (Ok(_), Err(e)) => return fail(&e),
         (Err(e), Ok((grant, sock, _placement))) => {
             // The node waits for a launch: tell it none comes, so the job
@@ -193,8 +193,11 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
         (Err(e), Err(_)) => return fail(&e),
         (Ok(launch), Ok((grant, sock, placement))) => {
             log::debug!("job {} placed on {}", grant.job, grant.node);
-            let outcome = home(grant.clone(), sock, launch, args.tty);
-            (grant, outcome, placement)
+            let (outcome, session) = match home(grant.clone(), sock, launch, args.tty) {
+                Ok((o, net)) => (Ok(o), Some(net)),
+                Err(e) => (Err(e), None),
+            };
+            (grant, outcome, placement, session)
         }
     };
     log::debug!("job {} ended after {:?}", grant.job, t0.elapsed());
@@ -205,6 +208,11 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
         await_end(stream, grant.job);
     }
     drop(placement);
+    // The job is over and the node's last request answered: dropping the
+    // session's endpoint would only join its driver thread (a wake-up and
+    // a thread exit, on the way to the caller's prompt) before the process
+    // exit ends that thread anyway.
+    std::mem::forget(session);
     exit_for(&grant, outcome)
 }
 
@@ -258,15 +266,24 @@ fn job_session(grant: &Grant, sock: UdpSocket) -> Result<(Net, Peer), String> {
     Ok((net, node))
 }
 
-fn home(grant: Grant, sock: UdpSocket, launch: Launch, tty: bool) -> Result<Outcome, String> {
+/// Runs the job's home to the job's end; also returns the job session's
+/// endpoint, for the caller to decide when it goes.
+fn home(
+    grant: Grant,
+    sock: UdpSocket,
+    launch: Launch,
+    tty: bool,
+) -> Result<(Outcome, Net), String> {
     let (net, node) = job_session(&grant, sock)?;
-    Ok(session::run(HomeJob {
+    let kept = net.clone();
+    let outcome = session::run(HomeJob {
         net,
         node,
         node_name: grant.node.clone(),
         launch,
         tty,
-    }))
+    });
+    Ok((outcome, kept))
 }
 
 fn exit_for(grant: &Grant, outcome: Result<Outcome, String>) -> ExitCode {

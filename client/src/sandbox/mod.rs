@@ -466,9 +466,8 @@ impl NodeSandbox {
                 return None;
             }
         };
-        let built = std::thread::Builder::new()
-            .name("root-maker".into())
-            .spawn(move || -> std::io::Result<OwnedFd> {
+        let built = std::thread::Builder::new().name("root-maker".into()).spawn(
+            move || -> std::io::Result<OwnedFd> {
                 use nix::sched::CloneFlags;
                 // The thread's own root, cwd and mounts: the daemon's
                 // other threads keep theirs.
@@ -477,7 +476,8 @@ impl NodeSandbox {
                 let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt")?);
                 plan.apply()?;
                 Ok(ns)
-            });
+            },
+        );
         match built {
             Ok(h) => Some(PreparedRoot(h)),
             Err(e) => {
