@@ -464,7 +464,24 @@ impl Store {
 
     /// Records a new running job and returns its id.
     pub fn create_job(&self, job: &NewJob) -> Result<JobId, StoreError> {
-        let conn = self.conn();
+        Self::insert_job(&self.conn(), job)
+    }
+
+    /// [`Store::create_job`] and its `placed` event (on `job.node`), in
+    /// one transaction: the write a job's start waits for.
+    pub fn create_placed_job(&self, job: &NewJob) -> Result<JobId, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = Self::insert_job(&tx, job)?;
+        tx.execute(
+            "INSERT INTO job_events (job, at, kind, detail) VALUES (?1, ?2, 'placed', ?3)",
+            params![job_key(id)?, to_i64(job.start, "time")?, job.node],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn insert_job(conn: &Connection, job: &NewJob) -> Result<JobId, StoreError> {
         let id: i64 = conn.query_row(
             "INSERT INTO jobs (uid, user, node, program, argv, cwd, state, start)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7) RETURNING id",

@@ -329,7 +329,7 @@ impl Central {
     ) -> Result<(Grant, UdpSocket), StartError> {
         let now = store::now_ms();
         let job = lock(&self.store)
-            .create_job(&NewJob {
+            .create_placed_job(&NewJob {
                 uid: cred.uid,
                 user: user_name(cred.uid),
                 node: node.to_string(),
@@ -397,7 +397,6 @@ impl Central {
                 format!("cannot make the job's socket: {e}"),
             ))
         })?;
-        let _ = lock(&self.store).add_job_event(job, store::now_ms(), "placed", node);
         Ok((
             Grant {
                 job: job.0,

@@ -212,6 +212,27 @@ fn job_round_trip_finish_and_events() {
 }
 
 #[test]
+fn a_placed_job_is_recorded_with_its_placement_and_discarded_with_it() {
+    let t = TempDir::new();
+    let s = Store::open(&t.state()).unwrap();
+    let id = s.create_placed_job(&new_job("a", 1000, 10_000)).unwrap();
+    let events = s.job_events(id).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (
+            events[0].at,
+            events[0].kind.as_str(),
+            events[0].detail.as_str()
+        ),
+        (10_000, "placed", "a")
+    );
+    // The node refused it: nothing of it stays.
+    s.discard_unstarted_job(id).unwrap();
+    assert!(matches!(s.job(id), Ok(None)));
+    assert!(s.job_events(id).unwrap().is_empty());
+}
+
+#[test]
 fn json_shapes_match_the_interface() {
     let t = TempDir::new();
     let s = Store::open(&t.state()).unwrap();
