@@ -400,16 +400,19 @@ struct Pending {
     call: PendingCall,
 }
 
+/// The node's answer to a call, as `ask` would return it.
+fn job_reply(answer: Result<Vec<u8>, dscp_dicp::DriverError>) -> Result<JobReply, String> {
+    let bytes = answer.map_err(|e| e.to_string())?;
+    JobReply::try_from(dscp_dicp::msg::Response::decode(&bytes).map_err(|e| e.to_string())?)
+}
+
 impl Pending {
     /// Whether the answer came (a failure is logged).
     fn finished(&mut self) -> bool {
         let Some(answer) = self.call.try_wait() else {
             return false;
         };
-        let res = answer.map_err(|e| e.to_string()).and_then(|bytes| {
-            JobReply::try_from(dscp_dicp::msg::Response::decode(&bytes).map_err(|e| e.to_string())?)
-        });
-        if let Err(e) = res {
+        if let Err(e) = job_reply(answer) {
             log::info!("could not send {} to the node: {e}", self.what);
         }
         true
@@ -481,6 +484,11 @@ pub fn run(job: HomeJob) -> Outcome {
     } = job;
     let t0 = std::time::Instant::now();
     net.watch(node);
+    // The launch goes first: the node takes a millisecond or more to start
+    // the job, time in which the rest of the home is set up (the serve
+    // thread among it). Requests the node sends meanwhile wait in the
+    // endpoint's queue.
+    let launching = net.start(node, Job::Launch(Box::new(launch)));
     let (mut listener, waker) = match signals::Listener::new(&signals::forwarded(tty)) {
         Ok((l, w)) => (Some(l), Some(w)),
         Err(e) => {
@@ -499,16 +507,13 @@ pub fn run(job: HomeJob) -> Outcome {
         .name("home-serve".into())
         .spawn(move || serve(&serve_net, node, &serve_name, &done, &mut files, &sockets));
     if let Err(e) = spawned {
+        // The launch is out: the node kills the job when this process,
+        // its home, is gone (SESSION_IDLE).
         return Outcome::Ended(JobEvent::Failed {
             reason: format!("cannot start a thread: {e}"),
         });
     }
-    let started = ask::<JobReply>(
-        &net,
-        node,
-        Job::Launch(Box::new(launch)),
-        Duration::from_secs(300),
-    );
+    let started = launching.and_then(|call| job_reply(call.wait(Duration::from_secs(300))));
     match started {
         Ok(JobReply::Started) => log::debug!("job started on {node_name} after {:?}", t0.elapsed()),
         Ok(JobReply::Failed { reason }) => return Outcome::Ended(JobEvent::Failed { reason }),
