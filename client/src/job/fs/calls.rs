@@ -11,6 +11,7 @@ use tracer::{Action, SyscallStop, TraceeMemory};
 
 use super::meta::{self, file_type, Known};
 use super::mirror::Content;
+use super::stream::StreamStart;
 use super::xattr::On;
 use super::{fetch, paths, FsLayer, Where};
 
@@ -490,8 +491,9 @@ impl FsLayer {
                     self.note_cache(u64::from(cached), u64::from(!cached), 0);
                     if !cached && stat.size >= self.cfg.stream_min {
                         match self.start_stream(&canon, &stat.stamp()) {
-                            Ok(true) => return Ok((node, Some(canon))),
-                            Ok(false) => {}
+                            Ok(StreamStart::Streaming) => return Ok((node, Some(canon))),
+                            Ok(StreamStart::Arrived) => return Ok((node, None)),
+                            Ok(StreamStart::Unsupported) => {}
                             Err(Errno::ESTALE) => continue, // changed meanwhile: open again
                             Err(e) => return Err(e),
                         }

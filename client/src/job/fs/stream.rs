@@ -66,6 +66,18 @@ pub(crate) fn fdinfo_value(tid: nix::unistd::Pid, fd: i32, key: &str, radix: u32
         .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
 }
 
+/// How [`FsLayer::start_stream`] placed a file in the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamStart {
+    /// Still arriving: reads of its descriptors wait for their bytes.
+    Streaming,
+    /// Every byte is there (a transfer that is only finishing): read it
+    /// natively.
+    Arrived,
+    /// This client cannot stream: fetch the file whole.
+    Unsupported,
+}
+
 impl FsLayer {
     /// Whether central `c` is still arriving (finished transfers are
     /// forgotten here; a failed one leaves the mirror, so the next open
@@ -83,15 +95,14 @@ impl FsLayer {
         false
     }
 
-    /// Starts streaming central `c` (`stamp`) into the mirror; `false`
-    /// when the client cannot stream (fetch it whole instead).
+    /// Starts streaming central `c` (`stamp`) into the mirror.
     pub(crate) fn start_stream(
         &mut self,
         c: &[u8],
         stamp: &dscp_dicp::msg::job::FileStamp,
-    ) -> Result<bool, Errno> {
+    ) -> Result<StreamStart, Errno> {
         let Some(client) = self.client.share() else {
-            return Ok(false);
+            return Ok(StreamStart::Unsupported);
         };
         let first = u64::from(fetch::READ_CHUNK);
         let stream = fetch::stream(client, &self.cache, c, stamp, first)?;
@@ -109,15 +120,22 @@ impl FsLayer {
             log::warn!("mirror: {e}");
             return Err(Errno::EIO);
         }
+        self.streams.retain(|l| l.central != c);
+        // Every byte has arrived and been hashed (another job's transfer
+        // that is only finishing, e.g. the fsync of a large object): the
+        // job reads it natively, as a finished object, instead of
+        // stopping at every read until the transfer is done.
+        if stream.part.ready_up_to() >= stream.part.size() {
+            return Ok(StreamStart::Arrived);
+        }
         let node = self.mirror.node_path(c);
         let m = std::fs::metadata(std::ffi::OsStr::from_bytes(&node)).map_err(|_| Errno::EIO)?;
-        self.streams.retain(|l| l.central != c);
         self.streams.push(Live {
             central: c.to_vec(),
             key: (m.dev(), m.ino()),
             stream,
         });
-        Ok(true)
+        Ok(StreamStart::Streaming)
     }
 
     /// Opens mirror file `node` (streaming) in the tracee and moves the

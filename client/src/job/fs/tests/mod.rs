@@ -28,6 +28,8 @@ struct Run {
     out: String,
     err: String,
     home: Arc<FakeHome>,
+    /// The file layer's stops.
+    stops: u64,
 }
 
 impl Env {
@@ -112,6 +114,7 @@ impl Env {
         let status = t.run_mut().unwrap();
         let errors = t.handler_mut().fs_mut().unwrap().finish();
         assert!(errors.is_empty(), "write-back errors: {errors:?}");
+        let stops = t.handler_mut().fs_mut().unwrap().counters()["stops"];
         drop(t);
         drop((out, err));
         let _ = std::fs::remove_dir_all(&job_dir);
@@ -120,6 +123,7 @@ impl Env {
             out: std::fs::read_to_string(&out_path).unwrap(),
             err: std::fs::read_to_string(&err_path).unwrap(),
             home,
+            stops,
         }
     }
 
@@ -240,6 +244,43 @@ fn a_large_file_is_read_while_it_arrives_and_never_as_zeros() {
             "{script}"
         );
     }
+}
+
+#[test]
+fn a_file_whose_transfer_is_only_finishing_is_read_natively() {
+    let mut env = Env::new("arrived");
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+    write(&env.c.join("big"), &data);
+    // Another job's transfer of it: every byte written and hashed, not yet
+    // finished (as while a large object's fsync runs).
+    let meta = std::fs::metadata(env.c.join("big")).unwrap();
+    let id = super::fetch::identity_of(&fake_home::stat_of(&meta).stamp());
+    let part = env
+        .cache
+        .begin(Path::new("/central/big"), &id, id.size)
+        .unwrap();
+    part.write_at(0, &data).unwrap();
+    assert_eq!(part.ready_up_to(), id.size);
+    let script = "for i in 1 2 3 4 5 6 7 8; do cat big; done | cksum";
+    let want = env.native(&env.c.clone(), script);
+    let tune = |cfg: &mut FsConfig| cfg.stream_min = 1 << 20;
+    let arrived = env.run_with("/central", script, env.home(None), tune);
+    assert_eq!(
+        (arrived.code, arrived.err.as_str(), arrived.out.as_str()),
+        (0, "", want.as_str())
+    );
+    // Finished and cached: the same script again. A streaming descriptor
+    // (this transfer's, or a new one's) would have stopped at each of
+    // cat's 33 reads per run (264 more).
+    part.complete().unwrap();
+    let cached = env.run_with("/central", script, env.home(None), tune);
+    assert_eq!(cached.out, want);
+    assert!(
+        arrived.stops <= cached.stops + 20,
+        "stops: {} with every byte arrived, {} cached",
+        arrived.stops,
+        cached.stops
+    );
 }
 
 #[test]
