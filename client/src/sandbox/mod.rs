@@ -446,7 +446,11 @@ impl NodeSandbox {
         if self.mode != Mode::Full {
             return None;
         }
-        if let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(job_dir) {
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(job_dir)
+        {
             log::debug!("cannot make {}: {e}", job_dir.display());
             return None;
         }

@@ -221,7 +221,7 @@ impl MountPlan {
             // Outside a user namespace PID 1 may make the device nodes
             // themselves: one call each instead of a file and a bind
             // mount (the job's start waits for every mount).
-            if !spec.user_namespace && meta.file_type().is_char_device() {
+            if !spec.user_namespace && meta.file_type().is_char_device() && may_mknod() {
                 ops.push(Op::Mknod {
                     path: cstr(&dev.join(d))?,
                     mode: libc::S_IFCHR | (meta.mode() & 0o7777),
@@ -370,6 +370,28 @@ impl MountPlan {
     }
 }
 
+/// Whether this process may make device nodes (`CAP_MKNOD` in its
+/// effective set: a service unit may leave it out, and then the job's
+/// devices are bind mounts as in a user namespace).
+fn may_mknod() -> bool {
+    static MAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MAY.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| cap_eff(&s))
+            .is_some_and(|caps| caps & (1 << CAP_MKNOD) != 0)
+    })
+}
+
+/// `CAP_MKNOD` (linux/capability.h).
+const CAP_MKNOD: u32 = 27;
+
+/// The `CapEff:` mask of a `/proc/PID/status` text.
+fn cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// The mount of `/proc` (of the mounting process's PID namespace) at `dst`.
 fn proc_mount(dst: CString) -> Op {
     Op::Mount {
@@ -410,6 +432,21 @@ pub(super) fn loopback_up() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_effective_capabilities_are_read_from_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(
+            cap_eff("CapEff:\t00000000a80425fb\n").map(|c| c & (1 << CAP_MKNOD) != 0),
+            Some(true)
+        );
+        assert_eq!(
+            cap_eff("CapEff:\t0000000000000000\n").map(|c| c & (1 << CAP_MKNOD) != 0),
+            Some(false)
+        );
+        assert_eq!(cap_eff("Name:\tx\n"), None);
+    }
 
     #[test]
     fn the_plan_binds_only_what_the_job_needs() {
