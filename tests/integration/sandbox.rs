@@ -50,6 +50,61 @@ fn next_job_runs(c: &DiatomCluster, what: &str) {
     c.assert_daemons_alive();
 }
 
+/// The capabilities the systemd unit leaves the node daemon, in
+/// `setpriv --bounding-set` syntax.
+fn unit_capabilities() -> String {
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/diatom-client.service");
+    let text = std::fs::read_to_string(&unit).unwrap_or_else(|e| panic!("{}: {e}", unit.display()));
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit has a CapabilityBoundingSet");
+    let mut caps = String::from("-all");
+    for c in line.split_whitespace() {
+        caps.push_str(",+");
+        caps.push_str(&c.trim_start_matches("CAP_").to_lowercase());
+    }
+    caps
+}
+
+#[test]
+fn sandbox_jobs_run_with_the_units_capabilities() {
+    if !require_root("sandbox_jobs_run_with_the_units_capabilities") {
+        return;
+    }
+    // The unit's set, and the same without the two a node can do without
+    // (the job's device nodes become bind mounts, its PID 1 builds its
+    // root): a node daemon run with either must run jobs.
+    let full = unit_capabilities();
+    let reduced = full.replace(",+mknod", "").replace(",+sys_chroot", "");
+    assert_ne!(full, reduced, "the unit keeps CAP_MKNOD and CAP_SYS_CHROOT");
+    for (name, caps) in [("sbcaps", &full), ("sbcapsless", &reduced)] {
+        let c = DiatomCluster::builder(1)
+            .name(name)
+            .client_capabilities(caps)
+            .start();
+        // The node's first job, then one whose root was made ahead.
+        for _ in 0..2 {
+            let out = exec(
+                &c,
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "echo hi > /dev/null && head -c 3 /dev/zero | od -An -tx1 \
+                     && test -c /dev/urandom && test -d /proc/1 && echo ok",
+                ],
+            );
+            assert!(
+                out.status.code() == Some(0) && text(&out.stdout) == " 00 00 00\nok\n",
+                "with the bounding set {caps}: {}",
+                describe(&out)
+            );
+        }
+        c.assert_daemons_alive();
+    }
+}
+
 #[test]
 fn sandbox_hides_the_node() {
     if !require_root("sandbox_hides_the_node") {

@@ -78,6 +78,7 @@ pub struct ClusterBuilder {
     central_args: Vec<OsString>,
     node_mounts: Option<MountView>,
     bare_nodes: Option<PathBuf>,
+    client_caps: Option<String>,
     up_timeout: Duration,
 }
 
@@ -115,6 +116,15 @@ impl ClusterBuilder {
     /// `view` says (e.g. hiding central's files from the nodes).
     pub fn node_mounts(mut self, view: MountView) -> Self {
         self.node_mounts = Some(view);
+        self
+    }
+
+    /// Runs every `diatom-client` with only these capabilities in its
+    /// bounding set (`setpriv --bounding-set` syntax, e.g.
+    /// `-all,+sys_admin`), as a service unit's `CapabilityBoundingSet`
+    /// leaves it.
+    pub fn client_capabilities(mut self, caps: &str) -> Self {
+        self.client_caps = Some(caps.to_owned());
         self
     }
 
@@ -192,6 +202,7 @@ impl DiatomCluster {
             central_args: Vec::new(),
             node_mounts: None,
             bare_nodes: None,
+            client_caps: None,
             up_timeout: UP_TIMEOUT,
         }
     }
@@ -359,9 +370,15 @@ impl DiatomCluster {
             node.ns.command_with_mounts(bin, &view)
         } else {
             let bin = bin_path("diatom-client");
-            match &self.opts.node_mounts {
-                Some(view) => node.ns.command_with_mounts(&bin, view),
-                None => node.ns.command(&bin),
+            match (&self.opts.client_caps, &self.opts.node_mounts) {
+                (Some(caps), None) => {
+                    let mut c = node.ns.command(Path::new("/usr/bin/setpriv"));
+                    c.arg("--bounding-set").arg(caps).arg(&bin);
+                    c
+                }
+                (Some(_), Some(_)) => panic!("client_capabilities with node_mounts"),
+                (None, Some(view)) => node.ns.command_with_mounts(&bin, view),
+                (None, None) => node.ns.command(&bin),
             }
         };
         cmd.arg("--central")

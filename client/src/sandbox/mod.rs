@@ -443,7 +443,9 @@ impl NodeSandbox {
     /// and mounts `/proc`. `job_dir` is made here (the bind mount needs
     /// it). None where the node builds roots otherwise.
     pub fn prepare_root(&self, job_dir: &Path, read_only: &[PathBuf]) -> Option<PreparedRoot> {
-        if self.mode != Mode::Full {
+        // Entering a mount namespace takes CAP_SYS_CHROOT as well (a
+        // service unit may leave it out: PID 1 then builds the root).
+        if self.mode != Mode::Full || !mounts::has_capability(mounts::CAP_SYS_CHROOT) {
             return None;
         }
         if let Err(e) = std::fs::DirBuilder::new()

@@ -374,17 +374,26 @@ impl MountPlan {
 /// effective set: a service unit may leave it out, and then the job's
 /// devices are bind mounts as in a user namespace).
 fn may_mknod() -> bool {
-    static MAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MAY.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| cap_eff(&s))
-            .is_some_and(|caps| caps & (1 << CAP_MKNOD) != 0)
-    })
+    has_capability(CAP_MKNOD)
 }
 
 /// `CAP_MKNOD` (linux/capability.h).
 const CAP_MKNOD: u32 = 27;
+/// `CAP_SYS_CHROOT` (linux/capability.h).
+pub(super) const CAP_SYS_CHROOT: u32 = 18;
+
+/// Whether capability number `cap` is in this process's effective set
+/// (read once).
+pub(super) fn has_capability(cap: u32) -> bool {
+    static EFFECTIVE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let caps = *EFFECTIVE.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| cap_eff(&s))
+            .unwrap_or(0)
+    });
+    caps & (1 << cap) != 0
+}
 
 /// The `CapEff:` mask of a `/proc/PID/status` text.
 fn cap_eff(status: &str) -> Option<u64> {
