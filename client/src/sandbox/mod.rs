@@ -472,17 +472,13 @@ impl NodeSandbox {
                 return None;
             }
         };
-        let built = std::thread::Builder::new().name("root-maker".into()).spawn(
-            move || -> std::io::Result<OwnedFd> {
-                use nix::sched::CloneFlags;
-                // The thread's own root, cwd and mounts: the daemon's
-                // other threads keep theirs.
-                nix::sched::unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)?;
-                // Opened before the plan's pivot_root hides /proc.
-                let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt")?);
-                plan.apply()?;
-                Ok(ns)
-            },
+        use nix::sched::CloneFlags;
+        // CLONE_FS: the thread's own root, cwd and umask for the plan.
+        let built = in_new_namespace(
+            "root-maker",
+            CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS,
+            "mnt",
+            move || plan.apply(),
         );
         match built {
             Ok(h) => Some(PreparedRoot(h)),
@@ -494,21 +490,39 @@ impl NodeSandbox {
     }
 }
 
-/// Makes an empty network namespace with `lo` up, on a thread of its own
-/// (a namespace is a thread's: the daemon's other threads stay where they
-/// are), and returns a descriptor that keeps it.
+/// Makes an empty network namespace with `lo` up and returns a descriptor
+/// that keeps it.
 fn make_netns() -> std::io::Result<OwnedFd> {
-    let made = std::thread::Builder::new()
-        .name("netns-maker".into())
-        .spawn(|| -> std::io::Result<OwnedFd> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-            mounts::loopback_up()?;
-            Ok(OwnedFd::from(std::fs::File::open(
-                "/proc/thread-self/ns/net",
-            )?))
-        })?
-        .join();
+    let made = in_new_namespace(
+        "netns-maker",
+        nix::sched::CloneFlags::CLONE_NEWNET,
+        "net",
+        mounts::loopback_up,
+    )?
+    .join();
     made.unwrap_or_else(|_| Err(std::io::Error::other("the netns thread panicked")))
+}
+
+/// Runs `setup` on a thread of its own that first unshares the namespaces
+/// of `flags` (a namespace is a thread's: the daemon's other threads stay
+/// where they are); the thread's result is a descriptor of its new `ns`
+/// namespace (`net`, `mnt`), opened before `setup` runs (a mount plan's
+/// pivot_root hides `/proc`), which keeps the namespace once the thread
+/// is gone.
+fn in_new_namespace(
+    name: &str,
+    flags: nix::sched::CloneFlags,
+    ns: &'static str,
+    setup: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<std::io::Result<OwnedFd>>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || -> std::io::Result<OwnedFd> {
+            nix::sched::unshare(flags)?;
+            let fd = OwnedFd::from(std::fs::File::open(format!("/proc/thread-self/ns/{ns}"))?);
+            setup()?;
+            Ok(fd)
+        })
 }
 
 /// The job's network namespace (for the job's network relay, which puts
