@@ -30,7 +30,8 @@
 //!    program's process, then only reaps: the kernel drops signals PID 1
 //!    has no handler for, so the program must not be PID 1 or Ctrl-C and
 //!    `kill` would not reach it; PID 1 exits when the program's process
-//!    has been reaped, which kills whatever is left in the namespace;
+//!    has been reaped (at the lowest priority: nobody waits for the
+//!    teardown), which kills whatever is left in the namespace;
 //! 3. the program's process sends one byte on a unix socket whose reader
 //!    has `SO_PASSCRED`, so the kernel hands the parent its pid as the
 //!    parent sees it; the parent seizes that process, and from there the
@@ -567,6 +568,12 @@ unsafe fn init_main(
                 } else {
                     128 + libc::WTERMSIG(status)
                 };
+                // Our exit tears the namespaces down (kills what is
+                // left, unmounts the root): work nobody waits for, which
+                // should not preempt the tracer reporting the job's end.
+                // Lowering one's own priority needs no privilege, and
+                // nothing is forked from here any more.
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
                 libc::_exit(code);
             }
             if r < 0 && Errno::last_raw() == libc::ECHILD {

@@ -228,7 +228,11 @@ impl<H: Handler> Tracer<H> {
                 && self.core.kill_descendants
                 && !self.core.killed_all
             {
-                self.core.kill_all();
+                // PID 1 is left to reap the first process and exit by
+                // itself (at its lowest priority, see spawn.rs): killed
+                // now, its teardown would compete with the caller's
+                // report of the end. `reap_init` kills it in any case.
+                self.core.kill_tracees();
             }
             // Every tracee is gone: the job is over. PID 1 of its
             // namespaces (not traced) is not waited for here: its exit
@@ -698,8 +702,17 @@ impl Core {
         }
     }
 
-    /// Kills every remaining tracee (the job is over).
+    /// Kills every remaining tracee and PID 1 of the namespaces (the job
+    /// is over).
     fn kill_all(&mut self) {
+        self.kill_tracees();
+        if let Some(init) = self.init {
+            let _ = nix::sys::signal::kill(Pid::from_raw(init), nix::sys::signal::SIGKILL);
+        }
+    }
+
+    /// Kills every remaining tracee (the job is over).
+    fn kill_tracees(&mut self) {
         self.killed_all = true;
         let sigkill = nix::sys::signal::SIGKILL;
         let targets: Vec<i32> = self
@@ -707,7 +720,6 @@ impl Core {
             .keys()
             .chain(self.tasks.keys())
             .chain(self.held.keys())
-            .chain(self.init.iter())
             .copied()
             .collect();
         for t in targets {

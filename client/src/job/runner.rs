@@ -133,11 +133,99 @@ fn run_inner(
     control: &JobControl,
     report: Report<'_>,
 ) -> Result<JobEvent, String> {
-    let net = &setup.net;
     // The job's root is built while the launch is on its way.
     let prepared = setup
         .sandbox
         .prepare_root(&setup.job_dir, &setup.cache.job_dirs());
+    // So are the threads that serve the job beside its tracer; they are
+    // joined when it is over (or when it fails to start: their work never
+    // comes, and they return).
+    std::thread::scope(|s| {
+        let helpers = Helpers::start(s, setup.job, &setup.net, control)?;
+        run_job(setup, control, report, prepared, helpers)
+    })
+}
+
+/// The threads that serve a running job beside its tracer: the output
+/// relay and the dispatch of the home's requests. They are started while
+/// the launch is on its way and wait for their work: started after the
+/// spawn, they ran beside the program's pre-exec on the same two CPUs,
+/// and the program then waited in its first trace stop for the tracer
+/// thread to get a CPU back.
+struct Helpers {
+    /// The output relay's work: the home and the node's ends of the
+    /// program's stdout and stderr.
+    output: crossbeam_channel::Sender<(Peer, OutputEnds)>,
+    /// Fires when the relay has drained the output (or given up).
+    output_done: Receiver<()>,
+    /// The dispatch's work.
+    dispatch: crossbeam_channel::Sender<DispatchWork>,
+    /// Tells the dispatch that the program has ended (no limit checks).
+    run_ended: crossbeam_channel::Sender<()>,
+    /// Tells the dispatch that the end is reported (no more requests).
+    stop: crossbeam_channel::Sender<()>,
+}
+
+/// What the dispatch thread needs once the program runs.
+struct DispatchWork {
+    home: Peer,
+    relay: Arc<Relay>,
+    input: InputEnd,
+    limits: Option<Arc<JobCgroup>>,
+}
+
+impl Helpers {
+    fn start<'scope, 'env>(
+        s: &'scope std::thread::Scope<'scope, 'env>,
+        job: u64,
+        net: &'env Net,
+        control: &'env JobControl,
+    ) -> Result<Helpers, String> {
+        let (output, output_rx) = crossbeam_channel::bounded::<(Peer, OutputEnds)>(1);
+        let (done_tx, output_done) = crossbeam_channel::bounded::<()>(1);
+        std::thread::Builder::new()
+            .name(format!("job-{job}-out"))
+            .spawn_scoped(s, move || {
+                if let Ok((home, ends)) = output_rx.recv() {
+                    relay_output(net, home, ends);
+                    let _ = done_tx.send(());
+                }
+            })
+            .map_err(|e| format!("cannot start the job's output relay: {e}"))?;
+        let (work_tx, work_rx) = crossbeam_channel::bounded::<DispatchWork>(1);
+        let (run_ended, run_ended_rx) = crossbeam_channel::bounded::<()>(1);
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        std::thread::Builder::new()
+            .name(format!("job-{job}-req"))
+            .spawn_scoped(s, move || {
+                if let Ok(work) = work_rx.recv() {
+                    let ends = Ends {
+                        limits: work.limits.as_deref(),
+                        run_ended: &run_ended_rx,
+                        stop: &stop_rx,
+                    };
+                    dispatch(net, work.home, control, &work.relay, work.input, ends);
+                }
+            })
+            .map_err(|e| format!("cannot start the job's request dispatch: {e}"))?;
+        Ok(Helpers {
+            output,
+            output_done,
+            dispatch: work_tx,
+            run_ended,
+            stop,
+        })
+    }
+}
+
+fn run_job(
+    setup: &JobSetup,
+    control: &JobControl,
+    report: Report<'_>,
+    prepared: Option<sandbox::PreparedRoot>,
+    helpers: Helpers,
+) -> Result<JobEvent, String> {
+    let net = &setup.net;
     let (req, launch) = wait_launch(net)?;
     let t0 = std::time::Instant::now();
     let mut phases = Phases::new(t0);
@@ -280,112 +368,102 @@ fn run_inner(
         }
     }
     let (parent_ends, input) = stdio.into_parent();
+    // Output relay and request dispatch run beside the tracer.
+    let _ = helpers.output.send((home, parent_ends));
+    let _ = helpers.dispatch.send(DispatchWork {
+        home,
+        relay: Arc::clone(&net_relay),
+        input,
+        limits: cgroup.as_ref().map(|c| Arc::clone(&c.0)),
+    });
     respond(req, JobReply::Started);
     log::debug!("job {}: spawned after {:?}", setup.job, t0.elapsed());
     // For the job's timeline on central; its answer is awaited at the end.
     let started = report(&JobEvent::Started, None);
 
-    // Output relay and request dispatch run beside the tracer.
-    let (out_done_tx, out_done_rx) = crossbeam_channel::bounded::<()>(1);
-    let relay_net = net.clone();
-    let relay = std::thread::Builder::new()
-        .name(format!("job-{}-out", setup.job))
-        .spawn(move || {
-            relay_output(&relay_net, home, parent_ends);
-            let _ = out_done_tx.send(());
-        })
-        .map_err(|e| e.to_string())?;
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
-    let (watch_tx, watch_rx) = crossbeam_channel::bounded::<()>(1);
-    let status = std::thread::scope(|s| {
-        let limits = cgroup.as_ref().map(|c| Arc::clone(&c.0));
-        let (relay, run_ended, stop) = (&net_relay, &watch_rx, &stop_rx);
-        s.spawn(move || {
-            let ends = Ends {
-                limits: limits.as_deref(),
-                run_ended,
-                stop,
-            };
-            dispatch(net, home, control, relay, input, ends)
-        });
-        let status = tracer.run_mut();
-        phases.mark("run");
-        let _ = watch_tx.send(());
-        // A job that met its memory or pids limit was killed for it (the
-        // watcher may not have seen it before the job ended).
-        let limit_hit = cgroup.as_ref().and_then(|cg| limit_reason(&cg.0));
-        // Nothing of the job survives it (its cgroup goes after the
-        // end is reported). A trace that ended well saw every job
-        // process die and reaped it: only the namespaces' PID 1 (not
-        // traced, tearing them down) may be left, and the end need not
-        // wait for it (it is reaped after the report).
-        if let Some(cg) = &cgroup {
-            let wait = if status.is_ok() {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(5)
-            };
-            cg.0.kill_all(wait);
-        }
-        phases.mark("cgroup emptied");
-        // Every job process is gone: what they wrote reaches central
-        // before the home hears of the end.
-        let counters = tracer.handler_mut().fs_mut().map(|files| {
-            for e in files.finish() {
-                log::warn!("job {}: write-back failed: {e}", setup.job);
-            }
-            files.counters()
-        });
-        phases.mark("write-back");
-        log::debug!("job {}: exited after {:?}", setup.job, t0.elapsed());
-        // Output first, then the exit: wait for the relay to drain the pipes
-        // (every job process is dead, so they reach EOF).
-        if out_done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            log::warn!("job {}: output relay did not finish", setup.job);
-        }
-        // Likewise what the job wrote to its sockets reaches central.
-        net_relay.drain(Duration::from_secs(10));
-        let event = match status {
-            Ok(_) if limit_hit.is_some() => JobEvent::Killed {
-                reason: limit_hit.unwrap_or_default(),
-            },
-            Ok(tracer::ExitStatus::Exited(code)) => JobEvent::Exited { code },
-            Ok(tracer::ExitStatus::Signaled { signal, .. }) => match control.kill_reason() {
-                Some(reason) => JobEvent::Killed { reason },
-                None => JobEvent::Signaled { signal },
-            },
-            Err(e) => JobEvent::Failed {
-                reason: e.to_string(),
-            },
+    let status = tracer.run_mut();
+    phases.mark("run");
+    let _ = helpers.run_ended.send(());
+    // A job that met its memory or pids limit was killed for it (the
+    // watcher may not have seen it before the job ended).
+    let limit_hit = cgroup.as_ref().and_then(|cg| limit_reason(&cg.0));
+    // Nothing of the job survives it (its cgroup goes after the end is
+    // reported). A trace that ended well saw every job process die and
+    // reaped it: only the namespaces' PID 1 (not traced, tearing them
+    // down, and taking whatever else is in them) may be left, and the end
+    // need not wait for it: it is killed and reaped after the report.
+    // Without a PID namespace nothing should be left, which is made sure
+    // of here.
+    let empty_now = status.is_err() || jail.namespaces.is_none();
+    if let (Some(cg), true) = (&cgroup, empty_now) {
+        let wait = if status.is_ok() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(5)
         };
-        // Central first (on the wire before the exit), so `diatom ps` after
-        // `diatom exec` returns shows the end; its answer is awaited after.
-        let reported = report(&event, counters);
-        if let Err(e) = ask::<JobReply>(net, home, Job::Exit(event.clone()), Duration::from_secs(5))
-        {
-            log::info!("job {}: home did not take the exit: {e}", setup.job);
+        cg.0.kill_all(wait);
+    }
+    phases.mark("cgroup emptied");
+    // Every job process is gone: what they wrote reaches central
+    // before the home hears of the end.
+    let counters = tracer.handler_mut().fs_mut().map(|files| {
+        for e in files.finish() {
+            log::warn!("job {}: write-back failed: {e}", setup.job);
         }
-        log::debug!(
-            "job {}: exit acknowledged after {:?}",
-            setup.job,
-            t0.elapsed()
-        );
-        phases.mark("exit acknowledged");
-        // No one signals PID 1's pid once it may be reaped (and reused).
-        control.init.store(0, Ordering::SeqCst);
-        tracer.reap_init();
-        drop(cgroup);
-        setup.sandbox.refill();
-        phases.mark("cgroup removed, spare made");
-        log::debug!("job {}: {phases}", setup.job);
-        crate::daemon::finish_report(setup.job, reported);
-        crate::daemon::finish_report(setup.job, started);
-        let _ = stop_tx.send(());
-        net_relay.close();
-        event
+        files.counters()
     });
-    let _ = relay.join();
-    Ok(status)
+    phases.mark("write-back");
+    // Output first, then the exit: wait for the relay to drain the pipes
+    // (every job process is dead, so they reach EOF).
+    if helpers
+        .output_done
+        .recv_timeout(Duration::from_secs(10))
+        .is_err()
+    {
+        log::warn!("job {}: output relay did not finish", setup.job);
+    }
+    // Likewise what the job wrote to its sockets reaches central.
+    net_relay.drain(Duration::from_secs(10));
+    let event = match status {
+        Ok(_) if limit_hit.is_some() => JobEvent::Killed {
+            reason: limit_hit.unwrap_or_default(),
+        },
+        Ok(tracer::ExitStatus::Exited(code)) => JobEvent::Exited { code },
+        Ok(tracer::ExitStatus::Signaled { signal, .. }) => match control.kill_reason() {
+            Some(reason) => JobEvent::Killed { reason },
+            None => JobEvent::Signaled { signal },
+        },
+        Err(e) => JobEvent::Failed {
+            reason: e.to_string(),
+        },
+    };
+    // Central first (on the wire before the exit), so `diatom ps` after
+    // `diatom exec` returns shows the end; its answer is awaited after.
+    let reported = report(&event, counters);
+    if let Err(e) = ask::<JobReply>(net, home, Job::Exit(event.clone()), Duration::from_secs(5)) {
+        log::info!("job {}: home did not take the exit: {e}", setup.job);
+    }
+    phases.mark("exit acknowledged");
+    log::debug!(
+        "job {}: exit acknowledged after {:?}",
+        setup.job,
+        t0.elapsed()
+    );
+    if let (Some(cg), false) = (&cgroup, empty_now) {
+        cg.0.kill_all(Duration::ZERO);
+    }
+    // No one signals PID 1's pid once it may be reaped (and reused).
+    control.init.store(0, Ordering::SeqCst);
+    tracer.reap_init();
+    drop(cgroup);
+    setup.sandbox.refill();
+    phases.mark("cgroup removed, spare asked for");
+    log::debug!("job {}: {phases}", setup.job);
+    crate::daemon::finish_report(setup.job, reported);
+    crate::daemon::finish_report(setup.job, started);
+    let _ = helpers.stop.send(());
+    net_relay.close();
+    Ok(event)
 }
 
 /// Where a job's start and end spent their time, for the debug log.
@@ -670,6 +748,24 @@ struct ChildSetup {
     /// Bit `n` set: signal `n` starts ignored (the caller's); every other
     /// signal starts at its default, not at what the daemon has.
     ignored: u64,
+    /// The highest capability the kernel knows (what the bounding set
+    /// can hold).
+    cap_last: libc::c_int,
+}
+
+/// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`,
+/// read once), or 63 where it cannot be read: dropping a capability the
+/// kernel does not know fails harmlessly, but each try is a system call
+/// in the program's pre-exec.
+fn cap_last_cap() -> libc::c_int {
+    static LAST: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|n| (0..64).contains(n))
+            .unwrap_or(63)
+    })
 }
 
 impl ChildSetup {
@@ -699,6 +795,7 @@ impl ChildSetup {
                 .filter(|&&s| (1..=64).contains(&s))
                 .fold(0u64, |m, &s| m | 1 << (s - 1)),
             rlimits: sandbox::capped_rlimits(&launch.rlimits),
+            cap_last: cap_last_cap(),
         }
     }
 
@@ -750,7 +847,7 @@ impl ChildSetup {
             if let Some((uid, gid)) = self.run_as {
                 // No capability can come back: empty the bounding set
                 // (setuid below clears the others).
-                for cap in 0..64 {
+                for cap in 0..=self.cap_last {
                     libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
                 }
                 // Raw system calls: glibc's setuid family signals every

@@ -93,6 +93,9 @@ pub struct NodeSandbox {
     /// A network namespace made ahead for the next job (see
     /// [`NodeSandbox::refill`]).
     spare_netns: std::sync::Mutex<Option<OwnedFd>>,
+    /// Wakes the refill thread (see [`NodeSandbox::refill`]); None until
+    /// it runs, or when it could not be started.
+    refiller: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl NodeSandbox {
@@ -119,6 +122,7 @@ impl NodeSandbox {
             spare: std::sync::Mutex::new(None),
             spare_seq: std::sync::atomic::AtomicU64::new(0),
             spare_netns: std::sync::Mutex::new(None),
+            refiller: None,
         };
         if root {
             sb.mode = Mode::Full;
@@ -153,8 +157,20 @@ impl NodeSandbox {
                 Mode::UserNamespace
             };
         }
-        sb.refill();
-        Ok(Arc::new(sb))
+        sb.refill_now();
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        sb.refiller = Some(tx);
+        let sb = Arc::new(sb);
+        let weak = Arc::downgrade(&sb);
+        let started = std::thread::Builder::new()
+            .name("refill".into())
+            .spawn(move || refill_thread(&weak, &rx));
+        if let Err(e) = started {
+            log::warn!(
+                "sandbox: no refill thread ({e}): every job makes its own namespaces and cgroup"
+            );
+        }
+        Ok(sb)
     }
 
     /// Builds a job's namespaces and root once, without a program: whether
@@ -185,43 +201,63 @@ impl NodeSandbox {
         cmd.probe_namespaces().map_err(|e| e.to_string())
     }
 
+    /// Asks for the next job's spares (see [`NodeSandbox::refill_now`])
+    /// to be made on the node's refill thread, which runs at the lowest
+    /// priority: right after a job ends, the CPUs are wanted by whoever
+    /// waits for that end (on a small machine, `diatom exec` and central
+    /// themselves). Returns at once.
+    pub fn refill(&self) {
+        match &self.refiller {
+            // Full: a refill is already asked for.
+            Some(tx) => {
+                let _ = tx.try_send(());
+            }
+            None => self.refill_now(),
+        }
+    }
+
     /// Makes the cgroup the next job will get, unless one is ready: three
-    /// `mkdir`s (v1) taken off the job's start, done after a job has ended
-    /// and reported. Spares are named `<daemon pid>-spare<n>`, so a daemon
-    /// that stops leaves nothing the next one keeps (see
-    /// [`Layout::prepare`]).
+    /// `mkdir`s (v1) taken off the job's start. Spares are named `<daemon
+    /// pid>-spare<n>`, so a daemon that stops leaves nothing the next one
+    /// keeps (see [`Layout::prepare`]).
     ///
     /// Likewise the next job's network namespace (a root daemon's jobs
     /// each get an empty one): making one costs ~0.3 ms, which a clone
     /// with `CLONE_NEWNET` would put on the job's start.
-    pub fn refill(&self) {
-        if self.mode == Mode::Full {
-            let mut netns = self
-                .spare_netns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if netns.is_none() {
-                match make_netns() {
-                    Ok(fd) => *netns = Some(fd),
-                    Err(e) => log::debug!("no spare network namespace: {e}"),
+    ///
+    /// No lock is held while a spare is made: a job that starts before
+    /// its spare is ready makes its own (see [`NodeSandbox::job`]) rather
+    /// than wait for the low-priority refill thread.
+    fn refill_now(&self) {
+        if self.mode == Mode::Full && locked(&self.spare_netns).is_none() {
+            match make_netns() {
+                Ok(fd) => {
+                    // A second one (a refill asked for again meanwhile)
+                    // is simply closed.
+                    locked(&self.spare_netns).get_or_insert(fd);
                 }
+                Err(e) => log::debug!("no spare network namespace: {e}"),
             }
         }
         let Some(layout) = &self.cgroups else {
             return;
         };
-        let mut spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if spare.is_some() {
+        if locked(&self.spare).is_some() {
             return;
         }
         let n = self
             .spare_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match JobCgroup::make(layout, &format!("{}-spare{n}", std::process::id())) {
-            Ok(cg) => *spare = Some(cg),
+            Ok(cg) => {
+                let mut spare = locked(&self.spare);
+                if spare.is_none() {
+                    *spare = Some(cg);
+                } else {
+                    drop(spare);
+                    let _ = cg.remove();
+                }
+            }
             Err(e) => log::debug!("no spare cgroup: {e}"),
         }
     }
@@ -448,14 +484,6 @@ impl NodeSandbox {
         if self.mode != Mode::Full || !mounts::has_capability(mounts::CAP_SYS_CHROOT) {
             return None;
         }
-        if let Err(e) = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(job_dir)
-        {
-            log::debug!("cannot make {}: {e}", job_dir.display());
-            return None;
-        }
         let spec = RootSpec {
             mount_point: self.root_mount.clone(),
             writable: vec![job_dir.to_path_buf()],
@@ -465,20 +493,24 @@ impl NodeSandbox {
             own_netns: true,
             join_netns: None,
         };
-        let plan = match MountPlan::prepare(&spec) {
-            Ok(p) => p,
-            Err(e) => {
-                log::debug!("no root ahead: {e}");
-                return None;
-            }
-        };
         use nix::sched::CloneFlags;
+        // Everything is done on the thread, even the directory and the
+        // plan (a few mkdir, statfs, statx): the job's start waits for
+        // the root, and the job thread has its own work meanwhile.
         // CLONE_FS: the thread's own root, cwd and umask for the plan.
         let built = in_new_namespace(
             "root-maker",
             CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS,
             "mnt",
-            move || plan.apply(),
+            move || {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&spec.writable[0])?;
+                MountPlan::prepare(&spec)
+                    .map_err(std::io::Error::other)?
+                    .apply()
+            },
         );
         match built {
             Ok(h) => Some(PreparedRoot(h)),
@@ -486,6 +518,30 @@ impl NodeSandbox {
                 log::debug!("no root ahead: {e}");
                 None
             }
+        }
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The refill thread: makes spares when asked, at the lowest priority,
+/// until the node's sandbox is gone.
+fn refill_thread(sandbox: &std::sync::Weak<NodeSandbox>, asked: &crossbeam_channel::Receiver<()>) {
+    // On Linux a thread's nice value is its own (and inherited by the
+    // threads it starts, such as the network namespace's maker).
+    // SAFETY: a plain system call on the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        log::debug!(
+            "refill thread keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    while asked.recv().is_ok() {
+        match sandbox.upgrade() {
+            Some(sb) => sb.refill_now(),
+            None => return,
         }
     }
 }
