@@ -18,7 +18,11 @@
 //!
 //! Version 1 sealed with XChaCha20-Poly1305 under the shared key itself
 //! (nonce `sender id ‖ counter ‖ 0^8`); a version-1 datagram is dropped as
-//! `version`.
+//! `version`. Version 3 seals as version 2 did, but its launch carries
+//! `lookups`, which a version-2 peer would fail to decode: a version-2
+//! datagram is dropped as `version` too, so a node and central of
+//! different versions never talk (the node stays down and `diatom status`
+//! counts the drops) rather than fail job by job.
 
 use crate::stats::DropReason;
 
@@ -26,7 +30,7 @@ use crate::stats::DropReason;
 pub const MAGIC: [u8; 3] = *b"DTM";
 /// The protocol version this crate speaks. Messages are bincode enums that
 /// may only grow by appending variants; anything incompatible bumps this.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Authentication tag length (GCM's full 128-bit tag).
@@ -142,7 +146,7 @@ mod tests {
         }
         let enc = sample().encode();
         assert_eq!(&enc[..3], b"DTM");
-        assert_eq!(enc[3], 2);
+        assert_eq!(enc[3], 3);
         assert_eq!(enc[24], 42);
     }
 
@@ -155,9 +159,10 @@ mod tests {
         let mut bad = d.clone();
         bad[0] = b'X';
         assert_eq!(Header::decode(&bad), Err(DropReason::Magic));
-        // Version 1 (XChaCha20-Poly1305, before per-sender subkeys) and
-        // any later one are refused before any key is looked up.
-        for v in [0, 1, 3, 255] {
+        // Version 1 (XChaCha20-Poly1305, before per-sender subkeys), 2
+        // (launches without lookups) and any later one are refused before
+        // any key is looked up.
+        for v in [0, 1, 2, 4, 255] {
             let mut bad = d.clone();
             bad[3] = v;
             assert_eq!(Header::decode(&bad), Err(DropReason::Version));

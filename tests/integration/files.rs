@@ -17,7 +17,8 @@
 //! writes, renames, deletes and lists; `gcc -O2 -c`, link and run; errno as
 //! `nobody`; a change on central seen by the next run and the next open;
 //! the shared directory; central-only scripts and ELF programs exec'd;
-//! `/proc/self` links; writes reaching central at `fsync` and `close`; and a
+//! `/proc/self` links; a program started through central-only symlinks
+//! reading them (the launch carries their `lstat`); writes reaching central at `fsync` and `close`; and a
 //! bare node (static `diatom-client`, no `/usr`, `/lib` or `/etc`) running
 //! `python3` and `gcc`.
 //!
@@ -772,6 +773,31 @@ fn files_proc_self_links_answer_as_central() {
         ],
         RUN,
     );
+}
+
+#[test]
+fn files_program_symlinks_read_as_central() {
+    if !require_root("files_program_symlinks_read_as_central") {
+        return;
+    }
+    // The launch carries the home's lstat of the program's symlink chain
+    // (central-only links here, relative then absolute); the job reads
+    // them as central has them, and sees its own change of one at once.
+    let f = Files::new("fplinks");
+    std::fs::create_dir_all(f.only("bin")).unwrap();
+    std::os::unix::fs::symlink("py3", f.only("bin/py")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/python3", f.only("bin/py3")).unwrap();
+    let c = f.cluster("fplinks");
+    let py = "import os, sys\n\
+              print(os.readlink('bin/py'), os.readlink('bin/py3'))\n\
+              print(os.path.realpath('bin/py'), sys.executable, sys.prefix)\n\
+              print(os.path.islink('bin/py'), os.lstat('bin/py3').st_size)\n\
+              os.remove('bin/py3')\n\
+              os.symlink(os.path.realpath('/usr/bin/python3'), 'bin/py3')\n\
+              print(os.readlink('bin/py3'), os.path.exists('/etc/ld.so.preload'))\n\
+              os.remove('bin/py3')\n\
+              os.symlink('/usr/bin/python3', 'bin/py3')\n";
+    same_as_local(&c, &f.only, &["bin/py", "-c", py], RUN);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod closure;
 pub mod fs;
+pub mod lookups;
 pub mod net;
 pub mod session;
 pub mod signals;

@@ -132,6 +132,9 @@ pub fn launch_from_plan(
         tty,
         rlimits: own_rlimits(),
         ignored_signals: ignored_signals(),
+        // Looked up when the launch goes out (`run`): placement may take
+        // long, and the node holds these answers from their arrival.
+        lookups: Vec::new(),
     })
 }
 
@@ -479,7 +482,7 @@ pub fn run(job: HomeJob) -> Outcome {
         net,
         node,
         node_name,
-        launch,
+        mut launch,
         tty,
     } = job;
     let t0 = std::time::Instant::now();
@@ -488,6 +491,7 @@ pub fn run(job: HomeJob) -> Outcome {
     // the job, time in which the rest of the home is set up (the serve
     // thread among it). Requests the node sends meanwhile wait in the
     // endpoint's queue.
+    launch.lookups = super::lookups::gather(&launch);
     let launching = net.start(node, Job::Launch(Box::new(launch)));
     let (mut listener, waker) = match signals::Listener::new(&signals::forwarded(tty)) {
         Ok((l, w)) => (Some(l), Some(w)),

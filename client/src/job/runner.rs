@@ -571,6 +571,7 @@ fn file_layer(setup: &JobSetup, home: Peer, launch: &Launch) -> Result<(FsLayer,
     let client = fs::HomeClient::new(setup.net.clone(), home, FILE_TIMEOUT);
     let mut files = FsLayer::new(cfg, Box::new(client), setup.cache.clone())
         .map_err(|e| format!("cannot make the job's file mirror: {e}"))?;
+    files.seed_lookups(&launch.lookups);
     let cwd = files
         .enter_dir(&launch.cwd)
         .map_err(|e| format!("cannot make the job's cwd: {e}"))?;

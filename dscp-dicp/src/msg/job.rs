@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::control::JobEvent;
+use super::fs::FileStat;
 use super::Blob;
 
 /// The identity of a central file that decides whether a node's cached
@@ -77,6 +78,30 @@ pub struct Launch {
     /// program starts with these ignored and every other signal at its
     /// default, as a local exec would, whatever the node daemon ignores.
     pub ignored_signals: Vec<i32>,
+    /// Paths the home looked up (`lstat`, as the caller) just before
+    /// sending the launch, which the program is known to ask about first
+    /// (the loader's `/etc/ld.so.preload`, the program's own symlinks): the
+    /// node's metadata cache starts with these answers, so the job's first
+    /// `access`/`stat`/`readlink` of them need no round trip. A node takes
+    /// at most [`MAX_LOOKUPS`] and ignores paths that are not clean.
+    pub lookups: Vec<(Blob, Lookup)>,
+}
+
+/// The most pre-answered lookups a node takes from one launch.
+pub const MAX_LOOKUPS: usize = 32;
+
+/// What the home's `lstat` of a path found (see [`Launch::lookups`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Lookup {
+    /// It exists: its `lstat`, and its target when it is a symlink.
+    Found {
+        /// `lstat` of the path.
+        stat: FileStat,
+        /// The symlink's content.
+        link: Option<Blob>,
+    },
+    /// `ENOENT`: neither it nor (so) anything it would name exists.
+    Missing,
 }
 
 /// Resource limits as `getrlimit` gives them, `(soft, hard)`;

@@ -48,6 +48,20 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             ..Default::default()
         },
         ignored_signals: vec![libc::SIGHUP],
+        lookups: vec![
+            ("/etc/ld.so.preload".into(), job::Lookup::Missing),
+            (
+                "/usr/bin/python3".into(),
+                job::Lookup::Found {
+                    stat: fs::FileStat {
+                        mode: libc::S_IFLNK | 0o777,
+                        size: 10,
+                        ..Default::default()
+                    },
+                    link: Some("python3.11".into()),
+                },
+            ),
+        ],
     };
     let reqs = vec![
         Request::Dscp(DscpRequest::Ping {

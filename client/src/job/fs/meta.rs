@@ -13,11 +13,18 @@
 //! later `stat`s and `access`es of it (opens always ask central). Any
 //! change the job makes forgets all such answers (a change may move what
 //! a path resolves to).
+//!
+//! The launch brings a few such answers too ([`MetaCache::seed`]): the
+//! home's `lstat` of paths the program is known to ask about first, made
+//! just before it sent the launch, held under the same validity from the
+//! launch's arrival.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dscp_dicp::msg::fs::{FileStat, StatFs};
+use dscp_dicp::msg::job::{Lookup, MAX_LOOKUPS};
+use dscp_dicp::msg::Blob;
 
 use super::paths;
 
@@ -178,6 +185,25 @@ impl MetaCache {
                 at: Instant::now(),
             },
         );
+    }
+
+    /// Takes the launch's pre-answered lookups (at most [`MAX_LOOKUPS`])
+    /// as if the job had asked them: a found path as its `lstat` entry (a
+    /// link target only with a symlink's mode), a missing one as an
+    /// `lstat` `ENOENT`. Paths that are not clean are ignored.
+    pub(crate) fn seed(&mut self, lookups: &[(Blob, Lookup)]) {
+        for (path, answer) in lookups.iter().take(MAX_LOOKUPS) {
+            match answer {
+                Lookup::Found { stat, link } => {
+                    let link = link
+                        .as_ref()
+                        .filter(|_| file_type(stat.mode) == libc::S_IFLNK)
+                        .map(|l| l.0.clone());
+                    self.put(path, *stat, link);
+                }
+                Lookup::Missing => self.put_lookup(path, false, None),
+            }
+        }
     }
 
     /// Forgets `path` and, when `tree`, everything below it, and the
@@ -372,6 +398,52 @@ mod tests {
         c.invalidate(b"/x/y", false);
         assert!(c.followed(b"/e/s").is_none());
         assert!(!c.missing(b"/e/gone", true));
+        // The launch's lookups: the same answers, the same invalidation.
+        let mut c = MetaCache::new(Duration::from_secs(60));
+        let link = FileStat {
+            mode: libc::S_IFLNK | 0o777,
+            ..st
+        };
+        let bogus_link = Some(Blob::from("x"));
+        c.seed(&[
+            (Blob::from("/etc/ld.so.preload"), Lookup::Missing),
+            (
+                Blob::from("/usr/bin/py"),
+                Lookup::Found {
+                    stat: link,
+                    link: Some(Blob::from("py3")),
+                },
+            ),
+            (
+                Blob::from("/usr/bin/py3"),
+                Lookup::Found {
+                    stat: st,
+                    link: bogus_link,
+                },
+            ),
+            (Blob::from("/usr/../etc/x"), Lookup::Missing),
+            (Blob::from("relative"), Lookup::Missing),
+        ]);
+        assert!(c.missing(b"/etc/ld.so.preload", true));
+        assert!(matches!(c.followed(b"/etc/ld.so.preload"), Some(Err(()))));
+        assert!(
+            matches!(c.known(b"/usr/bin/py"), Known::Entry(m) if m.link.as_deref() == Some(&b"py3"[..]))
+        );
+        assert!(
+            matches!(c.known(b"/usr/bin/py3"), Known::Entry(m) if m.link.is_none() && m.stat.size == 3)
+        );
+        assert!(!c.missing(b"/usr/../etc/x", true) && !c.missing(b"relative", true));
+        // No listing came with them: a sibling is unknown, not absent.
+        assert!(matches!(c.known(b"/usr/bin/other"), Known::Unknown));
+        c.invalidate(b"/usr/bin/py3", false);
+        assert!(!c.missing(b"/etc/ld.so.preload", true));
+        assert!(matches!(c.known(b"/usr/bin/py3"), Known::Unknown));
+        let many: Vec<(Blob, Lookup)> = (0..MAX_LOOKUPS + 5)
+            .map(|i| (Blob::from(format!("/m/{i}").as_str()), Lookup::Missing))
+            .collect();
+        c.seed(&many);
+        assert!(c.missing(format!("/m/{}", MAX_LOOKUPS - 1).as_bytes(), true));
+        assert!(!c.missing(format!("/m/{MAX_LOOKUPS}").as_bytes(), true));
         let mut z = MetaCache::new(Duration::ZERO);
         z.put_listing(b"/d", [(&b"a"[..], st, None, false)].into_iter());
         assert!(matches!(z.known(b"/d/a"), Known::Unknown));

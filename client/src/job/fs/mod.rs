@@ -322,6 +322,15 @@ impl FsLayer {
         })
     }
 
+    /// Starts the metadata cache with the launch's pre-answered lookups
+    /// ([`dscp_dicp::msg::job::Launch::lookups`]).
+    pub fn seed_lookups(
+        &mut self,
+        lookups: &[(dscp_dicp::msg::Blob, dscp_dicp::msg::job::Lookup)],
+    ) {
+        self.meta.seed(lookups);
+    }
+
     /// The job runs in a PID namespace whose PID 1 is `init` (a host pid):
     /// a pid the job names (`/proc/2/cwd`) is read through that
     /// namespace's own `/proc`, not the node's.
