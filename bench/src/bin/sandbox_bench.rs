@@ -82,7 +82,7 @@ fn main() {
         tty: false,
         user_namespace: false,
         own_netns: true,
-        join_netns: None,
+        join: vec![],
     };
     let layout = Layout::detect();
     if let Some(l) = &layout {

@@ -358,7 +358,10 @@ fn run_job(
     // The relay makes its loopback sockets in the job's own network
     // namespace (a root node's jobs have one; see NodeSandbox::job).
     if jail.own_netns {
-        let made_ahead = jail.netns.as_ref().and_then(|fd| fd.try_clone().ok());
+        let made_ahead = jail
+            .namespaces_ahead
+            .as_ref()
+            .and_then(|ns| ns.net.try_clone().ok());
         match made_ahead
             .map(std::fs::File::from)
             .or_else(|| sandbox::job_netns(pid))

@@ -19,7 +19,7 @@ pub mod cgroup;
 pub mod dynmods;
 pub mod mounts;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,9 +90,9 @@ pub struct NodeSandbox {
     /// A cgroup made ahead for the next job (see [`NodeSandbox::refill`]).
     spare: std::sync::Mutex<Option<JobCgroup>>,
     spare_seq: std::sync::atomic::AtomicU64,
-    /// A network namespace made ahead for the next job (see
-    /// [`NodeSandbox::refill`]).
-    spare_netns: std::sync::Mutex<Option<OwnedFd>>,
+    /// The network, IPC and UTS namespaces made ahead for the next job
+    /// (see [`NodeSandbox::refill`]).
+    spare_ns: std::sync::Mutex<Option<SpareNamespaces>>,
     /// Wakes the refill thread (see [`NodeSandbox::refill`]); None until
     /// it runs, or when it could not be started.
     refiller: Option<crossbeam_channel::Sender<()>>,
@@ -121,7 +121,7 @@ impl NodeSandbox {
             uids: uids.map(|(first, last)| UidPool::new(first, last)),
             spare: std::sync::Mutex::new(None),
             spare_seq: std::sync::atomic::AtomicU64::new(0),
-            spare_netns: std::sync::Mutex::new(None),
+            spare_ns: std::sync::Mutex::new(None),
             refiller: None,
         };
         if root {
@@ -185,7 +185,7 @@ impl NodeSandbox {
             tty: false,
             user_namespace,
             own_netns: !user_namespace,
-            join_netns: None,
+            join: vec![],
         };
         let plan = MountPlan::new(&spec).map_err(|e| e.to_string())?;
         let mut cmd = tracer::Command::new("/");
@@ -223,20 +223,22 @@ impl NodeSandbox {
     ///
     /// Likewise the next job's network namespace (a root daemon's jobs
     /// each get an empty one): making one costs ~0.3 ms, which a clone
-    /// with `CLONE_NEWNET` would put on the job's start.
+    /// with `CLONE_NEWNET` would put on the job's start; and its IPC and
+    /// UTS namespaces (~0.05 ms more in that clone, and their teardown
+    /// in PID 1's exit).
     ///
     /// No lock is held while a spare is made: a job that starts before
     /// its spare is ready makes its own (see [`NodeSandbox::job`]) rather
     /// than wait for the low-priority refill thread.
     fn refill_now(&self) {
-        if self.mode == Mode::Full && locked(&self.spare_netns).is_none() {
-            match make_netns() {
-                Ok(fd) => {
-                    // A second one (a refill asked for again meanwhile)
+        if self.mode == Mode::Full && locked(&self.spare_ns).is_none() {
+            match make_spare_namespaces() {
+                Ok(ns) => {
+                    // A second set (a refill asked for again meanwhile)
                     // is simply closed.
-                    locked(&self.spare_netns).get_or_insert(fd);
+                    locked(&self.spare_ns).get_or_insert(ns);
                 }
-                Err(e) => log::debug!("no spare network namespace: {e}"),
+                Err(e) => log::debug!("no spare namespaces: {e}"),
             }
         }
         let Some(layout) = &self.cgroups else {
@@ -296,6 +298,7 @@ impl NodeSandbox {
                         cg
                     }
                     None => {
+                        log::debug!("job {}: no cgroup made ahead", req.job);
                         let name = format!("{}-{}", std::process::id(), req.job);
                         JobCgroup::create(layout, &name, req.limits)?
                     }
@@ -304,14 +307,17 @@ impl NodeSandbox {
             }
             None => None,
         };
-        let netns = match self.mode {
-            Mode::Full => self
-                .spare_netns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
+        let spare_ns = match self.mode {
+            Mode::Full => locked(&self.spare_ns).take(),
             _ => None,
         };
+        if self.mode == Mode::Full && spare_ns.is_none() {
+            log::debug!("job {}: no namespaces made ahead", req.job);
+        }
+        let join: Vec<(RawFd, libc::c_int)> = spare_ns
+            .as_ref()
+            .map(SpareNamespaces::joins)
+            .unwrap_or_default();
         // A root built ahead fits a job without a terminal (a `-t` job's
         // root has the node's /dev/pts).
         let prepared = match req.prepared.take() {
@@ -329,7 +335,7 @@ impl NodeSandbox {
                     tty: req.tty,
                     user_namespace: userns,
                     own_netns: !userns,
-                    join_netns: netns.as_ref().map(|fd| fd.as_raw_fd()),
+                    join,
                 };
                 // An unprivileged daemon could not enter a network
                 // namespace of the job's user namespace (setns needs
@@ -337,17 +343,16 @@ impl NodeSandbox {
                 // could not reach it: such jobs share the daemon's.
                 let mut flags = if userns {
                     (NAMESPACES & !libc::CLONE_NEWNET) | libc::CLONE_NEWUSER
-                } else if netns.is_some() {
-                    NAMESPACES & !libc::CLONE_NEWNET
                 } else {
-                    NAMESPACES
+                    // The namespaces made ahead are entered, not made.
+                    spec.join.iter().fold(NAMESPACES, |f, &(_, ns)| f & !ns)
                 };
                 let plan = match prepared.as_ref() {
                     Some(mntns) => {
                         // PID 1 enters the root built ahead: no copy of
                         // the node's mounts to make and undo.
                         flags &= !libc::CLONE_NEWNS;
-                        MountPlan::enter(spec.join_netns, mntns.as_raw_fd())
+                        MountPlan::enter(&spec.join, mntns.as_raw_fd())
                     }
                     None => MountPlan::new(&spec)?,
                 };
@@ -356,8 +361,8 @@ impl NodeSandbox {
         };
         Ok(JobSandbox {
             cgroup,
-            own_netns: netns.is_some() || flags.is_some_and(|f| f & libc::CLONE_NEWNET != 0),
-            netns,
+            own_netns: spare_ns.is_some() || flags.is_some_and(|f| f & libc::CLONE_NEWNET != 0),
+            namespaces_ahead: spare_ns,
             mntns: prepared,
             namespaces: flags,
             plan,
@@ -405,8 +410,10 @@ pub struct JobSandbox {
     pub namespaces: Option<libc::c_int>,
     /// The job gets its own (empty) network namespace.
     pub own_netns: bool,
-    /// That namespace when it was made ahead (else the clone makes it).
-    pub netns: Option<OwnedFd>,
+    /// That namespace, and the job's IPC and UTS ones, when made ahead
+    /// (else the clone makes them); kept open until PID 1 has entered
+    /// them.
+    pub namespaces_ahead: Option<SpareNamespaces>,
     /// The mount namespace with the job's root, when built ahead (kept
     /// open until PID 1 has entered it).
     pub mntns: Option<OwnedFd>,
@@ -455,14 +462,14 @@ pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
 /// A job's root being built ahead of its launch, on a thread of its own
 /// (see [`NodeSandbox::prepare_root`]).
 #[derive(Debug)]
-pub struct PreparedRoot(std::thread::JoinHandle<std::io::Result<OwnedFd>>);
+pub struct PreparedRoot(std::thread::JoinHandle<std::io::Result<Vec<OwnedFd>>>);
 
 impl PreparedRoot {
     /// The mount namespace holding the root, once built (None, logged,
     /// when it could not be: the job's PID 1 builds it as usual).
     fn take(self) -> Option<OwnedFd> {
         match self.0.join() {
-            Ok(Ok(fd)) => Some(fd),
+            Ok(Ok(fds)) => fds.into_iter().next(),
             Ok(Err(e)) => {
                 log::warn!("sandbox: the job's root made ahead failed ({e}): made at its start");
                 None
@@ -491,7 +498,7 @@ impl NodeSandbox {
             tty: false,
             user_namespace: false,
             own_netns: true,
-            join_netns: None,
+            join: vec![],
         };
         use nix::sched::CloneFlags;
         // Everything is done on the thread, even the directory and the
@@ -501,7 +508,7 @@ impl NodeSandbox {
         let built = in_new_namespace(
             "root-maker",
             CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS,
-            "mnt",
+            &["mnt"],
             move || {
                 std::fs::DirBuilder::new()
                     .recursive(true)
@@ -546,38 +553,71 @@ fn refill_thread(sandbox: &std::sync::Weak<NodeSandbox>, asked: &crossbeam_chann
     }
 }
 
-/// Makes an empty network namespace with `lo` up and returns a descriptor
-/// that keeps it.
-fn make_netns() -> std::io::Result<OwnedFd> {
+/// A job's network (empty, `lo` up), IPC and UTS namespaces, made ahead
+/// (see [`NodeSandbox::refill`]).
+#[derive(Debug)]
+pub struct SpareNamespaces {
+    /// The network namespace (the job's network relay makes its sockets
+    /// there).
+    pub net: OwnedFd,
+    ipc: OwnedFd,
+    uts: OwnedFd,
+}
+
+impl SpareNamespaces {
+    /// What PID 1 enters: (descriptor, `CLONE_NEW*` type).
+    fn joins(&self) -> Vec<(RawFd, libc::c_int)> {
+        vec![
+            (self.net.as_raw_fd(), libc::CLONE_NEWNET),
+            (self.ipc.as_raw_fd(), libc::CLONE_NEWIPC),
+            (self.uts.as_raw_fd(), libc::CLONE_NEWUTS),
+        ]
+    }
+}
+
+/// Makes a job's network (empty, `lo` up), IPC and UTS namespaces and
+/// returns descriptors that keep them.
+fn make_spare_namespaces() -> std::io::Result<SpareNamespaces> {
+    use nix::sched::CloneFlags;
     let made = in_new_namespace(
         "netns-maker",
-        nix::sched::CloneFlags::CLONE_NEWNET,
-        "net",
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+        &["net", "ipc", "uts"],
         mounts::loopback_up,
     )?
-    .join();
-    made.unwrap_or_else(|_| Err(std::io::Error::other("the netns thread panicked")))
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))?;
+    let mut fds = made.into_iter();
+    match (fds.next(), fds.next(), fds.next()) {
+        (Some(net), Some(ipc), Some(uts)) => Ok(SpareNamespaces { net, ipc, uts }),
+        _ => Err(std::io::Error::other("a namespace descriptor is missing")),
+    }
 }
 
 /// Runs `setup` on a thread of its own that first unshares the namespaces
 /// of `flags` (a namespace is a thread's: the daemon's other threads stay
-/// where they are); the thread's result is a descriptor of its new `ns`
-/// namespace (`net`, `mnt`), opened before `setup` runs (a mount plan's
-/// pivot_root hides `/proc`), which keeps the namespace once the thread
-/// is gone.
+/// where they are); the thread's result is a descriptor of each of its new
+/// namespaces named in `ns` (`net`, `mnt`, ...), opened before `setup`
+/// runs (a mount plan's pivot_root hides `/proc`), which keep them once
+/// the thread is gone.
 fn in_new_namespace(
     name: &str,
     flags: nix::sched::CloneFlags,
-    ns: &'static str,
+    ns: &'static [&'static str],
     setup: impl FnOnce() -> std::io::Result<()> + Send + 'static,
-) -> std::io::Result<std::thread::JoinHandle<std::io::Result<OwnedFd>>> {
+) -> std::io::Result<std::thread::JoinHandle<std::io::Result<Vec<OwnedFd>>>> {
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || -> std::io::Result<OwnedFd> {
+        .spawn(move || -> std::io::Result<Vec<OwnedFd>> {
             nix::sched::unshare(flags)?;
-            let fd = OwnedFd::from(std::fs::File::open(format!("/proc/thread-self/ns/{ns}"))?);
+            let fds = ns
+                .iter()
+                .map(|n| {
+                    std::fs::File::open(format!("/proc/thread-self/ns/{n}")).map(OwnedFd::from)
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
             setup()?;
-            Ok(fd)
+            Ok(fds)
         })
 }
 

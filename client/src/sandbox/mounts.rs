@@ -51,11 +51,11 @@ enum Op {
     PivotRoot,
     /// `lo` up in the job's network namespace.
     LoopbackUp,
-    /// Enter the network namespace made ahead for the job (its `lo` is up).
-    JoinNetns(std::os::fd::RawFd),
-    /// Enter the mount namespace prepared for the job (its root built,
-    /// see [`MountPlan::prepare`]): root and cwd become its root.
-    JoinMntns(std::os::fd::RawFd),
+    /// Enter a namespace made ahead for the job (`CLONE_NEW*` type): the
+    /// network one (its `lo` is up), IPC, UTS, or the mount namespace
+    /// prepared with its root (see [`MountPlan::prepare`]: root and cwd
+    /// become its root).
+    Join(std::os::fd::RawFd, libc::c_int),
 }
 
 /// What the job's root holds.
@@ -75,10 +75,11 @@ pub struct RootSpec {
     pub user_namespace: bool,
     /// The job has its own network namespace: bring its `lo` up.
     pub own_netns: bool,
-    /// The job's network namespace was made ahead (this descriptor of it
-    /// stays open until PID 1 has applied the plan): PID 1 enters it
-    /// instead of having the clone make one.
-    pub join_netns: Option<std::os::fd::RawFd>,
+    /// Namespaces made ahead for the job (descriptor, `CLONE_NEW*` type;
+    /// each stays open until PID 1 has applied the plan): PID 1 enters
+    /// them instead of having the clone make them. A network namespace
+    /// among them has its `lo` up already.
+    pub join: Vec<(std::os::fd::RawFd, libc::c_int)>,
 }
 
 /// The steps PID 1 takes (see the module documentation).
@@ -132,9 +133,9 @@ impl MountPlan {
     /// PID 1's steps into a root made by [`MountPlan::prepare`]: the
     /// network namespace made ahead (if any), the prepared mount
     /// namespace, and `/proc` of the job's PID namespace.
-    pub fn enter(netns: Option<std::os::fd::RawFd>, mntns: std::os::fd::RawFd) -> Self {
-        let mut ops: Vec<Op> = netns.map(Op::JoinNetns).into_iter().collect();
-        ops.push(Op::JoinMntns(mntns));
+    pub fn enter(join: &[(std::os::fd::RawFd, libc::c_int)], mntns: std::os::fd::RawFd) -> Self {
+        let mut ops: Vec<Op> = join.iter().map(|&(fd, ns)| Op::Join(fd, ns)).collect();
+        ops.push(Op::Join(mntns, libc::CLONE_NEWNS));
         ops.push(proc_mount(c"/proc".to_owned()));
         MountPlan { ops }
     }
@@ -291,11 +292,14 @@ impl MountPlan {
                 | libc::MS_NODEV,
             data: None,
         });
-        match spec.join_netns {
-            _ if !whole => {}
-            Some(fd) => ops.insert(0, Op::JoinNetns(fd)),
-            None if spec.own_netns => ops.push(Op::LoopbackUp),
-            None => {}
+        if whole {
+            let joins_net = spec.join.iter().any(|&(_, ns)| ns == libc::CLONE_NEWNET);
+            if spec.own_netns && !joins_net {
+                ops.push(Op::LoopbackUp);
+            }
+            // Entered before anything else (the mounts are made in the
+            // mount namespace the clone made).
+            ops.splice(0..0, spec.join.iter().map(|&(fd, ns)| Op::Join(fd, ns)));
         }
         Ok(MountPlan { ops })
     }
@@ -361,8 +365,7 @@ impl MountPlan {
                         check(libc::umount2(dot, libc::MNT_DETACH))?;
                     }
                     Op::LoopbackUp => loopback_up()?,
-                    Op::JoinNetns(fd) => check(libc::setns(*fd, libc::CLONE_NEWNET))?,
-                    Op::JoinMntns(fd) => check(libc::setns(*fd, libc::CLONE_NEWNS))?,
+                    Op::Join(fd, ns) => check(libc::setns(*fd, *ns))?,
                 }
             }
         }
@@ -466,7 +469,7 @@ mod tests {
             tty: false,
             user_namespace: false,
             own_netns: true,
-            join_netns: None,
+            join: vec![],
         };
         let plan = MountPlan::new(&spec).unwrap();
         let binds: Vec<String> = plan
