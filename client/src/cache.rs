@@ -43,7 +43,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use index::{Entry, IndexLog, Record};
-pub use partial::PartialObject;
+pub use partial::{PartialObject, RangeSink};
 
 /// Mode of a finished object: readable and executable by the job's user,
 /// writable by no one.

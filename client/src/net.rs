@@ -77,6 +77,21 @@ impl Net {
         self.driver.start(peer, payload).map_err(|e| e.to_string())
     }
 
+    /// [`Net::start`] with the response's bytes beyond its head going to
+    /// `sink` as they arrive, when it has the sink's length (see
+    /// [`dscp_dicp::Sink`]).
+    pub fn start_into(
+        &self,
+        peer: Peer,
+        msg: impl Into<Request>,
+        sink: dscp_dicp::Sink,
+    ) -> Result<PendingCall, String> {
+        let payload = msg.into().encode().map_err(|e| e.to_string())?;
+        self.driver
+            .start_into(peer, payload, sink)
+            .map_err(|e| e.to_string())
+    }
+
     /// Hands back a received message the caller is done with (a fetched
     /// `Read` answer once written to the cache), so the next big one is
     /// reassembled in its memory instead of in newly faulted pages.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use rand::RngCore;
 
-use crate::endpoint::{Config, Endpoint, Event, FailReason, Peer, RequestId};
+use crate::endpoint::{Config, Endpoint, Event, FailReason, Peer, RequestId, Sink};
 use crate::error::{CodecError, DriverError, EndpointError};
 use crate::key::{Key, KeyId};
 use crate::msg::{Request, Response};
@@ -57,7 +57,26 @@ impl Default for DriverConfig {
     }
 }
 
-type Reply = Result<Vec<u8>, DriverError>;
+type Reply = Result<Answer, DriverError>;
+
+/// The answer to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The whole response.
+    Whole(Vec<u8>),
+    /// The head of a response whose other bytes went to the call's sink
+    /// ([`Handle::start_into`]).
+    Sunk(Vec<u8>),
+}
+
+impl Answer {
+    /// The bytes delivered: the whole response, or a sunk one's head.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Answer::Whole(b) | Answer::Sunk(b) => b,
+        }
+    }
+}
 
 struct Waiter {
     tx: Sender<Reply>,
@@ -267,12 +286,36 @@ impl Handle {
 
     /// Starts a call; any number may be in flight at once.
     pub fn start(&self, peer: Peer, payload: Vec<u8>) -> Result<PendingCall, DriverError> {
+        self.start_with(peer, payload, None)
+    }
+
+    /// Starts a call whose response goes to `sink` as it arrives when it
+    /// has the sink's length (see [`Sink`]); collect it with
+    /// [`PendingCall::wait_answer`].
+    pub fn start_into(
+        &self,
+        peer: Peer,
+        payload: Vec<u8>,
+        sink: Sink,
+    ) -> Result<PendingCall, DriverError> {
+        self.start_with(peer, payload, Some(sink))
+    }
+
+    fn start_with(
+        &self,
+        peer: Peer,
+        payload: Vec<u8>,
+        sink: Option<Sink>,
+    ) -> Result<PendingCall, DriverError> {
         if self.shared.shutdown.load(Ordering::SeqCst) {
             return Err(DriverError::Closed);
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
         let id = self.shared.with_endpoint(|st, now| {
-            let id = st.ep.send_request(now, peer, payload)?;
+            let id = match sink {
+                Some(sink) => st.ep.send_request_into(now, peer, payload, sink)?,
+                None => st.ep.send_request(now, peer, payload)?,
+            };
             st.waiters.insert(id, Waiter { tx, wake: None });
             Ok::<_, EndpointError>(id)
         })?;
@@ -394,7 +437,13 @@ impl PendingCall {
     /// cancelled. While waiting, the calling thread receives from the
     /// socket itself (alongside the driver thread), so an answer costs no
     /// thread hand-off.
-    pub fn wait(mut self, timeout: Duration) -> Result<Vec<u8>, DriverError> {
+    pub fn wait(self, timeout: Duration) -> Result<Vec<u8>, DriverError> {
+        self.wait_answer(timeout).map(Answer::into_bytes)
+    }
+
+    /// [`PendingCall::wait`], telling a whole answer from a sunk one's
+    /// head (calls started with [`Handle::start_into`]).
+    pub fn wait_answer(mut self, timeout: Duration) -> Result<Answer, DriverError> {
         let deadline = Instant::now() + timeout;
         let efd = thread_waker();
         if let Some(fd) = efd {
@@ -434,7 +483,7 @@ impl PendingCall {
     pub fn try_wait(&mut self) -> Option<Result<Vec<u8>, DriverError>> {
         let r = self.rx.try_recv().ok()?;
         self.done = true;
-        Some(r)
+        Some(r.map(Answer::into_bytes))
     }
 }
 
@@ -576,7 +625,13 @@ impl Shared {
                 }
                 Event::Response { id, payload } => {
                     if let Some(w) = st.waiters.remove(&id) {
-                        let _ = w.tx.send(Ok(payload));
+                        let _ = w.tx.send(Ok(Answer::Whole(payload)));
+                        wake_other(w.wake);
+                    }
+                }
+                Event::ResponseSunk { id, head } => {
+                    if let Some(w) = st.waiters.remove(&id) {
+                        let _ = w.tx.send(Ok(Answer::Sunk(head)));
                         wake_other(w.wake);
                     }
                 }

@@ -32,8 +32,10 @@ pub mod wire;
 mod tests;
 
 pub use crypto::Keyring;
-pub use driver::{Driver, DriverConfig, Handle, Incoming, PendingCall};
-pub use endpoint::{Config, Endpoint, Event, FailReason, Peer, RequestId, Transmit};
+pub use driver::{Answer, Driver, DriverConfig, Handle, Incoming, PendingCall};
+pub use endpoint::{
+    Config, Endpoint, Event, FailReason, Peer, RequestId, Sink, SinkTarget, Transmit,
+};
 pub use error::{CodecError, DriverError, EndpointError, KeyError};
 pub use key::{Key, KeyId, CLUSTER_KEY_ID};
 pub use stats::{DropReason, DropStats, Stats};

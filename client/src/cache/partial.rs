@@ -9,6 +9,18 @@
 //! datagram carrying different data cannot make the file differ from what
 //! was hashed.
 //!
+//! A large object can also be written in place: [`PartialObject::map_for_sinks`]
+//! maps the whole file shared and writable, [`PartialObject::populate`]
+//! gives ranges their page cache through that mapping, and a
+//! [`RangeSink`] for a populated range (handed out once per range, in
+//! increasing order) copies arriving bytes straight into it (a fetch's
+//! answers, as each datagram is opened: no reassembly buffer, no `pwrite`);
+//! [`PartialObject::commit_sunk`] then hashes the range from the mapping
+//! and publishes it. Only populated ranges are written through the mapping:
+//! populating reserves the file's blocks, so a full disk fails the populate
+//! (and the range is written with `pwrite`, which reports it) instead of
+//! raising SIGBUS on a store.
+//!
 //! While writing, the file is mode 0644 so the job's user can read the
 //! prefix; it is not meant for exec or mmap until finished (a mapping past
 //! the prefix would see zeros, not wait).
@@ -53,6 +65,61 @@ pub struct PartialObject {
     state: Mutex<WriteState>,
     /// Signalled (under `state`) when the prefix grows or the state changes.
     changed: Condvar,
+    /// The whole file mapped for [`RangeSink`]s (large objects, on demand).
+    map: std::sync::OnceLock<Option<Arc<Mapping>>>,
+    /// Bytes `0..populated.0` have page cache through `map` (raised by
+    /// [`PartialObject::populate`], in order only), and whether populating
+    /// failed (it will not grow then); its waiters.
+    populated: Mutex<(u64, bool)>,
+    populated_changed: Condvar,
+    /// Sinks are handed out for ranges at or beyond this, so no two
+    /// overlap and none covers bytes already published.
+    next_sink: Mutex<u64>,
+}
+
+/// A shared, writable mapping of a whole cache object, unmapped on drop.
+#[derive(Debug)]
+struct Mapping {
+    addr: usize,
+    len: usize,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `addr..addr + len` is a mapping made by `map_for_sinks`
+        // and owned by this value only; every user holds an `Arc` to it.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Where the bytes of one range of a large object go as they arrive (see
+/// the module documentation): a populated range of the object's mapping,
+/// written only through this value until [`PartialObject::commit_sunk`].
+#[derive(Debug)]
+pub struct RangeSink {
+    map: Arc<Mapping>,
+    base: u64,
+    len: u64,
+}
+
+impl RangeSink {
+    /// Copies `data` to `at` bytes into the range; anything beyond the
+    /// range is ignored (callers never send it).
+    pub fn write(&mut self, at: u64, data: &[u8]) {
+        let Some(end) = at.checked_add(data.len() as u64) else {
+            return;
+        };
+        if end > self.len {
+            return;
+        }
+        // `base + end <= size <= map.len` (checked when the sink was made).
+        let dst = self.map.addr + (self.base + at) as usize;
+        // SAFETY: the destination lies inside the live mapping (the `Arc`
+        // keeps it), in pages populated for writing, and only this sink
+        // writes these bytes until the owner commits them (sinks never
+        // overlap); the source is a separate buffer.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
+    }
 }
 
 #[derive(Debug)]
@@ -100,6 +167,10 @@ impl PartialObject {
             prefix: AtomicU64::new(0),
             state: Mutex::new(WriteState::Writing),
             changed: Condvar::new(),
+            map: std::sync::OnceLock::new(),
+            populated: Mutex::new((0, false)),
+            populated_changed: Condvar::new(),
+            next_sink: Mutex::new(0),
         }))
     }
 
@@ -137,6 +208,10 @@ impl PartialObject {
     /// Best effort: an error (older kernels lack `MADV_POPULATE_WRITE`)
     /// only leaves the work to the write. The bytes read as zeros until
     /// written, which no reader sees (readers wait for the written prefix).
+    ///
+    /// With [`PartialObject::map_for_sinks`] done, the pages are populated
+    /// in that mapping (so stores through it do not fault) and, for a
+    /// range starting where the populated part ends, the part grows.
     pub fn populate(&self, offset: u64, len: usize) {
         use std::os::fd::AsRawFd;
         let Ok(off) = libc::off_t::try_from(offset) else {
@@ -146,6 +221,30 @@ impl PartialObject {
             || !offset.is_multiple_of(4096)
             || offset.saturating_add(len as u64) > self.size()
         {
+            return;
+        }
+        if let Some(map) = self.map.get().and_then(Option::as_ref) {
+            // SAFETY: the range lies inside the live mapping (checked
+            // above against the size it covers); populating leaves the
+            // contents of present pages alone.
+            let r = unsafe {
+                libc::madvise(
+                    (map.addr + offset as usize) as *mut libc::c_void,
+                    len,
+                    libc::MADV_POPULATE_WRITE,
+                )
+            };
+            let mut p = self
+                .populated
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if r != 0 {
+                // A full disk, or no MADV_POPULATE_WRITE: no more sinks.
+                p.1 = true;
+            } else if p.0 == offset {
+                p.0 = offset + len as u64;
+            }
+            self.populated_changed.notify_all();
             return;
         }
         // SAFETY: a fresh shared mapping of our own descriptor, unmapped
@@ -165,6 +264,116 @@ impl PartialObject {
             libc::madvise(m, len, libc::MADV_POPULATE_WRITE);
             libc::munmap(m, len);
         }
+    }
+
+    /// Maps the whole object shared and writable for [`RangeSink`]s
+    /// (once; later calls say whether it exists). False when it cannot be
+    /// mapped: the object is then written with `pwrite` only.
+    pub fn map_for_sinks(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.map
+            .get_or_init(|| {
+                let len = usize::try_from(self.size()).ok().filter(|&l| l > 0)?;
+                // SAFETY: a fresh shared mapping of our own descriptor,
+                // owned by the returned `Mapping` (unmapped on its drop).
+                let m = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        self.file.as_raw_fd(),
+                        0,
+                    )
+                };
+                (m != libc::MAP_FAILED).then(|| {
+                    Arc::new(Mapping {
+                        addr: m as usize,
+                        len,
+                    })
+                })
+            })
+            .is_some()
+    }
+
+    /// Waits until bytes `0..end` are populated in the mapping (true), or
+    /// populating failed or `timeout` passed (false).
+    pub fn wait_populated(&self, end: u64, timeout: Duration) -> bool {
+        let p = self
+            .populated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (p, _) = self
+            .populated_changed
+            .wait_timeout_while(p, timeout, |p| p.0 < end && !p.1)
+            .unwrap_or_else(PoisonError::into_inner);
+        p.0 >= end
+    }
+
+    /// A sink for bytes `offset..offset + len`, if they are populated in
+    /// the mapping, not yet published and beyond every earlier sink's
+    /// range. Commit its bytes with [`PartialObject::commit_sunk`] once
+    /// they have all been written.
+    pub fn sink(&self, offset: u64, len: u64) -> Option<RangeSink> {
+        let map = self.map.get().and_then(Option::as_ref)?;
+        let end = offset.checked_add(len).filter(|&e| e <= self.size())?;
+        let mut next = self
+            .next_sink
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let populated = self
+            .populated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if offset < *next || offset < self.ready_up_to() || end > populated {
+            return None;
+        }
+        *next = end;
+        Some(RangeSink {
+            map: Arc::clone(map),
+            base: offset,
+            len,
+        })
+    }
+
+    /// Publishes bytes `offset..offset + len` written through a
+    /// [`RangeSink`] (which must be done writing): hashes them from the
+    /// mapping when they continue the prefix, as `write_at` does for
+    /// written bytes.
+    pub fn commit_sunk(&self, offset: u64, len: u64) -> Result<(), CacheError> {
+        let size = self.identity.size;
+        let bad = CacheError::OutOfBounds {
+            offset,
+            len: len as usize,
+            size,
+        };
+        let end = offset.checked_add(len).filter(|&e| e <= size).ok_or(bad)?;
+        let Some(map) = self.map.get().and_then(Option::as_ref) else {
+            return Err(CacheError::NotWriting);
+        };
+        let mut w = self.writer();
+        if !self.is_writing() {
+            return Err(CacheError::NotWriting);
+        }
+        let prefix = self.ready_up_to();
+        if offset < prefix {
+            // Sinks are only made beyond the prefix: never rehash.
+            return Err(CacheError::NotWriting);
+        }
+        let mut new_prefix = prefix;
+        if offset == prefix {
+            // SAFETY: inside the live mapping (`end <= size`); the sink
+            // that wrote these bytes is done and no other covers them.
+            let bytes = unsafe {
+                std::slice::from_raw_parts((map.addr + offset as usize) as *const u8, len as usize)
+            };
+            w.hasher.update(bytes);
+            new_prefix = end;
+        } else {
+            insert_range(&mut w.pending, offset, end);
+        }
+        self.publish(&mut w, prefix, new_prefix)
     }
 
     /// The object's size.
@@ -294,7 +503,14 @@ impl PartialObject {
                 insert_range(&mut w.pending, start, end);
             }
         }
-        let new_prefix = match self.absorb_pending(&mut w, new_prefix) {
+        self.publish(&mut w, prefix, new_prefix)
+    }
+
+    /// Absorbs the pending ranges that now touch `new_prefix` and
+    /// publishes the result if it grew past `prefix` (the caller holds
+    /// the writer's lock, passed as `w`).
+    fn publish(&self, w: &mut Writer, prefix: u64, new_prefix: u64) -> Result<(), CacheError> {
+        let new_prefix = match self.absorb_pending(w, new_prefix) {
             Ok(p) => p,
             Err(e) => {
                 // The hash may have seen part of a range the prefix does
@@ -501,6 +717,55 @@ mod tests {
         part.write_at(4096, &[8u8; 4096]).unwrap();
         assert!(part.complete().is_ok() && part.is_finished());
         drop((part, cache));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sinks_write_populated_ranges_in_place() {
+        // Three ranges of an object (the last one short): the first two
+        // through sinks (out of order), the last one with `pwrite`. Sinks
+        // exist only for populated ranges beyond the prefix and every
+        // earlier sink; the object hashes as its bytes.
+        let dir = std::env::temp_dir().join(format!("diatom-sink-test-{}", std::process::id()));
+        let cache = super::super::Cache::open(&dir).unwrap();
+        let (step, size) = (64 * 1024u64, 64 * 1024 * 2 + 1000);
+        let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let id = FileIdentity {
+            size,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            ino: 1,
+            dev: 1,
+        };
+        let part = cache.begin(std::path::Path::new("/f"), &id, size).unwrap();
+        assert!(part.sink(0, step).is_none(), "not mapped");
+        assert!(part.map_for_sinks());
+        assert!(part.sink(0, step).is_none(), "not populated");
+        assert!(!part.wait_populated(step, Duration::ZERO));
+        part.populate(step, step as usize); // out of order: not counted
+        assert!(!part.wait_populated(2 * step, Duration::ZERO));
+        part.populate(0, step as usize);
+        part.populate(step, step as usize);
+        assert!(part.wait_populated(2 * step, Duration::ZERO));
+        assert!(part.sink(0, 2 * step + 1).is_none(), "beyond populated");
+        let mut first = part.sink(0, step).unwrap();
+        let mut second = part.sink(step, step).unwrap();
+        assert!(part.sink(0, step).is_none(), "overlaps an earlier sink");
+        // Written in pieces, beyond its range ignored.
+        second.write(0, &data[step as usize..step as usize + 100]);
+        second.write(100, &data[step as usize + 100..2 * step as usize]);
+        second.write(step - 1, &[1, 2]);
+        part.commit_sunk(step, step).unwrap();
+        assert_eq!(part.ready_up_to(), 0, "out of order: pending");
+        first.write(0, &data[..step as usize]);
+        part.commit_sunk(0, step).unwrap();
+        assert_eq!(part.ready_up_to(), 2 * step);
+        assert!(part.commit_sunk(0, step).is_err(), "never rehashed");
+        part.write_at(2 * step, &data[2 * step as usize..]).unwrap();
+        let obj = part.complete().unwrap();
+        assert_eq!(obj.hash, blake3::hash(&data));
+        assert_eq!(std::fs::read(&obj.path).unwrap(), data);
+        drop((first, second, part, cache));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

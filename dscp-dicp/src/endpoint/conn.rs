@@ -25,6 +25,7 @@ use std::time::Instant;
 use super::message::{BufPool, ChunkRef, MsgKey, OutMsg, Reassembly};
 use super::ranges::RangeSet;
 use super::rtt::Rtt;
+use super::sink::SinkFill;
 use super::{Config, Event, Peer, RequestId};
 use crate::frame::{self, Ack, Chunk, Frame, MsgKind};
 use crate::stats::{DropReason, Stats};
@@ -95,6 +96,8 @@ pub(crate) struct Conn {
 
     // Client side: requests awaiting a response.
     pub outstanding: BTreeSet<u64>,
+    /// Outstanding requests whose response goes to a sink.
+    pub sinks: HashMap<u64, SinkFill>,
 
     // Send side.
     next_pn: u64,
@@ -136,6 +139,7 @@ impl Conn {
             floor: 0,
             served: BTreeMap::new(),
             outstanding: BTreeSet::new(),
+            sinks: HashMap::new(),
             next_pn: 0,
             sent: VecDeque::new(),
             sent_base: 0,
@@ -185,6 +189,7 @@ impl Conn {
     }
 
     pub fn forget_response(&mut self, id: u64) {
+        self.sinks.remove(&id);
         if let Some(r) = self.partial.remove(&(MsgKind::Response, id)) {
             self.partial_bytes -= r.total() as usize;
         }
@@ -274,10 +279,27 @@ impl Conn {
                 }
                 // The peer evidently has the request: stop (re)sending it.
                 self.drop_out((MsgKind::Request, c.id));
+                if let Some(fill) = self.sinks.get_mut(&c.id) {
+                    if fill.total() == c.total {
+                        if fill.insert(c.offset, c.data) {
+                            if let Some(fill) = self.sinks.remove(&c.id) {
+                                self.forget_response(c.id);
+                                self.outstanding.remove(&c.id);
+                                ctx.answered.push(c.id);
+                                ctx.events.push_back(Event::ResponseSunk {
+                                    id: RequestId(c.id),
+                                    head: fill.into_head(),
+                                });
+                            }
+                        }
+                        return Ok(());
+                    }
+                }
                 if let Some(payload) =
                     self.assemble((MsgKind::Response, c.id), c, ctx.cfg, ctx.pool)?
                 {
                     self.outstanding.remove(&c.id);
+                    self.sinks.remove(&c.id);
                     ctx.answered.push(c.id);
                     ctx.events.push_back(Event::Response {
                         id: RequestId(c.id),

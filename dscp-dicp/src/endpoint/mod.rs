@@ -15,6 +15,7 @@ mod conn;
 mod message;
 mod ranges;
 mod rtt;
+mod sink;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -27,6 +28,8 @@ use rand::{RngCore, SeedableRng};
 use self::conn::{Conn, Ctx, TimeoutOutcome};
 use self::message::BufPool;
 pub(crate) use self::message::RECYCLE_MIN;
+use self::sink::SinkFill;
+pub use self::sink::{Sink, SinkTarget};
 use crate::crypto::Keyring;
 use crate::error::EndpointError;
 use crate::frame::{self, Handshake, MsgKind};
@@ -193,6 +196,16 @@ pub enum Event {
         id: RequestId,
         /// The response payload.
         payload: Vec<u8>,
+    },
+    /// The answer to one of our requests sent with a [`Sink`], whose
+    /// bytes beyond the head went to the sink (exactly once per request,
+    /// instead of [`Event::Response`]; a response of another length than
+    /// the sink's comes as `Response`).
+    ResponseSunk {
+        /// Which request.
+        id: RequestId,
+        /// The response's first [`Sink::skip`] bytes.
+        head: Vec<u8>,
     },
     /// One of our requests will never be answered.
     RequestFailed {
@@ -369,6 +382,24 @@ impl Endpoint {
         self.requests.insert(id, peer);
         self.mark_ready(peer);
         Ok(RequestId(id))
+    }
+
+    /// Sends a request whose response, if it is `sink.total` bytes long,
+    /// goes to `sink` as it arrives (see [`Sink`]) and is announced by
+    /// [`Event::ResponseSunk`]; otherwise it arrives as
+    /// [`Event::Response`] as for [`Endpoint::send_request`].
+    pub fn send_request_into(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        payload: Vec<u8>,
+        sink: Sink,
+    ) -> Result<RequestId, EndpointError> {
+        let id = self.send_request(now, peer, payload)?;
+        if let (Some(fill), Some(conn)) = (SinkFill::new(sink), self.conns.get_mut(&peer)) {
+            conn.sinks.insert(id.0, fill);
+        }
+        Ok(id)
     }
 
     /// Answers a request delivered by [`Event::Request`].

@@ -15,7 +15,7 @@ use dscp_dicp::msg::Blob;
 use nix::errno::Errno;
 
 use super::{FsClient, PendingRead, ReadAnswer};
-use crate::cache::{Cache, CacheError, FileIdentity, PartialObject};
+use crate::cache::{Cache, CacheError, FileIdentity, PartialObject, RangeSink};
 
 /// Bytes asked per `Read` (the home caps replies at 16 MiB).
 pub(crate) const READ_CHUNK: u32 = 8 << 20;
@@ -63,7 +63,9 @@ fn read_req(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> Request {
 
 /// Fetches all of central `path` at `stamp` into `part`, with up to
 /// [`WINDOW`] `Read`s in flight, each answer written from the message it
-/// arrived in. `ESTALE`: the file changed meanwhile.
+/// arrived in or, for a large object, copied into the object as each
+/// datagram is opened (a sink, see [`PartialObject::sink`]). `ESTALE`: the
+/// file changed meanwhile.
 pub(crate) fn fill(
     client: &dyn FsClient,
     part: &PartialObject,
@@ -75,7 +77,10 @@ pub(crate) fn fill(
     }
     // The new page cache of a large object is most of a fetch's cost on
     // the node (BENCHMARKS.md, "Files"): a second thread populates each
-    // range once it is asked for, so the writer mostly overwrites pages.
+    // range ahead of the `Read` asking for it, so the bytes arriving are
+    // copied into present pages (and, mapped, may be copied there as
+    // they arrive).
+    let sinks = part.map_for_sinks();
     let (tx, rx) = crossbeam_channel::unbounded::<(u64, u32)>();
     std::thread::scope(|s| {
         let populating = std::thread::Builder::new()
@@ -85,40 +90,99 @@ pub(crate) fn fill(
                     part.populate(off, len as usize);
                 }
             });
-        let tx = populating.is_ok().then_some(tx);
-        fill_from(client, part, path, stamp, tx)
+        let ahead = populating.is_ok().then_some(Ahead { tx, sinks, next: 0 });
+        fill_from(client, part, path, stamp, ahead)
     })
 }
 
 /// Objects at least this large have their page cache populated ahead.
 const POPULATE_MIN: u64 = 64 << 20;
 
+/// `Read`s' ranges populated ahead of the one being asked for.
+const POPULATE_AHEAD: u64 = 4;
+
+/// How long a `Read` waits for its range to be populated before it goes
+/// without a sink (its answer then reassembled and written with `pwrite`).
+const POPULATE_WAIT: Duration = Duration::from_millis(50);
+
+/// The populating thread's queue and how far it was fed.
+struct Ahead {
+    tx: crossbeam_channel::Sender<(u64, u32)>,
+    /// The object is mapped for sinks.
+    sinks: bool,
+    /// Bytes `0..next` were handed to the populating thread.
+    next: u64,
+}
+
+impl Ahead {
+    /// Hands the populating thread the ranges up to `end`, in
+    /// [`READ_CHUNK`] steps.
+    fn feed(&mut self, end: u64) {
+        while self.next < end {
+            let len = (end - self.next).min(u64::from(READ_CHUNK)) as u32;
+            let _ = self.tx.send((self.next, len));
+            self.next += u64::from(len);
+        }
+    }
+}
+
+/// A cache object's range as a protocol sink.
+pub(crate) struct SinkTarget(pub RangeSink);
+
+impl dscp_dicp::SinkTarget for SinkTarget {
+    fn write(&mut self, at: u64, data: &[u8]) {
+        self.0.write(at, data);
+    }
+}
+
 fn fill_from(
     client: &dyn FsClient,
     part: &PartialObject,
     path: &[u8],
     stamp: &FileStamp,
-    populate: Option<crossbeam_channel::Sender<(u64, u32)>>,
+    mut ahead: Option<Ahead>,
 ) -> Result<(), Errno> {
     let size = stamp.size;
     let mut next = 0u64;
     let mut queue: VecDeque<(u64, u32, PendingRead<'_>)> = VecDeque::new();
+    // `Read`s sent with a sink, and all of them (for the log).
+    let (mut sunk, mut reads) = (0u32, 0u32);
     loop {
         while queue.len() < WINDOW && next < size {
             let len = (size - next).min(u64::from(READ_CHUNK)) as u32;
-            let read = client.start_read(read_req(path, stamp, next, len));
-            if let Some(p) = &populate {
-                let _ = p.send((next, len));
+            let req = read_req(path, stamp, next, len);
+            let mut sink = None;
+            if let Some(a) = &mut ahead {
+                let end = next + u64::from(len);
+                a.feed(size.min(end + POPULATE_AHEAD * u64::from(READ_CHUNK)));
+                // The first `Read` does not wait: its bytes are the ones
+                // a reader waits for.
+                if a.sinks && (next == 0 || part.wait_populated(end, POPULATE_WAIT)) {
+                    sink = part.sink(next, u64::from(len));
+                }
             }
+            reads += 1;
+            let read = match sink {
+                Some(sink) => {
+                    sunk += 1;
+                    client.start_read_into(req, len, sink)
+                }
+                None => client.start_read(req),
+            };
             queue.push_back((next, len, read));
             next += u64::from(len);
         }
         let Some((mut off, mut len, pending)) = queue.pop_front() else {
+            log::debug!("fetched {size} bytes: {sunk} of {reads} Reads into sinks");
             return Ok(());
         };
         let mut answer = pending();
         loop {
             let data = match &answer {
+                Ok(ReadAnswer::Sunk) => {
+                    part.commit_sunk(off, u64::from(len)).map_err(cache_errno)?;
+                    break;
+                }
                 Ok(a @ ReadAnswer::Data { .. }) => a.data().unwrap_or_default(),
                 Ok(ReadAnswer::Other(Response::Errno(e))) => return Err(Errno::from_raw(*e)),
                 Ok(ReadAnswer::Other(other)) => {

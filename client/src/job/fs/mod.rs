@@ -44,7 +44,7 @@ use nix::unistd::Pid;
 use syscalls::Sysno;
 use tracer::{Rule, SyscallSet};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, RangeSink};
 use crate::net::{ask, Net};
 
 pub use exec::plan as exec_plan;
@@ -80,6 +80,15 @@ pub trait FsClient {
         Box::new(move || pending().map(ReadAnswer::from))
     }
 
+    /// [`FsClient::start_read`] for a `Read` of exactly `len` bytes whose
+    /// data, when the answer has them all, goes to `sink` as it arrives
+    /// (answered [`ReadAnswer::Sunk`]); any other answer comes as from
+    /// `start_read`. The default does not use the sink.
+    fn start_read_into(&self, req: Request, len: u32, sink: RangeSink) -> PendingRead<'_> {
+        let _ = (len, sink);
+        self.start_read(req)
+    }
+
     /// Gives back a `Read` answer whose bytes were used, so its memory
     /// can receive a later one. The default frees it.
     fn recycle(&self, answer: ReadAnswer) {
@@ -103,6 +112,9 @@ pub enum ReadAnswer {
         /// Where the bytes lie in `msg`.
         at: std::ops::Range<usize>,
     },
+    /// All the bytes asked for, already in the sink given with
+    /// [`FsClient::start_read_into`].
+    Sunk,
     /// Any other answer (an errno, or something unexpected).
     Other(Response),
 }
@@ -112,7 +124,7 @@ impl ReadAnswer {
     pub fn data(&self) -> Option<&[u8]> {
         match self {
             ReadAnswer::Data { msg, at } => msg.get(at.clone()),
-            ReadAnswer::Other(_) => None,
+            ReadAnswer::Sunk | ReadAnswer::Other(_) => None,
         }
     }
 }
@@ -167,13 +179,27 @@ impl FsClient for HomeClient {
     fn start_read(&self, req: Request) -> PendingRead<'_> {
         let pending = self.net.start(self.home, req);
         let timeout = self.timeout;
+        Box::new(move || read_answer(pending?.wait(timeout).map_err(|e| e.to_string())?))
+    }
+
+    fn start_read_into(&self, req: Request, len: u32, sink: RangeSink) -> PendingRead<'_> {
+        let head = dscp_dicp::msg::fs::data_header(len as usize);
+        let sink = dscp_dicp::Sink {
+            total: head.len() as u64 + u64::from(len),
+            skip: head.len(),
+            target: Box::new(fetch::SinkTarget(sink)),
+        };
+        let pending = self.net.start_into(self.home, req, sink);
+        let timeout = self.timeout;
         Box::new(move || {
-            let msg = pending?.wait(timeout).map_err(|e| e.to_string())?;
-            if let Some(at) = dscp_dicp::msg::fs::data_span(&msg) {
-                return Ok(ReadAnswer::Data { msg, at });
-            }
-            let r = dscp_dicp::msg::Response::decode(&msg).map_err(|e| e.to_string())?;
-            Response::try_from(r).map(ReadAnswer::from)
+            let msg = match pending?.wait_answer(timeout).map_err(|e| e.to_string())? {
+                // The answer had the length of `len` bytes of data: it
+                // must be exactly that `Data` reply's head.
+                dscp_dicp::Answer::Sunk(got) if got == head => return Ok(ReadAnswer::Sunk),
+                dscp_dicp::Answer::Sunk(_) => return Err("malformed Read answer".into()),
+                dscp_dicp::Answer::Whole(msg) => msg,
+            };
+            read_answer(msg)
         })
     }
 
@@ -182,6 +208,15 @@ impl FsClient for HomeClient {
             self.net.recycle(msg);
         }
     }
+}
+
+/// A whole `Read` answer as received: its data left where it lies.
+fn read_answer(msg: Vec<u8>) -> Result<ReadAnswer, String> {
+    if let Some(at) = dscp_dicp::msg::fs::data_span(&msg) {
+        return Ok(ReadAnswer::Data { msg, at });
+    }
+    let r = dscp_dicp::msg::Response::decode(&msg).map_err(|e| e.to_string())?;
+    Response::try_from(r).map(ReadAnswer::from)
 }
 
 /// Where and how a job's file layer works.
@@ -638,6 +673,10 @@ impl<T: FsClient + Send + Sync + 'static> FsClient for std::sync::Arc<T> {
 
     fn start_read(&self, req: Request) -> PendingRead<'_> {
         (**self).start_read(req)
+    }
+
+    fn start_read_into(&self, req: Request, len: u32, sink: RangeSink) -> PendingRead<'_> {
+        (**self).start_read_into(req, len, sink)
     }
 
     fn recycle(&self, answer: ReadAnswer) {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use dscp_dicp::msg::fs::{Request, Response};
 
 use super::{FsClient, PendingAnswer, PendingRead, ReadAnswer};
+use crate::cache::RangeSink;
 
 /// Count and total time per kind.
 #[derive(Debug, Default, Clone)]
@@ -231,6 +232,22 @@ impl FsClient for CountingBytes {
                 .ok()
                 .and_then(|a| a.data())
                 .map_or(0, <[u8]>::len);
+            let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            s.add_moved(sent, read);
+            r
+        })
+    }
+
+    fn start_read_into(&self, req: Request, len: u32, sink: RangeSink) -> PendingRead<'_> {
+        let sent = sent_bytes(&req);
+        let pending = self.inner.start_read_into(req, len, sink);
+        Box::new(move || {
+            let r = pending();
+            let read = match &r {
+                Ok(ReadAnswer::Sunk) => len as usize,
+                Ok(a) => a.data().map_or(0, <[u8]>::len),
+                Err(_) => 0,
+            };
             let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
             s.add_moved(sent, read);
             r
