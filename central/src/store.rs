@@ -470,32 +470,50 @@ impl Store {
     /// [`Store::create_job`] and its `placed` event (on `job.node`), in
     /// one transaction: the write a job's start waits for.
     pub fn create_placed_job(&self, job: &NewJob) -> Result<JobId, StoreError> {
+        self.create_placed_job_with(job, |_| ()).map(|(id, ())| id)
+    }
+
+    /// [`Store::create_placed_job`], calling `placed` with the job's id as
+    /// soon as it has one: inside the transaction, which holds SQLite's
+    /// write lock, so the id is final, before the rest of the write (the
+    /// event, the commit). Central sends the node its start from there, so
+    /// the write goes on while the start is on its way. When the commit
+    /// fails, `placed` has run for a job that has no record.
+    pub fn create_placed_job_with<T>(
+        &self,
+        job: &NewJob,
+        placed: impl FnOnce(JobId) -> T,
+    ) -> Result<(JobId, T), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id = Self::insert_job(&tx, job)?;
-        tx.execute(
+        let out = placed(id);
+        tx.prepare_cached(
             "INSERT INTO job_events (job, at, kind, detail) VALUES (?1, ?2, 'placed', ?3)",
-            params![job_key(id)?, to_i64(job.start, "time")?, job.node],
-        )?;
+        )?
+        .execute(params![job_key(id)?, to_i64(job.start, "time")?, job.node])?;
         tx.commit()?;
-        Ok(id)
+        Ok((id, out))
     }
 
     fn insert_job(conn: &Connection, job: &NewJob) -> Result<JobId, StoreError> {
-        let id: i64 = conn.query_row(
-            "INSERT INTO jobs (uid, user, node, program, argv, cwd, state, start)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7) RETURNING id",
-            params![
-                job.uid,
-                job.user,
-                job.node,
-                job.program,
-                to_json(&job.argv)?,
-                job.cwd,
-                to_i64(job.start, "start")?,
-            ],
-            |r| r.get(0),
-        )?;
+        let id: i64 = conn
+            .prepare_cached(
+                "INSERT INTO jobs (uid, user, node, program, argv, cwd, state, start)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7) RETURNING id",
+            )?
+            .query_row(
+                params![
+                    job.uid,
+                    job.user,
+                    job.node,
+                    job.program,
+                    to_json(&job.argv)?,
+                    job.cwd,
+                    to_i64(job.start, "start")?,
+                ],
+                |r| r.get(0),
+            )?;
         Ok(JobId(from_i64(id, "job id")?))
     }
 

@@ -74,6 +74,11 @@ impl Net {
     /// the returned call (so one thread can have several in flight).
     pub fn start(&self, peer: Peer, msg: impl Into<Request>) -> Result<PendingCall, String> {
         let payload = msg.into().encode().map_err(|e| e.to_string())?;
+        self.start_encoded(peer, payload)
+    }
+
+    /// [`Net::start`] of a request encoded already.
+    pub fn start_encoded(&self, peer: Peer, payload: Vec<u8>) -> Result<PendingCall, String> {
         self.driver.start(peer, payload).map_err(|e| e.to_string())
     }
 

@@ -7,6 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,15 +39,28 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves connections until the listener fails.
+/// Serves connections until the listener fails. A connection goes to a
+/// control thread waiting for one, else to a new thread; a thread that
+/// finished its connection waits for the next one (up to [`IDLE_MAX`] of
+/// them, for [`IDLE_KEEP`]), so a `diatom exec` does not wait for a thread
+/// to be made and set up before its request is read.
 pub fn serve(listener: UnixListener, central: Arc<Central>) {
+    let pool = Arc::new(Pool::new());
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {
+                let Some(stream) = pool.hand_over(stream) else {
+                    continue;
+                };
                 let c = Arc::clone(&central);
+                let p = Arc::clone(&pool);
                 let spawned = std::thread::Builder::new()
                     .name("control".into())
-                    .spawn(move || handle(&stream, &c));
+                    .spawn(move || {
+                        handle(&stream, &c);
+                        drop(stream);
+                        p.work(&c);
+                    });
                 if let Err(e) = spawned {
                     log::error!("cannot start a control thread: {e}");
                 }
@@ -55,6 +69,71 @@ pub fn serve(listener: UnixListener, central: Arc<Central>) {
                 log::error!("control socket accept: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
+        }
+    }
+}
+
+/// How long an idle control thread waits for a connection before it ends.
+const IDLE_KEEP: Duration = Duration::from_secs(30);
+/// The most control threads kept waiting for connections.
+const IDLE_MAX: usize = 4;
+
+/// Control threads waiting for connections. `idle` counts the waiting
+/// threads no connection has been promised to: the acceptor takes one
+/// (decrements it) before it sends a connection, and a thread whose wait
+/// timed out leaves only by taking itself the same way, so every
+/// connection sent has a thread that will receive it.
+struct Pool {
+    tx: crossbeam_channel::Sender<UnixStream>,
+    rx: crossbeam_channel::Receiver<UnixStream>,
+    idle: AtomicUsize,
+}
+
+impl Pool {
+    fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Self {
+            tx,
+            rx,
+            idle: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes one waiting thread off the idle count.
+    fn take_one(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Gives `stream` to a waiting thread; returns it when none waits.
+    fn hand_over(&self, stream: UnixStream) -> Option<UnixStream> {
+        if !self.take_one() {
+            return Some(stream);
+        }
+        // The channel lives as long as the pool (it holds both ends).
+        self.tx.send(stream).err().map(|e| e.into_inner())
+    }
+
+    /// Serves connections handed over until none comes for [`IDLE_KEEP`]
+    /// (or enough other threads wait already).
+    fn work(&self, central: &Central) {
+        loop {
+            if self.idle.load(Ordering::SeqCst) >= IDLE_MAX {
+                return;
+            }
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let stream = match self.rx.recv_timeout(IDLE_KEEP) {
+                Ok(s) => s,
+                Err(_) if self.take_one() => return,
+                // A connection was promised to a waiting thread meanwhile,
+                // and this one counts among them: it comes.
+                Err(_) => match self.rx.recv() {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+            };
+            handle(&stream, central);
         }
     }
 }

@@ -30,13 +30,19 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(600);
 /// How long a node has to accept a job.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends a typed request to a peer and waits for the typed answer. The
+/// Sends requests to peers; their answers are awaited when needed. The
 /// daemon gives central its UDP endpoint through this.
 pub trait Caller: Send + Sync {
-    /// One request, one response, or an error line.
-    fn call(&self, peer: Peer, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String>;
+    /// Sends a request without waiting: its answer is awaited later.
+    fn start(&self, peer: Peer, payload: Vec<u8>) -> Result<Box<dyn InFlight>, String>;
     /// Datagrams dropped so far, by reason.
     fn dropped(&self) -> Vec<(String, u64)>;
+}
+
+/// A request sent with [`Caller::start`].
+pub trait InFlight: Send {
+    /// Its answer, or an error line (none within `timeout`).
+    fn wait(self: Box<Self>, timeout: Duration) -> Result<Vec<u8>, String>;
 }
 
 /// The central daemon's shared state.
@@ -103,13 +109,18 @@ impl Central {
         req: DscpRequest,
         timeout: Duration,
     ) -> Result<DscpResponse, String> {
+        dscp_answer(self.start_dscp(addr, req)?.wait(timeout))
+    }
+
+    /// Sends a DSCP request to the node at `addr`; its answer is awaited
+    /// with [`dscp_answer`].
+    fn start_dscp(&self, addr: SocketAddr, req: DscpRequest) -> Result<Box<dyn InFlight>, String> {
         let payload = Request::from(req).encode().map_err(|e| e.to_string())?;
         let peer = Peer {
             addr,
             key_id: CLUSTER_KEY_ID,
         };
-        let answer = self.net.call(peer, payload, timeout)?;
-        DscpResponse::try_from(Response::decode(&answer).map_err(|e| e.to_string())?)
+        self.net.start(peer, payload)
     }
 
     fn heartbeat(&self, from: SocketAddr, info: NodeInfo) {
@@ -327,30 +338,43 @@ impl Central {
         node: &str,
         addr: SocketAddr,
     ) -> Result<(Grant, UdpSocket), StartError> {
-        let now = store::now_ms();
-        let job = lock(&self.store)
-            .create_placed_job(&NewJob {
-                uid: cred.uid,
-                user: user_name(cred.uid),
-                node: node.to_string(),
-                program: req.program.to_string_lossy().into_owned(),
-                argv: req.argv.clone(),
-                cwd: req.cwd.to_string_lossy().into_owned(),
-                start: now,
-            })
-            .map_err(|e| StartError::Fatal(format!("cannot record the job: {e}")))?;
-        lock(&self.history).started(1);
-        let key = Key::generate();
-        let start = DscpRequest::StartJob(StartJob {
-            job: job.0,
-            session_key: *key.as_bytes(),
+        let new = NewJob {
             uid: cred.uid,
-            gid: cred.gid,
-            limits: Limits {
-                memory: req.memory,
-                pids: req.pids,
-            },
+            user: user_name(cred.uid),
+            node: node.to_string(),
+            program: req.program.to_string_lossy().into_owned(),
+            argv: req.argv.clone(),
+            cwd: req.cwd.to_string_lossy().into_owned(),
+            start: store::now_ms(),
+        };
+        let key = Key::generate();
+        // The node is asked as soon as the job has its id, and the record is
+        // written while the start is on its way; the answer is awaited (and
+        // the caller answered) only once the record is committed.
+        let mut asked = None;
+        let recorded = lock(&self.store).create_placed_job_with(&new, |job| {
+            let start = DscpRequest::StartJob(StartJob {
+                job: job.0,
+                session_key: *key.as_bytes(),
+                uid: cred.uid,
+                gid: cred.gid,
+                limits: Limits {
+                    memory: req.memory,
+                    pids: req.pids,
+                },
+            });
+            asked = Some((job, self.start_dscp(addr, start)));
         });
+        let (job, ()) = match recorded {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some((job, Ok(call))) = asked {
+                    self.take_back(addr, job, call);
+                }
+                return Err(StartError::Fatal(format!("cannot record the job: {e}")));
+            }
+        };
+        lock(&self.history).started(1);
         let fail = |state: JobState, why: String| {
             self.end_unstarted(
                 job,
@@ -364,7 +388,11 @@ impl Central {
             );
             why
         };
-        let reply = self.dscp(addr, start, START_TIMEOUT);
+        let reply = match asked {
+            Some((_, Ok(call))) => dscp_answer(call.wait(START_TIMEOUT)),
+            Some((_, Err(e))) => Err(e),
+            None => Err("no start was sent".to_string()),
+        };
         let port = match reply {
             Ok(DscpResponse::Accepted { port }) => port,
             Ok(DscpResponse::Refused { reason: why }) => {
@@ -408,6 +436,17 @@ impl Central {
             },
             sock,
         ))
+    }
+
+    /// A job the node was asked to start but that has no record (the
+    /// write failed): once the node has answered the start, it is asked
+    /// to kill the job (best effort; it would otherwise wait for a launch
+    /// until its own timeout).
+    fn take_back(&self, addr: SocketAddr, job: JobId, call: Box<dyn InFlight>) {
+        if let Ok(DscpResponse::Accepted { .. }) = dscp_answer(call.wait(START_TIMEOUT)) {
+            log::warn!("job {job} started on {addr} without a record: killing it");
+            let _ = self.dscp(addr, DscpRequest::Kill { job: job.0 }, START_TIMEOUT);
+        }
     }
 
     /// Ends a job that never ran on its node (refused, no answer).
@@ -617,6 +656,11 @@ impl Central {
             "dropped": dropped,
         })
     }
+}
+
+/// A node's answer to a DSCP request, decoded.
+fn dscp_answer(answer: Result<Vec<u8>, String>) -> Result<DscpResponse, String> {
+    DscpResponse::try_from(Response::decode(&answer?).map_err(|e| e.to_string())?)
 }
 
 enum StartError {

@@ -12,20 +12,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diatom_client::net::{reply, Net};
+use diatom_client::net::{reply, Net, PendingCall};
 use dscp_dicp::msg::Request;
 use dscp_dicp::{Key, Keyring, Peer, CLUSTER_KEY_ID};
 
-use self::core::{Caller, Central};
+use self::core::{Caller, Central, InFlight};
 use crate::store::Store;
 
 impl Caller for Net {
-    fn call(&self, peer: Peer, payload: Vec<u8>, timeout: Duration) -> Result<Vec<u8>, String> {
-        Net::call(self, peer, payload, timeout)
+    fn start(&self, peer: Peer, payload: Vec<u8>) -> Result<Box<dyn InFlight>, String> {
+        Ok(Box::new(self.start_encoded(peer, payload)?))
     }
 
     fn dropped(&self) -> Vec<(String, u64)> {
         Net::dropped(self)
+    }
+}
+
+impl InFlight for PendingCall {
+    fn wait(self: Box<Self>, timeout: Duration) -> Result<Vec<u8>, String> {
+        PendingCall::wait(*self, timeout).map_err(|e| e.to_string())
     }
 }
 

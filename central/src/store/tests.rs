@@ -233,6 +233,27 @@ fn a_placed_job_is_recorded_with_its_placement_and_discarded_with_it() {
 }
 
 #[test]
+fn a_placed_job_has_its_id_before_its_record_is_committed() {
+    let t = TempDir::new();
+    let s = Store::open(&t.state()).unwrap();
+    // Another connection (a reader such as `diatom ps` in another
+    // process) sees nothing of the job while the id is handed out, and the
+    // whole record once the write returns.
+    let other = Store::open(&t.state()).unwrap();
+    let (id, seen) = s
+        .create_placed_job_with(&new_job("a", 1000, 10_000), |id| {
+            (id, other.job(id).unwrap().is_none())
+        })
+        .unwrap();
+    assert_eq!(seen, (id, true));
+    let rec = other.job(id).unwrap().unwrap();
+    assert_eq!(rec.spec.node, "a");
+    assert_eq!(other.job_events(id).unwrap()[0].kind, "placed");
+    let next = s.create_placed_job(&new_job("a", 1000, 10_001)).unwrap();
+    assert!(next.0 > id.0);
+}
+
+#[test]
 fn json_shapes_match_the_interface() {
     let t = TempDir::new();
     let s = Store::open(&t.state()).unwrap();
