@@ -603,6 +603,58 @@ fn node_with_wrong_key_never_joins() {
     assert_eq!(job["node"], "node1");
 }
 
+/// The static `diatom` (`make static-cli`, what `make install` installs)
+/// runs the embedded default as root and as a user that only NSS modules
+/// could name (uid 12345, in no /etc/passwd): a static glibc program that
+/// asked NSS there would load `libnss_systemd` and crash.
+#[test]
+fn embedded_default_static_cli() {
+    if !require_root("embedded_default_static_cli") {
+        return;
+    }
+    let Some(built) = diatom_tests::static_cli("embedded_default_static_cli") else {
+        return;
+    };
+    diatom_tests::assert_static(&built);
+    let dir = TestDir::new("static-cli").unwrap();
+    set_mode(dir.path(), 0o755);
+    let bin = dir.join("diatom");
+    std::fs::copy(&built, &bin).unwrap();
+    set_mode(&bin, 0o755);
+    const STRANGER: u32 = 12345;
+    assert!(
+        !std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(':').nth(2) == Some("12345")),
+        "test setup: uid {STRANGER} must not be in /etc/passwd"
+    );
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    chown(&tmp, STRANGER, STRANGER);
+    for uid in [0, STRANGER] {
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--socket")
+            .arg(dir.join("absent.sock"))
+            .args(["exec", "/bin/echo", "static"])
+            .current_dir(dir.path())
+            .env_remove("DIATOM_SOCKET")
+            .env_remove("DIATOM_LOG")
+            .env("TMPDIR", &tmp);
+        if uid != 0 {
+            as_user(&mut cmd, uid, uid);
+        }
+        new_session(&mut cmd);
+        let out = Spawned::spawn(cmd, Feed::Null)
+            .wait_or_panic(Duration::from_secs(60), "static diatom, embedded");
+        assert!(
+            out.status.code() == Some(0) && out.stdout == b"static\n" && out.stderr.is_empty(),
+            "static `diatom exec /bin/echo static` (embedded) as uid {uid}: {}",
+            describe(&out)
+        );
+    }
+}
+
 #[test]
 fn embedded_default_for_unprivileged_user() {
     if !require_root("embedded_default_for_unprivileged_user") {

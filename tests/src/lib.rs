@@ -63,27 +63,37 @@ pub fn bin_path(name: &str) -> PathBuf {
 /// workspace's other builds. Outside CI a missing build skips the test;
 /// in CI it fails it.
 pub fn static_client(test: &str) -> Option<PathBuf> {
-    let target = bin_path("diatom-client")
+    static_build(test, "diatom-client", "diatom-client", "static-client")
+}
+
+/// The static `diatom` CLI (`make static-cli`), as [`static_client`].
+pub fn static_cli(test: &str) -> Option<PathBuf> {
+    static_build(test, "diatom-central", "diatom", "static-cli")
+}
+
+/// The static build of binary `bin` of package `package`, made by `make
+/// TARGET`: see [`static_client`].
+fn static_build(test: &str, package: &str, bin: &str, target: &str) -> Option<PathBuf> {
+    let dir = bin_path(bin)
         .parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .expect("target directory");
-    let p = target.join("x86_64-unknown-linux-gnu/release/diatom-client");
+    let p = dir.join("x86_64-unknown-linux-gnu/release").join(bin);
     if p.is_file() {
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if mtime(&p) < mtime(&bin_path("diatom-client")) {
+        if mtime(&p) < mtime(&bin_path(bin)) {
             eprintln!(
-                "{test}: note: {} is older than the debug diatom-client; `make static-client` \
-                 rebuilds it",
+                "{test}: note: {} is older than the debug {bin}; `make {target}` rebuilds it",
                 p.display()
             );
         }
         return Some(p);
     }
     let why = format!(
-        "{test}: the static node daemon {} is missing; build it with `make static-client` \
-         (RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p diatom-client \
-         --target x86_64-unknown-linux-gnu)",
+        "{test}: the static {bin} {} is missing; build it with `make {target}` \
+         (RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p {package} \
+         --bin {bin} --target x86_64-unknown-linux-gnu)",
         p.display()
     );
     assert!(!in_ci(), "{why}");

@@ -672,9 +672,49 @@ enum StartError {
 
 /// The user name of `uid` on central, or the number.
 pub fn user_name(uid: u32) -> String {
+    // A statically linked program must not ask NSS: glibc would load the
+    // modules nsswitch.conf names (libnss_systemd, libnss_sss...), which
+    // bring the shared libc into the process, and crash it. The static
+    // `diatom` (`make static-cli`) runs this in its embedded central, whose
+    // records nobody else reads: /etc/passwd alone is enough there.
+    if cfg!(target_feature = "crt-static") {
+        return std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|p| passwd_name(&p, uid))
+            .unwrap_or_else(|| uid.to_string());
+    }
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| uid.to_string())
+}
+
+/// The name of `uid` in a passwd(5) file's text (the first entry for it).
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (!name.is_empty() && id.parse() == Ok(uid)).then(|| name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwd_names_are_found_by_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      # a comment\n\
+                      \n\
+                      :x:7:7::/:/bin/sh\n\
+                      alice:x:1000:1000:Alice:/home/alice:/bin/bash\n\
+                      alias:x:1000:1000::/:/bin/sh\n";
+        assert_eq!(super::passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(super::passwd_name(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(super::passwd_name(passwd, 7), None);
+        assert_eq!(super::passwd_name(passwd, 12345), None);
+        // This machine's own file agrees with NSS for root.
+        assert_eq!(super::user_name(0), "root");
+    }
 }
