@@ -4,15 +4,17 @@
 //! The child, after `fork`:
 //! 1. resets its signal mask and `SIGPIPE` (Rust ignores `SIGPIPE`; a
 //!    program must start with the default),
-//! 2. waits on a pipe until the parent has attached with `PTRACE_SEIZE`
+//! 2. runs the `pre_attach` hook (work that need not be traced, done while
+//!    the parent attaches),
+//! 3. waits on a pipe until the parent has attached with `PTRACE_SEIZE`
 //!    (options `EXITKILL | TRACESECCOMP | TRACEFORK | TRACEVFORK |
 //!    TRACECLONE | TRACEEXEC | TRACESYSGOOD`); seizing a process blocked in
 //!    `read` needs no stop, so no stop has to be consumed,
-//! 3. runs the `pre_exec` hook, `chdir`s, sets `no_new_privs`, installs the
+//! 4. runs the `pre_exec` hook, `chdir`s, sets `no_new_privs`, installs the
 //!    seccomp filter (after the attach: a `SECCOMP_RET_TRACE` call without a
 //!    tracer fails with `ENOSYS`; with `SECCOMP_FILTER_FLAG_SPEC_ALLOW`, so
 //!    the program keeps the speculation mitigations it would have untraced),
-//! 4. calls `execve`, which is already a traced call.
+//! 5. calls `execve`, which is already a traced call.
 //!
 //! Any failure in the child is written (stage, errno) to a close-on-exec
 //! pipe and the child exits 127; the tracer reads it when the first process
@@ -26,7 +28,9 @@
 //! 1. the parent `clone`s the namespace's PID 1 (untraced), writes its
 //!    uid/gid maps when a user namespace is made, runs the `on_init` hook
 //!    (join a cgroup) and releases it;
-//! 2. PID 1 runs the `pre_init` hook (mounts, network) and forks the
+//! 2. PID 1 runs the `pre_init` hook (mounts, network; without a user
+//!    namespace while the parent runs `on_init`, as nothing in it depends
+//!    on the cgroup, else after the id maps are written) and forks the
 //!    program's process, then only reaps: the kernel drops signals PID 1
 //!    has no handler for, so the program must not be PID 1 or Ctrl-C and
 //!    `kill` would not reach it; PID 1 exits when the program's process
@@ -71,6 +75,7 @@ pub struct Command {
     argv: Vec<OsString>,
     envp: Option<Vec<OsString>>,
     cwd: Option<OsString>,
+    pre_attach: Option<PreExec>,
     pre_exec: Option<PreExec>,
     kill_descendants: bool,
     ns: Option<Namespaces>,
@@ -106,6 +111,7 @@ impl Command {
             path,
             envp: None,
             cwd: None,
+            pre_attach: None,
             pre_exec: None,
             kill_descendants: true,
             ns: None,
@@ -184,6 +190,22 @@ impl Command {
         F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
     {
         self.pre_exec = Some(Box::new(f));
+        self
+    }
+
+    /// A hook run in the child before it waits for the tracer to attach
+    /// (and so before the `pre_exec` hook): work that does not need the
+    /// trace, done while the parent attaches, such as `dup2` of the
+    /// descriptors and resetting signal dispositions. An `Err` aborts the
+    /// start with [`SpawnError::PreExec`].
+    ///
+    /// # Safety
+    /// As for [`Command::pre_exec`].
+    pub unsafe fn pre_attach<F>(&mut self, f: F) -> &mut Self
+    where
+        F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        self.pre_attach = Some(Box::new(f));
         self
     }
 
@@ -298,11 +320,13 @@ impl Command {
         let (err_r, err_w) = pipe()?;
 
         let pre_exec = self.pre_exec.as_mut();
+        let pre_attach = self.pre_attach.as_mut();
         let mut init = None;
         let pid = if let Some(ns) = self.ns.as_mut() {
             let sync_fd = sync_r.as_raw_fd();
             let err_fd = err_w.as_raw_fd();
             let mut pre_exec = pre_exec;
+            let mut pre_attach = pre_attach;
             let err_dup = err_w.try_clone().map_err(|e| SpawnError::Sys {
                 what: "dup",
                 errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
@@ -313,7 +337,7 @@ impl Command {
                     child(
                         sync_fd,
                         err_fd,
-                        pre_exec.take(),
+                        [pre_attach.take(), pre_exec.take()],
                         cwd.as_ref(),
                         &prog,
                         &path,
@@ -330,7 +354,12 @@ impl Command {
                     init = Some(i);
                     program.as_raw()
                 }
-                Err(InitEnd::Error(e)) => return Err(e),
+                Err(InitEnd::Error(e)) => {
+                    // PID 1 (killed and reaped by now) may have failed
+                    // first, in its `pre_init`: its reason is the one.
+                    drop(err_w);
+                    return Err(read_child_error(&err_r, &path_s, cwd_s.as_deref()).unwrap_or(e));
+                }
                 Err(InitEnd::Exited(code)) => {
                     drop(err_w);
                     return Err(read_child_error(&err_r, &path_s, cwd_s.as_deref())
@@ -353,7 +382,7 @@ impl Command {
                     child(
                         sync_r.as_raw_fd(),
                         err_w.as_raw_fd(),
-                        pre_exec,
+                        [pre_attach, pre_exec],
                         cwd.as_ref(),
                         &prog,
                         &path,
@@ -382,7 +411,13 @@ impl Command {
             } else {
                 let _ = nix::sys::wait::waitpid(pid, None);
             }
-            return Err(SpawnError::PtraceDenied(e));
+            // A child whose `pre_attach` failed has exited before it could
+            // be attached to: its reason is the one (every writer of the
+            // error pipe is gone now).
+            let path_s = self.path.to_string_lossy();
+            let cwd_s = self.cwd.as_ref().map(|c| c.to_string_lossy());
+            return Err(read_child_error(&err_r, &path_s, cwd_s.as_deref())
+                .unwrap_or(SpawnError::PtraceDenied(e)));
         }
         // Release the child. If this fails the child is gone; run() reports it.
         // SAFETY: writing one byte from a valid buffer to our pipe.
@@ -433,6 +468,9 @@ fn start_init(
     // Allocated here: PID 1 may not allocate (the parent is multi-threaded).
     let mut stack = vec![0u8; PROGRAM_STACK];
     let fds = InitFds {
+        // Without a user namespace nothing of `pre_init` waits for the
+        // parent (mounting needs the id maps in one).
+        early_pre_init: ns.flags & libc::CLONE_NEWUSER == 0,
         go_r: go_r.as_raw_fd(),
         go_w: go_w.as_raw_fd(),
         cred: cred_child.as_raw_fd(),
@@ -486,6 +524,8 @@ fn start_init(
 /// The raw descriptors PID 1 uses, and the stack its program's process
 /// runs on until it execs.
 struct InitFds {
+    /// Run `pre_init` before waiting for the parent's go.
+    early_pre_init: bool,
     go_r: i32,
     go_w: i32,
     cred: i32,
@@ -516,16 +556,23 @@ unsafe fn init_main(
     // the clone.
     unsafe {
         libc::close(fds.go_w);
+        let mut pre_init = pre_init;
+        let mut run_pre_init = || {
+            if let Some(f) = pre_init.take() {
+                if let Err(e) = f() {
+                    fail(e.raw_os_error().unwrap_or(libc::EINVAL));
+                }
+            }
+        };
+        if fds.early_pre_init {
+            run_pre_init();
+        }
         let mut b = 0u8;
         if libc::read(fds.go_r, (&mut b as *mut u8).cast(), 1) != 1 {
             // The parent gave up on us.
             libc::_exit(127);
         }
-        if let Some(f) = pre_init {
-            if let Err(e) = f() {
-                fail(e.raw_os_error().unwrap_or(libc::EINVAL));
-            }
-        }
+        run_pre_init();
         let Some(program) = program else {
             libc::_exit(0)
         };
@@ -711,7 +758,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 unsafe fn child(
     sync_r: i32,
     err_w: i32,
-    pre_exec: Option<&mut PreExec>,
+    [pre_attach, pre_exec]: [Option<&mut PreExec>; 2],
     cwd: Option<&CString>,
     prog: &libc::sock_fprog,
     path: &CString,
@@ -737,6 +784,11 @@ unsafe fn child(
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
+        if let Some(f) = pre_attach {
+            if let Err(e) = f() {
+                fail(stage::PRE_EXEC, e.raw_os_error().unwrap_or(libc::EINVAL));
+            }
+        }
         let mut b = 0u8;
         if libc::read(sync_r, (&mut b as *mut u8).cast(), 1) != 1 {
             // The parent could not attach and dropped the pipe.

@@ -323,11 +323,14 @@ fn run_job(
             }
         }
     }
-    let child = ChildSetup::new(&launch, &stdio, setup.run_as, &cwd);
-    // SAFETY: the hook only makes raw system calls on values prepared
-    // before the fork (see ChildSetup::apply).
+    let child = Arc::new(ChildSetup::new(&launch, &stdio, setup.run_as, &cwd));
+    let after = Arc::clone(&child);
+    // SAFETY: the hooks only make raw system calls on values prepared
+    // before the fork (see ChildSetup::apply); the Arc is only read.
     unsafe {
-        cmd.pre_exec(move || child.apply());
+        // Everything but the uid switch is done while the tracer attaches.
+        cmd.pre_attach(move || child.apply());
+        cmd.pre_exec(move || after.switch_user());
     }
     let mut tracer = match cmd.spawn(handler) {
         Ok(t) => t,
@@ -427,6 +430,7 @@ fn run_job(
     }
     // Likewise what the job wrote to its sockets reaches central.
     net_relay.drain(Duration::from_secs(10));
+    phases.mark("output drained");
     let event = match status {
         Ok(_) if limit_hit.is_some() => JobEvent::Killed {
             reason: limit_hit.unwrap_or_default(),
@@ -848,12 +852,32 @@ impl ChildSetup {
                 // A limit the node cannot give stays as the node's.
                 libc::setrlimit(res as _, &lim);
             }
-            if let Some((uid, gid)) = self.run_as {
+            if self.run_as.is_some() {
                 // No capability can come back: empty the bounding set
-                // (setuid below clears the others).
+                // (the uid switch, see `switch_user`, clears the others).
                 for cap in 0..=self.cap_last {
                     libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches to the job's ids (a root daemon's jobs), once the tracer
+    /// is attached: seizing a process of another uid would need
+    /// `CAP_SYS_PTRACE` as well.
+    fn switch_user(&self) -> std::io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY (whole block): raw system calls on values prepared
+        // before the fork; nothing allocates.
+        unsafe {
+            if let Some((uid, gid)) = self.run_as {
                 // Raw system calls: glibc's setuid family signals every
                 // thread it believes the process has, and a child made by a
                 // raw clone (a PID namespace's) still has the daemon's list:
