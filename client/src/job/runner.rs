@@ -808,13 +808,6 @@ impl ChildSetup {
     }
 
     fn apply(&self) -> std::io::Result<()> {
-        let check = |r: libc::c_int| {
-            if r < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
         // SAFETY (whole block): raw system calls on descriptors and strings
         // prepared before the fork; nothing allocates.
         unsafe {
@@ -867,13 +860,6 @@ impl ChildSetup {
     /// is attached: seizing a process of another uid would need
     /// `CAP_SYS_PTRACE` as well.
     fn switch_user(&self) -> std::io::Result<()> {
-        let check = |r: libc::c_int| {
-            if r < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
         // SAFETY (whole block): raw system calls on values prepared
         // before the fork; nothing allocates.
         unsafe {
@@ -892,6 +878,16 @@ impl ChildSetup {
                 raw(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
             }
         }
+        Ok(())
+    }
+}
+
+/// A raw system call's result as a `Result` (errno on a negative one);
+/// async-signal-safe.
+fn check(r: libc::c_int) -> std::io::Result<()> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
         Ok(())
     }
 }
