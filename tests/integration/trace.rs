@@ -592,6 +592,54 @@ fn library_reports_exec_errors_and_signals() {
     assert_eq!(st.shell_code(), 138);
 }
 
+/// What a start that failed said, whether `spawn` or the trace saw it.
+fn start_error(cmd: &mut Command) -> String {
+    let printer = Printer::new(Vec::new(), SyscallSet::diatom_default());
+    match cmd.spawn(printer) {
+        Err(e) => e.to_string(),
+        Ok(t) => t.run().unwrap_err().to_string(),
+    }
+}
+
+#[test]
+fn hooks_run_while_the_tracer_attaches_report_their_own_failure() {
+    if !require_root("early_hooks") {
+        return;
+    }
+    // The child's pre_attach hook runs before the attach: a child that
+    // fails there may be gone when the tracer seizes it, and must still
+    // be reported with its reason, not as a refused ptrace.
+    for namespaced in [false, true] {
+        let mut cmd = Command::new("/bin/true");
+        if namespaced {
+            cmd.pid_namespace(0);
+        }
+        // SAFETY: the hook only returns an error.
+        unsafe {
+            cmd.pre_attach(|| Err(std::io::Error::from_raw_os_error(libc::EACCES)));
+        }
+        let e = start_error(&mut cmd);
+        assert!(
+            e.contains("pre-exec setup failed") && e.contains("EACCES"),
+            "namespaced {namespaced}: {e}"
+        );
+    }
+    // Without a user namespace PID 1 runs its pre_init while the parent
+    // runs on_init: its failure is the one reported.
+    let mut cmd = Command::new("/bin/true");
+    cmd.pid_namespace(0);
+    cmd.on_init(|_| Ok(()));
+    // SAFETY: the hook only returns an error.
+    unsafe {
+        cmd.pre_init(|| Err(std::io::Error::from_raw_os_error(libc::EPERM)));
+    }
+    let e = start_error(&mut cmd);
+    assert!(
+        e.contains("setting up the job's namespaces failed") && e.contains("EPERM"),
+        "{e}"
+    );
+}
+
 #[test]
 fn descendants_are_killed_when_the_first_process_exits() {
     if !require_root("descendants_killed") {
