@@ -67,11 +67,9 @@ pub struct PartialObject {
     changed: Condvar,
     /// The whole file mapped for [`RangeSink`]s (large objects, on demand).
     map: std::sync::OnceLock<Option<Arc<Mapping>>>,
-    /// Bytes `0..populated.0` have page cache through `map` (raised by
-    /// [`PartialObject::populate`], in order only), and whether populating
-    /// failed (it will not grow then); its waiters.
-    populated: Mutex<(u64, bool)>,
-    populated_changed: Condvar,
+    /// Bytes `0..populated` have page cache through `map` (raised by
+    /// [`PartialObject::populate`], in order only).
+    populated: Mutex<u64>,
     /// Sinks are handed out for ranges at or beyond this, so no two
     /// overlap and none covers bytes already published.
     next_sink: Mutex<u64>,
@@ -168,8 +166,7 @@ impl PartialObject {
             state: Mutex::new(WriteState::Writing),
             changed: Condvar::new(),
             map: std::sync::OnceLock::new(),
-            populated: Mutex::new((0, false)),
-            populated_changed: Condvar::new(),
+            populated: Mutex::new(0),
             next_sink: Mutex::new(0),
         }))
     }
@@ -238,13 +235,11 @@ impl PartialObject {
                 .populated
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if r != 0 {
-                // A full disk, or no MADV_POPULATE_WRITE: no more sinks.
-                p.1 = true;
-            } else if p.0 == offset {
-                p.0 = offset + len as u64;
+            // A failure (a full disk, no MADV_POPULATE_WRITE) leaves the
+            // populated part where it is: no sinks beyond it.
+            if r == 0 && *p == offset {
+                *p = offset + len as u64;
             }
-            self.populated_changed.notify_all();
             return;
         }
         // SAFETY: a fresh shared mapping of our own descriptor, unmapped
@@ -296,18 +291,13 @@ impl PartialObject {
             .is_some()
     }
 
-    /// Waits until bytes `0..end` are populated in the mapping (true), or
-    /// populating failed or `timeout` passed (false).
-    pub fn wait_populated(&self, end: u64, timeout: Duration) -> bool {
-        let p = self
+    /// Whether bytes `0..end` are populated in the mapping.
+    pub fn is_populated(&self, end: u64) -> bool {
+        *self
             .populated
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (p, _) = self
-            .populated_changed
-            .wait_timeout_while(p, timeout, |p| p.0 < end && !p.1)
-            .unwrap_or_else(PoisonError::into_inner);
-        p.0 >= end
+            .unwrap_or_else(PoisonError::into_inner)
+            >= end
     }
 
     /// A sink for bytes `offset..offset + len`, if they are populated in
@@ -321,12 +311,7 @@ impl PartialObject {
             .next_sink
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let populated = self
-            .populated
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-        if offset < *next || offset < self.ready_up_to() || end > populated {
+        if offset < *next || offset < self.ready_up_to() || !self.is_populated(end) {
             return None;
         }
         *next = end;
@@ -741,12 +726,12 @@ mod tests {
         assert!(part.sink(0, step).is_none(), "not mapped");
         assert!(part.map_for_sinks());
         assert!(part.sink(0, step).is_none(), "not populated");
-        assert!(!part.wait_populated(step, Duration::ZERO));
+        assert!(!part.is_populated(step));
         part.populate(step, step as usize); // out of order: not counted
-        assert!(!part.wait_populated(2 * step, Duration::ZERO));
+        assert!(!part.is_populated(2 * step));
         part.populate(0, step as usize);
         part.populate(step, step as usize);
-        assert!(part.wait_populated(2 * step, Duration::ZERO));
+        assert!(part.is_populated(2 * step));
         assert!(part.sink(0, 2 * step + 1).is_none(), "beyond populated");
         let mut first = part.sink(0, step).unwrap();
         let mut second = part.sink(step, step).unwrap();

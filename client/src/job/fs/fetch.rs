@@ -99,11 +99,7 @@ pub(crate) fn fill(
 const POPULATE_MIN: u64 = 64 << 20;
 
 /// `Read`s' ranges populated ahead of the one being asked for.
-const POPULATE_AHEAD: u64 = 4;
-
-/// How long a `Read` waits for its range to be populated before it goes
-/// without a sink (its answer then reassembled and written with `pwrite`).
-const POPULATE_WAIT: Duration = Duration::from_millis(50);
+const POPULATE_AHEAD: u64 = 12;
 
 /// The populating thread's queue and how far it was fed.
 struct Ahead {
@@ -155,9 +151,12 @@ fn fill_from(
             if let Some(a) = &mut ahead {
                 let end = next + u64::from(len);
                 a.feed(size.min(end + POPULATE_AHEAD * u64::from(READ_CHUNK)));
-                // The first `Read` does not wait: its bytes are the ones
-                // a reader waits for.
-                if a.sinks && (next == 0 || part.wait_populated(end, POPULATE_WAIT)) {
+                // A range not populated yet goes without a sink, as
+                // before sinks: its first touch of the new page cache is
+                // then made by the `pwrite` beside the populating thread
+                // (waiting for that thread instead made it the only one
+                // paying for new pages, slower when they cost most).
+                if a.sinks {
                     sink = part.sink(next, u64::from(len));
                 }
             }
@@ -173,7 +172,9 @@ fn fill_from(
             next += u64::from(len);
         }
         let Some((mut off, mut len, pending)) = queue.pop_front() else {
-            log::debug!("fetched {size} bytes: {sunk} of {reads} Reads into sinks");
+            if ahead.is_some() {
+                log::debug!("fetched {size} bytes: {sunk} of {reads} Reads into sinks");
+            }
             return Ok(());
         };
         let mut answer = pending();
