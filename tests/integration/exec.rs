@@ -88,6 +88,37 @@ fn exec_warm_start_forwards_no_call() {
     assert_eq!(counters["cache_misses"].as_u64(), Some(0), "{counters}");
 }
 
+/// A program larger than one message (64 MiB: `/bin/echo` with 70 MiB of
+/// padding, which the kernel never maps) starts: the node fetches it with
+/// `Read`s instead of one `Fetch` answer that could not be sent.
+#[test]
+fn exec_program_larger_than_a_message() {
+    if !require_root("exec_program_larger_than_a_message") {
+        return;
+    }
+    let dir = diatom_tests::testdir::TestDir::new("bigprog").unwrap();
+    let big = dir.join("bigecho");
+    std::fs::copy("/bin/echo", &big).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(70 << 20)
+        .unwrap();
+    set_mode(&big, 0o755);
+    let c = DiatomCluster::builder(1).name("bigprog").start();
+    let out = c.diatom([
+        std::ffi::OsStr::new("exec"),
+        big.as_os_str(),
+        std::ffi::OsStr::new("padded"),
+    ]);
+    assert!(
+        out.status.success() && out.stdout == b"padded\n",
+        "a 70 MiB program: {}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn exec_large_stdin_sha256() {
     if !require_root("exec_large_stdin_sha256") {

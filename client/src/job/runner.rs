@@ -30,7 +30,9 @@ use crate::pty::{self, Pty, WindowSize};
 use crate::sandbox::cgroup::{CgroupLimits, JobCgroup};
 use crate::sandbox::{self, JobRequest, JobUid, NodeSandbox};
 use dscp_dicp::msg::control::{JobEvent, StartJob};
-use dscp_dicp::msg::job::{Launch, Request as Job, Response as JobReply, WinSize as WireWinSize};
+use dscp_dicp::msg::job::{
+    FileStamp, Launch, Request as Job, Response as JobReply, WinSize as WireWinSize,
+};
 use dscp_dicp::msg::{Blob, Request};
 
 /// How long a node waits for the home's launch after accepting a job.
@@ -616,21 +618,35 @@ fn fetch_and_plan(
         misses: missing.len() as u64,
         bytes: 0,
     };
-    if !missing.is_empty() {
+    // A file too big to come in one `Fetch` answer comes with `Read`s,
+    // as a file the job opens does; the others in as few answers as fit.
+    let (large, small): (Vec<_>, Vec<_>) = missing
+        .into_iter()
+        .partition(|(_, stamp)| stamp.size > FETCH_BATCH_BYTES);
+    if !large.is_empty() {
+        let client = fs::HomeClient::new(setup.net.clone(), home, FILE_TIMEOUT);
+        for (path, stamp) in large {
+            let obj = fs::fetch_object(&client, &setup.cache, &path, &stamp)
+                .map_err(|e| format!("cannot fetch {}: {e}", String::from_utf8_lossy(&path)))?;
+            counted.bytes += stamp.size;
+            objects.insert(path, obj);
+        }
+    }
+    for batch in fetch_batches(small, FETCH_BATCH_BYTES) {
         let reply = ask::<JobReply>(
             &setup.net,
             home,
-            Job::Fetch(missing.clone()),
+            Job::Fetch(batch.clone()),
             Duration::from_secs(120),
         )
         .map_err(|e| format!("cannot fetch the program's files: {e}"))?;
         let JobReply::Files(files) = reply else {
             return Err("the home answered a fetch with something else".into());
         };
-        if files.len() != missing.len() {
+        if files.len() != batch.len() {
             return Err("the home sent the wrong number of files".into());
         }
-        for ((path, stamp), data) in missing.into_iter().zip(files) {
+        for ((path, stamp), data) in batch.into_iter().zip(files) {
             let data = data?.0;
             counted.bytes += data.len() as u64;
             let p = Path::new(std::ffi::OsStr::from_bytes(&path));
@@ -642,6 +658,32 @@ fn fetch_and_plan(
         }
     }
     Ok((fs::exec_plan(&launch.image, &objects)?, counted))
+}
+
+/// The most file bytes asked for in one `Fetch`: its answer is one
+/// message, and a message may not exceed 64 MiB (larger answers were
+/// never sent, and the job waited for them until the fetch timed out).
+const FETCH_BATCH_BYTES: u64 = 32 << 20;
+
+/// `files` in order, cut into batches of at most `budget` bytes each (by
+/// their stamps' sizes; a file larger than `budget` is a batch of its own).
+fn fetch_batches(files: Vec<(Blob, FileStamp)>, budget: u64) -> Vec<Vec<(Blob, FileStamp)>> {
+    let mut batches: Vec<Vec<(Blob, FileStamp)>> = Vec::new();
+    let mut used = 0u64;
+    for f in files {
+        let size = f.1.size;
+        let fits = !batches.is_empty() && used.saturating_add(size) <= budget;
+        if fits {
+            used += size;
+        } else {
+            used = size;
+            batches.push(Vec::new());
+        }
+        if let Some(b) = batches.last_mut() {
+            b.push(f);
+        }
+    }
+    batches
 }
 
 /// The job's stdio on the node: three pipes, or one pty.
@@ -1123,5 +1165,48 @@ fn write_stdin(fd: OwnedFd, is_tty: bool, rx: &Receiver<(Incoming, Vec<u8>)>) {
             }
         }
         respond(req, JobReply::Ok);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetches_are_cut_into_batches_that_fit_one_answer() {
+        let f = |name: &str, size: u64| {
+            (
+                Blob::from(name),
+                FileStamp {
+                    size,
+                    ..Default::default()
+                },
+            )
+        };
+        let names = |b: &[Vec<(Blob, FileStamp)>]| -> Vec<Vec<String>> {
+            b.iter()
+                .map(|v| {
+                    v.iter()
+                        .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+                        .collect()
+                })
+                .collect()
+        };
+        assert!(fetch_batches(Vec::new(), 10).is_empty());
+        let b = fetch_batches(
+            vec![
+                f("a", 4),
+                f("b", 6),
+                f("c", 1),
+                f("d", 25),
+                f("e", 0),
+                f("f", 10),
+            ],
+            10,
+        );
+        assert_eq!(
+            names(&b),
+            [vec!["a", "b"], vec!["c"], vec!["d"], vec!["e", "f"]]
+        );
     }
 }

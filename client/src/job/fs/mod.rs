@@ -49,6 +49,7 @@ use crate::net::{ask, Net};
 
 pub use exec::plan as exec_plan;
 pub use fetch::identity_of;
+pub(crate) use fetch::object as fetch_object;
 pub use pool::{make_dir_all, recycle};
 
 /// How the layer talks to the job's home. The production implementation is
