@@ -370,6 +370,12 @@ impl Node {
                 let event = runner::run(setup, &control, &|e, counters| {
                     if *e != JobEvent::Started {
                         reported.set(true);
+                        // Its slot is free from here, before central hears
+                        // of the end and may place the next job: what is
+                        // left (reaping the namespaces' PID 1, removing the
+                        // cgroup) is no job's work (a start refused for a
+                        // full node waits 100 ms on central).
+                        lock(&me.jobs).remove(&job);
                     }
                     me.start_report(job, e.clone(), counters)
                 });
