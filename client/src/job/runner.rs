@@ -231,7 +231,9 @@ fn run_job(
     let (req, launch) = wait_launch(net)?;
     let t0 = std::time::Instant::now();
     let mut phases = Phases::new(t0);
-    log::debug!("job {}: launch received", setup.job);
+    // The job's timeline is logged once, after the home heard its end
+    // (`phases`): a debug line on the way is a formatted write the
+    // program or the home waits for.
     let home = req.peer;
     net.watch(home);
     let (exec, launch_fetch) = match fetch_and_plan(setup, home, &launch) {
@@ -385,7 +387,6 @@ fn run_job(
         limits: cgroup.as_ref().map(|c| Arc::clone(&c.0)),
     });
     respond(req, JobReply::Started);
-    log::debug!("job {}: spawned after {:?}", setup.job, t0.elapsed());
     // For the job's timeline on central; its answer is awaited at the end.
     let started = report(&JobEvent::Started, None);
 
