@@ -82,6 +82,10 @@ fn main() {
         cold.push(time(&mut d.exec(&["sh", "-c", &read_big])));
         warm.push(time(&mut d.exec(&["sh", "-c", &read_big])));
     }
+    // Each cold run beside the floor of its moment: the fill's cost
+    // varies from run to run on this VM (BENCHMARKS.md, "Files").
+    let each = |v: &[Duration]| v.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
+    eprintln!("cold runs: {}; floor: {}", each(&cold), each(&floor));
     let (l, c, w, f) = (median(local), median(cold), median(warm), median(floor));
     println!(
         "| 1 GiB read (`cat > /dev/null`), cold | {} ({}) | {} ({}) | {:.1}x | empty node cache |",
