@@ -600,3 +600,48 @@ fn network_dns_lookup_through_central() {
     let text = ok_text(&out, "python3 name lookups");
     assert_eq!(text, "10.9.8.7\n['10.9.8.7']\n", "{}", describe(&out));
 }
+
+/// Jobs started together: only one set of namespaces is made ahead, so
+/// all but one make their own network namespace at the clone of PID 1
+/// (with the root built ahead), whose `lo` must come up as well; each
+/// job's connection goes through its relay on that loopback.
+#[test]
+fn network_jobs_started_together_each_reach_central() {
+    if !require_root("network_jobs_started_together_each_reach_central") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("ntog").slots(4).start();
+    let dir = scripts("ntog");
+    let ip = c.net().central_only_addr();
+    let l = in_central(&c, move || TcpListener::bind((ip, 0)).unwrap());
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.write_all(b"hello from central\n");
+        }
+    });
+    // Each job stays up a moment after its answer, so the others start
+    // while it runs.
+    let script = put(
+        &dir,
+        "hello.py",
+        "import socket, sys, time\n\
+         s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)\n\
+         print(s.makefile().readline().strip())\n\
+         time.sleep(1)\n",
+    );
+    let port = port.to_string();
+    let jobs: Vec<Spawned> = (0..3)
+        .map(|_| spawn(&c, &["/usr/bin/python3", &script, &ip.to_string(), &port]))
+        .collect();
+    for (i, mut job) in jobs.into_iter().enumerate() {
+        let out = job.wait_or_panic(RUN, &format!("job {i}"));
+        assert_eq!(
+            ok_text(&out, &format!("job {i}")),
+            "hello from central\n",
+            "job {i}: {}",
+            describe(&out)
+        );
+    }
+}

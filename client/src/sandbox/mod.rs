@@ -352,7 +352,7 @@ impl NodeSandbox {
                         // PID 1 enters the root built ahead: no copy of
                         // the node's mounts to make and undo.
                         flags &= !libc::CLONE_NEWNS;
-                        MountPlan::enter(&spec.join, mntns.as_raw_fd())
+                        MountPlan::enter(&spec, mntns.as_raw_fd())
                     }
                     None => MountPlan::new(&spec)?,
                 };

@@ -82,6 +82,14 @@ pub struct RootSpec {
     pub join: Vec<(std::os::fd::RawFd, libc::c_int)>,
 }
 
+impl RootSpec {
+    /// The job has its own network namespace and none was made ahead: the
+    /// clone of PID 1 makes it, with `lo` down.
+    fn clone_makes_netns(&self) -> bool {
+        self.own_netns && !self.join.iter().any(|&(_, ns)| ns == libc::CLONE_NEWNET)
+    }
+}
+
 /// The steps PID 1 takes (see the module documentation).
 #[derive(Debug)]
 pub struct MountPlan {
@@ -130,13 +138,17 @@ impl MountPlan {
         Self::build(spec, false)
     }
 
-    /// PID 1's steps into a root made by [`MountPlan::prepare`]: the
-    /// network namespace made ahead (if any), the prepared mount
-    /// namespace, and `/proc` of the job's PID namespace.
-    pub fn enter(join: &[(std::os::fd::RawFd, libc::c_int)], mntns: std::os::fd::RawFd) -> Self {
-        let mut ops: Vec<Op> = join.iter().map(|&(fd, ns)| Op::Join(fd, ns)).collect();
+    /// PID 1's steps into a root made by [`MountPlan::prepare`] for
+    /// `spec`: the namespaces made ahead (if any), the prepared mount
+    /// namespace, `/proc` of the job's PID namespace, and `lo` of a network
+    /// namespace the clone made (no spare was ready).
+    pub fn enter(spec: &RootSpec, mntns: std::os::fd::RawFd) -> Self {
+        let mut ops: Vec<Op> = spec.join.iter().map(|&(fd, ns)| Op::Join(fd, ns)).collect();
         ops.push(Op::Join(mntns, libc::CLONE_NEWNS));
         ops.push(proc_mount(c"/proc".to_owned()));
+        if spec.clone_makes_netns() {
+            ops.push(Op::LoopbackUp);
+        }
         MountPlan { ops }
     }
 
@@ -293,8 +305,7 @@ impl MountPlan {
             data: None,
         });
         if whole {
-            let joins_net = spec.join.iter().any(|&(_, ns)| ns == libc::CLONE_NEWNET);
-            if spec.own_netns && !joins_net {
+            if spec.clone_makes_netns() {
                 ops.push(Op::LoopbackUp);
             }
             // Entered before anything else (the mounts are made in the
@@ -458,6 +469,33 @@ mod tests {
             Some(false)
         );
         assert_eq!(cap_eff("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn lo_is_brought_up_only_in_a_network_namespace_the_clone_makes() {
+        let spec = |own_netns, join: Vec<(i32, libc::c_int)>| RootSpec {
+            mount_point: "/state/sandbox-root".into(),
+            writable: vec![],
+            read_only: vec![],
+            tty: false,
+            user_namespace: false,
+            own_netns,
+            join,
+        };
+        let brings_lo_up = |plan: MountPlan| plan.ops.iter().any(|o| matches!(o, Op::LoopbackUp));
+        let spare = vec![(7, libc::CLONE_NEWNET), (8, libc::CLONE_NEWIPC)];
+        for (own, join, want) in [
+            (true, vec![], true),
+            (true, vec![(8, libc::CLONE_NEWIPC)], true),
+            (true, spare.clone(), false),
+            (false, vec![], false),
+        ] {
+            let s = spec(own, join);
+            // A whole plan, and PID 1's entry into a root built ahead (the
+            // case a job that came before its spare namespaces was in).
+            assert_eq!(brings_lo_up(MountPlan::new(&s).unwrap()), want, "{s:?}");
+            assert_eq!(brings_lo_up(MountPlan::enter(&s, 9)), want, "{s:?}");
+        }
     }
 
     #[test]
