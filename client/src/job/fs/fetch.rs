@@ -64,14 +64,14 @@ fn read_req(path: &[u8], stamp: &FileStamp, offset: u64, len: u32) -> Request {
 /// Fetches all of central `path` at `stamp` into `part`, with up to
 /// [`WINDOW`] `Read`s in flight, each answer written from the message it
 /// arrived in or, for a large object, copied into the object as each
-/// datagram is opened (a sink, see [`PartialObject::sink`]). `ESTALE`: the
-/// file changed meanwhile.
+/// datagram is opened (a sink, see [`PartialObject::sink`]); how many
+/// `Read`s were answered into sinks. `ESTALE`: the file changed meanwhile.
 pub(crate) fn fill(
     client: &dyn FsClient,
     part: &PartialObject,
     path: &[u8],
     stamp: &FileStamp,
-) -> Result<(), Errno> {
+) -> Result<u32, Errno> {
     if stamp.size < POPULATE_MIN {
         return fill_from(client, part, path, stamp, None);
     }
@@ -137,11 +137,11 @@ fn fill_from(
     path: &[u8],
     stamp: &FileStamp,
     mut ahead: Option<Ahead>,
-) -> Result<(), Errno> {
+) -> Result<u32, Errno> {
     let size = stamp.size;
     let mut next = 0u64;
     let mut queue: VecDeque<(u64, u32, PendingRead<'_>)> = VecDeque::new();
-    // `Read`s sent with a sink, and all of them (for the log).
+    // `Read`s answered into a sink, and all of them (for the log).
     let (mut sunk, mut reads) = (0u32, 0u32);
     loop {
         while queue.len() < WINDOW && next < size {
@@ -162,10 +162,7 @@ fn fill_from(
             }
             reads += 1;
             let read = match sink {
-                Some(sink) => {
-                    sunk += 1;
-                    client.start_read_into(req, len, sink)
-                }
+                Some(sink) => client.start_read_into(req, len, sink),
                 None => client.start_read(req),
             };
             queue.push_back((next, len, read));
@@ -175,13 +172,14 @@ fn fill_from(
             if ahead.is_some() {
                 log::debug!("fetched {size} bytes: {sunk} of {reads} Reads into sinks");
             }
-            return Ok(());
+            return Ok(sunk);
         };
         let mut answer = pending();
         loop {
             let data = match &answer {
                 Ok(ReadAnswer::Sunk) => {
                     part.commit_sunk(off, u64::from(len)).map_err(cache_errno)?;
+                    sunk += 1;
                     break;
                 }
                 Ok(a @ ReadAnswer::Data { .. }) => a.data().unwrap_or_default(),
@@ -236,7 +234,7 @@ pub(crate) fn object(
     }
     let part = cache.begin(p, &id, id.size).map_err(cache_errno)?;
     let r = fill(client, &part, path, stamp)
-        .and_then(|()| part.complete().map(|obj| obj.path).map_err(cache_errno));
+        .and_then(|_| part.complete().map(|obj| obj.path).map_err(cache_errno));
     if r.is_err() {
         part.fail();
     }
@@ -274,7 +272,7 @@ pub(crate) fn stream(
                 .name("diatom-fetch".into())
                 .spawn(move || {
                     let r = fill(&*client, &bg, &path, &stamp)
-                        .and_then(|()| bg.complete().map(drop).map_err(cache_errno));
+                        .and_then(|_| bg.complete().map(drop).map_err(cache_errno));
                     if let Err(e) = r {
                         err.store(e as i32, Ordering::SeqCst);
                         bg.fail();
@@ -296,4 +294,82 @@ pub(crate) fn stream(
         });
     }
     Ok(Stream { part, error })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use dscp_dicp::msg::fs::{data_header, Request, Response};
+    use dscp_dicp::msg::job::FileStamp;
+    use dscp_dicp::msg::Request as AnyRequest;
+    use dscp_dicp::{Key, Keyring, Peer};
+
+    use super::{fill, identity_of, READ_CHUNK};
+    use crate::cache::Cache;
+    use crate::job::fs::HomeClient;
+    use crate::net::{reply, Net};
+
+    fn session(key: &Key) -> Net {
+        let mut keys = Keyring::new();
+        keys.insert(9, key);
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        Net::open_session(sock, keys).unwrap()
+    }
+
+    #[test]
+    fn a_large_fetch_lands_through_sinks_and_hashes_as_its_bytes() {
+        // A home on a real loopback session answering `Read`s framed as
+        // the real one frames them; one range answered short (the node
+        // asks for the rest, without a sink). The object is populated
+        // before the fetch, so every other `Read` has a sink and must be
+        // answered into it; the object must hash as the bytes.
+        let key = Key::generate();
+        let (home, node) = (session(&key), session(&key));
+        let size = 80 * (1 << 20) + 12_345u64;
+        let data: Arc<Vec<u8>> = Arc::new((0..size).map(|i| (i * 13 % 251) as u8).collect());
+        let (h, d) = (home.clone(), Arc::clone(&data));
+        std::thread::spawn(move || {
+            for req in h.requests().iter() {
+                let Ok(AnyRequest::Fs(Request::Read { offset, len, .. })) = req.request() else {
+                    reply(req, Response::Errno(libc::EINVAL));
+                    continue;
+                };
+                let short = u64::from(READ_CHUNK) * 3;
+                let len = if offset == short { len / 2 } else { len };
+                let end = (offset + u64::from(len)).min(d.len() as u64);
+                let mut msg = data_header((end - offset) as usize);
+                msg.extend_from_slice(&d[offset as usize..end as usize]);
+                let _ = req.respond(msg);
+            }
+        });
+        let home_peer = Peer {
+            addr: home.local_addr(),
+            key_id: 9,
+        };
+        let client = HomeClient::new(node, home_peer, Duration::from_secs(30));
+        let dir = std::env::temp_dir().join(format!("diatom-fetch-sink-{}", std::process::id()));
+        let cache = Cache::open(&dir).unwrap();
+        let stamp = FileStamp {
+            size,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            ino: 1,
+            dev: 1,
+        };
+        let part = cache
+            .begin(std::path::Path::new("/big"), &identity_of(&stamp), size)
+            .unwrap();
+        assert!(part.map_for_sinks());
+        part.populate(0, size as usize);
+        let sunk = fill(&client, &part, b"/big", &stamp).unwrap();
+        let reads = size.div_ceil(u64::from(READ_CHUNK));
+        assert_eq!(u64::from(sunk), reads - 1, "all but the short one");
+        let obj = part.complete().unwrap();
+        assert_eq!(obj.hash, blake3::hash(&data));
+        assert!(std::fs::read(&obj.path).unwrap() == *data);
+        drop((part, cache));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
