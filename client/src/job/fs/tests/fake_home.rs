@@ -28,7 +28,16 @@ pub struct FakeHome {
     pub seen: Mutex<Vec<&'static str>>,
     /// Milliseconds each `Read` of a `/central` file takes (a slow link).
     pub read_delay_ms: AtomicU64,
+    /// `Read`s of a `/central` file from this offset on wait until
+    /// [`FakeHome::release_reads`] (at most [`HELD_AT_MOST`]).
+    pub hold_reads_from: AtomicU64,
+    /// Whether the held reads were released, and whether one of them gave
+    /// up waiting (nobody released it in time).
+    held: (Mutex<(bool, bool)>, std::sync::Condvar),
 }
+
+/// How long a held `Read` waits for [`FakeHome::release_reads`].
+pub const HELD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 
 type Res = Result<Response, i32>;
 
@@ -102,6 +111,33 @@ impl FakeHome {
             user,
             seen: Mutex::new(Vec::new()),
             read_delay_ms: AtomicU64::new(0),
+            hold_reads_from: AtomicU64::new(u64::MAX),
+            held: Default::default(),
+        }
+    }
+
+    /// Lets the held `Read`s go; true if none of them had given up
+    /// waiting first.
+    pub fn release_reads(&self) -> bool {
+        let mut h = self.held.0.lock().unwrap();
+        h.0 = true;
+        self.held.1.notify_all();
+        !h.1
+    }
+
+    /// Waits while a `Read` at `offset` is held.
+    fn hold(&self, offset: u64) {
+        if offset < self.hold_reads_from.load(Ordering::Relaxed) {
+            return;
+        }
+        let h = self.held.0.lock().unwrap();
+        let (mut h, waited) = self
+            .held
+            .1
+            .wait_timeout_while(h, HELD_AT_MOST, |h| !h.0)
+            .unwrap();
+        if waited.timed_out() {
+            h.1 = true;
         }
     }
 
@@ -518,11 +554,12 @@ fn elf_interp(d: &[u8]) -> Option<String> {
 impl FsClient for FakeHome {
     fn call(&self, req: Request) -> Result<Response, String> {
         self.seen.lock().unwrap().push(kind(&req));
-        if matches!(&req, Request::Read { path, .. } if path.0.starts_with(b"/central/")) {
-            let ms = self
-                .read_delay_ms
-                .load(std::sync::atomic::Ordering::Relaxed);
-            std::thread::sleep(std::time::Duration::from_millis(ms));
+        if let Request::Read { path, offset, .. } = &req {
+            if path.0.starts_with(b"/central/") {
+                let ms = self.read_delay_ms.load(Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                self.hold(*offset);
+            }
         }
         let r = self.as_user(|| self.serve(req));
         Ok(r.unwrap_or_else(Response::Errno))

@@ -201,27 +201,31 @@ fn a_large_file_is_read_while_it_arrives_and_never_as_zeros() {
         .collect();
     write(&env.c.join("big"), &data);
     write(&env.c.join("big2"), &data);
-    let timed = |env: &mut Env, script: &str| {
-        let home = env.home(None);
-        // Each 8 MiB Read takes 300 ms: all of it comes ~1.5 s after the first.
-        home.read_delay_ms
-            .store(300, std::sync::atomic::Ordering::Relaxed);
-        let started = std::time::Instant::now();
-        let r = env.run_with("/central", script, home, |cfg| cfg.stream_min = 1 << 20);
-        assert_eq!((r.code, r.err.as_str()), (0, ""), "{script}");
-        (r.out, started.elapsed())
-    };
-    let (out, first) = timed(&mut env, "head -c 4 big | od -An -tx1");
-    assert_eq!(
-        out,
-        env.native(&env.c.clone(), "head -c 4 big | od -An -tx1")
-    );
-    let (out, whole) = timed(&mut env, "cksum < big2");
-    assert_eq!(out, env.native(&env.c.clone(), "cksum < big2"));
+    // The first bytes are read while the rest of the file is still on its
+    // way: every Read past the first chunk is held until the job is done
+    // (a job that waited for the whole file would outlast the hold).
+    let home = env.home(None);
+    home.hold_reads_from
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let script = "head -c 4 big | od -An -tx1";
+    let r = env.run_with("/central", script, home.clone(), |cfg| {
+        cfg.stream_min = 1 << 20
+    });
     assert!(
-        first * 2 < whole,
-        "the first bytes came after {first:?}, all of a file after {whole:?}"
+        home.release_reads(),
+        "the job's first read waited for the whole file (held reads gave up after {:?})",
+        fake_home::HELD_AT_MOST
     );
+    assert_eq!((r.code, r.err.as_str()), (0, ""), "{script}");
+    assert_eq!(r.out, env.native(&env.c.clone(), script));
+    let home = env.home(None);
+    home.read_delay_ms
+        .store(300, std::sync::atomic::Ordering::Relaxed);
+    let r = env.run_with("/central", "cksum < big2", home, |cfg| {
+        cfg.stream_min = 1 << 20
+    });
+    assert_eq!((r.code, r.err.as_str()), (0, ""), "cksum < big2");
+    assert_eq!(r.out, env.native(&env.c.clone(), "cksum < big2"));
     // Each script starts with a read far from the start of a file that is
     // not cached (a fresh cache each time) and arrives over 2.5 s: without
     // the wait it would see zeros.
