@@ -12,6 +12,21 @@ pub fn bin(name: &str) -> PathBuf {
     exe.parent().expect("bin dir").join(name)
 }
 
+/// The `diatom` CLI users get: the static build `make install` installs
+/// (`make static-cli`, in `target/x86_64-unknown-linux-gnu/release`) when
+/// it has been built, else the workspace's dynamically linked one.
+pub fn cli() -> PathBuf {
+    let dynamic = bin("diatom");
+    let static_cli = dynamic
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("x86_64-unknown-linux-gnu/release/diatom"));
+    match static_cli {
+        Some(s) if s.is_file() => s,
+        _ => dynamic,
+    }
+}
+
 /// Runs `cmd` (stdout discarded) and returns how long it took; panics if it fails.
 pub fn time(cmd: &mut Command) -> Duration {
     let t = Instant::now();
@@ -127,7 +142,7 @@ impl Daemons {
 
     /// `diatom exec ARGS` against this cluster.
     pub fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("diatom"));
+        let mut c = Command::new(cli());
         c.arg("--socket")
             .arg(self.dir.join("sock"))
             .arg("exec")

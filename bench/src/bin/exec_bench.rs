@@ -6,10 +6,12 @@
 //! Medians of N runs, interleaved so drift hits every column alike.
 //!
 //! `cargo build --release --bins && cargo run --release -p diatom-bench --bin exec_bench [-- --runs N]`
+//! (after `make static-cli` it times the static `diatom` that `make
+//! install` installs; it prints which one it ran).
 
 use std::process::Command;
 
-use diatom_bench::cluster::{bin, ms, time, Daemons};
+use diatom_bench::cluster::{cli, ms, time, Daemons};
 
 fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
     diatom_bench::median(&mut v)
@@ -20,6 +22,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("diatom-exec-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let mut d = Daemons::start(&dir, 22036);
+    println!("`diatom`: {}", cli().display());
     let cases: [(&str, &[&str]); 2] = [
         ("/bin/true", &["/bin/true"]),
         ("python3 -c pass", &["/usr/bin/python3", "-c", "pass"]),
@@ -38,7 +41,7 @@ fn main() {
         // central and node exiting) would still be running during the
         // next warm run.
         for _ in 0..runs {
-            let mut e = Command::new(bin("diatom"));
+            let mut e = Command::new(cli());
             e.arg("--socket")
                 .arg(dir.join("no-daemon.sock"))
                 .arg("exec")
