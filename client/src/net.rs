@@ -122,6 +122,12 @@ impl Net {
         }
     }
 
+    /// Forgets `peer`: its outstanding calls fail at once (a job whose
+    /// home abandoned it stops fetching from that home).
+    pub fn close(&self, peer: Peer) {
+        self.driver.close(peer);
+    }
+
     /// Datagrams dropped so far, by reason.
     pub fn dropped(&self) -> Vec<(String, u64)> {
         self.driver.dropped().into_iter().collect()

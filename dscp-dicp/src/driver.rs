@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -373,7 +373,7 @@ impl Handle {
                 break None;
             }
             let rx = &self.shared.incoming_rx;
-            self.shared.pump(efd, deadline, &|| !rx.is_empty());
+            self.shared.pump(efd, None, deadline, &|| !rx.is_empty());
         };
         drop(pumping);
         self.shared.lock().incoming_wakers.retain(|fd| *fd != efd);
@@ -444,6 +444,35 @@ impl PendingCall {
     /// [`PendingCall::wait`], telling a whole answer from a sunk one's
     /// head (calls started with [`Handle::start_into`]).
     pub fn wait_answer(mut self, timeout: Duration) -> Result<Answer, DriverError> {
+        let res = self
+            .wait_inner(timeout, None)
+            .unwrap_or(Err(DriverError::Timeout));
+        self.done = !matches!(res, Err(DriverError::Timeout));
+        res
+    }
+
+    /// [`PendingCall::wait`] that also returns, with `None`, as soon as
+    /// `other` is readable (a signalfd: a caller that must give up on a
+    /// call when the user interrupts it). The call then stays in flight;
+    /// wait for it again or drop it. `other` is watched in the same poll
+    /// as the socket: no thread and no extra wake-up per answer. On
+    /// timeout the call is cancelled, as with `wait`.
+    pub fn wait_or_readable(
+        &mut self,
+        timeout: Duration,
+        other: BorrowedFd<'_>,
+    ) -> Option<Result<Vec<u8>, DriverError>> {
+        let res = self.wait_inner(timeout, Some(other.as_raw_fd()))?;
+        self.done = true;
+        if matches!(res, Err(DriverError::Timeout)) {
+            self.cancel();
+        }
+        Some(res.map(Answer::into_bytes))
+    }
+
+    /// The wait of [`PendingCall::wait_answer`]; `None` when `other`
+    /// became readable first.
+    fn wait_inner(&self, timeout: Duration, other: Option<RawFd>) -> Option<Reply> {
         let deadline = Instant::now() + timeout;
         let efd = thread_waker();
         if let Some(fd) = efd {
@@ -464,9 +493,27 @@ impl PendingCall {
                 break Err(DriverError::Timeout);
             }
             match efd {
-                Some(fd) => self.shared.pump(fd, deadline, &|| !self.rx.is_empty()),
+                Some(fd) => {
+                    if self
+                        .shared
+                        .pump(fd, other, deadline, &|| !self.rx.is_empty())
+                    {
+                        return None;
+                    }
+                }
                 None => {
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    // No eventfd for this thread (descriptors exhausted):
+                    // the channel alone, with `other` looked at between
+                    // slices of the wait.
+                    if other.is_some_and(|fd| {
+                        poll_fds(&[(fd, libc::POLLIN)], Some(Duration::ZERO))[0] != 0
+                    }) {
+                        return None;
+                    }
+                    let mut left = deadline.saturating_duration_since(Instant::now());
+                    if other.is_some() {
+                        left = left.min(Duration::from_millis(50));
+                    }
                     match self.rx.recv_timeout(left) {
                         Ok(r) => break r,
                         Err(_) => continue,
@@ -475,8 +522,16 @@ impl PendingCall {
             }
         };
         drop(pumping);
-        self.done = !matches!(res, Err(DriverError::Timeout));
-        res
+        Some(res)
+    }
+
+    /// Forgets the call on the endpoint (its answer, if it comes, is dropped).
+    fn cancel(&self) {
+        let id = self.id;
+        self.shared.with_endpoint(|st, _| {
+            st.waiters.remove(&id);
+            st.ep.cancel(id);
+        });
     }
 
     /// The answer if it has arrived (does not block).
@@ -490,11 +545,7 @@ impl PendingCall {
 impl Drop for PendingCall {
     fn drop(&mut self) {
         if !self.done {
-            let id = self.id;
-            self.shared.with_endpoint(|st, _| {
-                st.waiters.remove(&id);
-                st.ep.cancel(id);
-            });
+            self.cancel();
         }
     }
 }
@@ -586,14 +637,26 @@ impl Shared {
     /// One round of a waiting thread's receive loop: sleeps until the socket
     /// is readable, its eventfd is signalled (what it waits for was routed
     /// by another thread) or the deadline, then receives what is there.
-    fn pump(self: &Arc<Self>, efd: RawFd, deadline: Instant, done: &dyn Fn() -> bool) {
+    /// With `other`, that descriptor is watched too: true when it is
+    /// readable (what was received meanwhile is handled all the same).
+    fn pump(
+        self: &Arc<Self>,
+        efd: RawFd,
+        other: Option<RawFd>,
+        deadline: Instant,
+        done: &dyn Fn() -> bool,
+    ) -> bool {
         let wait = deadline
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(50));
-        let rev = poll_fds(
-            &[(self.socket.as_raw_fd(), libc::POLLIN), (efd, libc::POLLIN)],
-            Some(wait),
-        );
+        let socket = (self.socket.as_raw_fd(), libc::POLLIN);
+        let rev = match other {
+            Some(fd) => poll_fds(
+                &[socket, (efd, libc::POLLIN), (fd, libc::POLLIN)],
+                Some(wait),
+            ),
+            None => poll_fds(&[socket, (efd, libc::POLLIN)], Some(wait)),
+        };
         if rev[1] != 0 {
             drain(efd);
         }
@@ -601,6 +664,7 @@ impl Shared {
             let mut st = self.lock();
             self.receive(&mut st, done);
         }
+        rev[2] != 0
     }
 
     /// Sends every queued datagram and routes every event.
@@ -735,13 +799,14 @@ fn send(socket: &UdpSocket, bytes: &[u8], dest: SocketAddr) {
     }
 }
 
-/// `ppoll` on some descriptors; returns their `revents`.
-fn poll_fds(fds: &[(RawFd, libc::c_short)], timeout: Option<Duration>) -> [libc::c_short; 2] {
+/// `ppoll` on up to three descriptors; returns their `revents` (0 for
+/// the slots not given).
+fn poll_fds(fds: &[(RawFd, libc::c_short)], timeout: Option<Duration>) -> [libc::c_short; 3] {
     let mut p = [libc::pollfd {
         fd: -1,
         events: 0,
         revents: 0,
-    }; 2];
+    }; 3];
     for (slot, (fd, ev)) in p.iter_mut().zip(fds) {
         slot.fd = *fd;
         slot.events = *ev;
@@ -758,15 +823,15 @@ fn poll_fds(fds: &[(RawFd, libc::c_short)], timeout: Option<Duration>) -> [libc:
     let n = unsafe {
         libc::ppoll(
             p.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
+            fds.len().min(p.len()) as libc::nfds_t,
             tsp,
             std::ptr::null(),
         )
     };
     if n <= 0 {
-        return [0, 0];
+        return [0; 3];
     }
-    [p[0].revents, p[1].revents]
+    [p[0].revents, p[1].revents, p[2].revents]
 }
 
 fn set_buffer(socket: &UdpSocket, force: libc::c_int, normal: libc::c_int, size: usize) {
@@ -823,7 +888,7 @@ fn run(shared: &Arc<Shared>, max_sleep: Duration) {
             // Waiting threads receive; look again soon in case they stop
             // (this bounds the delay of unsolicited datagrams then).
             let r = poll_fds(&[(wake, libc::POLLIN)], Some(wait.min(PUMPER_RECHECK)));
-            [0, r[0]]
+            [0, r[0], 0]
         } else {
             poll_fds(&[(fd, libc::POLLIN), (wake, libc::POLLIN)], Some(wait))
         };
@@ -840,5 +905,39 @@ fn run(shared: &Arc<Shared>, max_sleep: Duration) {
             st.ep.handle_timeout(now);
         }
         shared.flush(&mut st, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::CLUSTER_KEY_ID;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_wait_ends_when_another_descriptor_is_readable_and_the_call_survives() {
+        let key = Key::generate();
+        let cfg = DriverConfig::default;
+        let server = Driver::bind("127.0.0.1:0", Keyring::with_cluster_key(&key), cfg()).unwrap();
+        let client = Driver::bind("127.0.0.1:0", Keyring::with_cluster_key(&key), cfg()).unwrap();
+        let peer = Peer {
+            addr: server.local_addr().unwrap(),
+            key_id: CLUSTER_KEY_ID,
+        };
+        let mut call = client.start(peer, b"ping".to_vec()).unwrap();
+        // The server holds the request: only the other descriptor can end
+        // the wait.
+        let held = server.incoming().recv().unwrap();
+        let other = new_eventfd().unwrap();
+        signal(other.as_raw_fd());
+        let long = Duration::from_secs(60);
+        assert!(call.wait_or_readable(long, other.as_fd()).is_none());
+        // Still in flight: answered now, the same call gets its answer.
+        drain(other.as_raw_fd());
+        held.respond(b"pong".to_vec()).unwrap();
+        match call.wait_or_readable(long, other.as_fd()) {
+            Some(Ok(bytes)) => assert_eq!(bytes, b"pong"),
+            other => panic!("expected the answer, got {other:?}"),
+        }
     }
 }

@@ -515,3 +515,91 @@ fn exec_forwards_signals() {
 }
 
 // Losing the home or the node mid-job: tests/integration/faults.rs.
+
+/// Polls until process `pid` blocks SIGINT (`diatom exec` does so first
+/// thing: a signal sent earlier would end it with the default action, not
+/// through the code under test).
+pub(crate) fn wait_sigint_blocked(pid: nix::unistd::Pid) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGINT - 1)) != 0);
+        if blocked {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "diatom exec ({pid}) never blocked SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls until central's log has `needle` more than `before` times.
+fn wait_central_log(c: &DiatomCluster, needle: &str, before: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = c
+            .central_daemon()
+            .map_or(0, |d| d.stderr().matches(needle).count());
+        if n > before {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "central never logged {needle:?} (seen {n} times, {before} before)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_interrupted_while_waiting_for_a_slot() {
+    if !require_root("exec_interrupted_while_waiting_for_a_slot") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("sigslot").slots(1).start();
+    // The node's one slot is taken: the next job waits for it on central.
+    let busy = unique_sleep(120);
+    let mut holder = Spawned::spawn(c.diatom_cmd(["exec", "sleep", &busy]), Feed::Null);
+    c.wait_job_process(&busy, Duration::from_secs(30));
+    let (mut waits, mut given_up) = (0, 0);
+    for (sig, want) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let arg = unique_sleep(30);
+        let mut s = Spawned::spawn(c.diatom_cmd(["exec", "sleep", &arg]), Feed::Null);
+        wait_sigint_blocked(s.pid());
+        waits = wait_central_log(&c, "waits for a free slot", waits);
+        s.signal(sig);
+        let Some(out) = s.wait_timeout(Duration::from_secs(5)) else {
+            panic!("diatom exec waiting for a slot still runs 5 s after {sig}");
+        };
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "after {sig}: {}",
+            describe(&out)
+        );
+        assert!(out.stderr.is_empty(), "after {sig}: {}", describe(&out));
+        // Central left the wait: the job is never placed.
+        given_up = wait_central_log(&c, "went away while its job waited", given_up);
+        let all = c.ps_json(true).to_string();
+        assert!(
+            !all.contains(&arg),
+            "the interrupted job was recorded: {all}"
+        );
+    }
+    // The holder ends as a Ctrl-C'd job does, and its slot goes to the next
+    // job (no interrupted one took it).
+    holder.signal(Signal::SIGINT);
+    let out = holder.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    let out = c.diatom(["exec", "true"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let all = c.ps_json(true).as_array().map_or(0, Vec::len);
+    assert_eq!(all, 2, "{}", c.ps_json(true));
+    wait_gone(&busy, Duration::from_secs(5), "the holder");
+}

@@ -710,3 +710,85 @@ fn faults_load_200_concurrent_jobs() {
         &not_exited[..not_exited.len().min(10)]
     );
 }
+
+/// Polls `diatom ps --json` (running jobs) until `pred` holds for whether
+/// a job with `arg` in it is listed; panics after 30 s.
+fn wait_listed(c: &DiatomCluster, arg: &str, listed: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ps = c.ps_json(false).to_string();
+        if ps.contains(arg) == listed {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a job with {arg:?} listed: {}, wanted {listed}: {ps}",
+            !listed
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn faults_interrupted_while_the_node_fetches() {
+    if !require_root("faults_interrupted_while_the_node_fetches") {
+        return;
+    }
+    let (files, c) = central_only_cluster("sigfetch", 1);
+    // A program the node must fetch whole before it can start it, slowly:
+    // `sleep` padded to 256 MiB (the kernel never reads the padding), over
+    // a link that loses a fifth of its packets.
+    let prog = files.only.join("bigsleep");
+    let sleep = Path::new("/usr/bin/sleep");
+    let sleep = if sleep.exists() {
+        sleep
+    } else {
+        Path::new("/bin/sleep")
+    };
+    std::fs::copy(sleep, &prog).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&prog)
+            .unwrap();
+        let chunk = diatom_tests::cluster::pseudo_random(1 << 20, 0x5157);
+        for _ in 0..256 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    set_mode(&prog, 0o755);
+    let node = c.net().node(1).unwrap();
+    node.ns.nft_drop_percent(&node.link.b_if, 20).unwrap();
+    let arg = unique_sleep(60);
+    let prog_s = prog.to_str().unwrap();
+    let mut s = Spawned::spawn(c.diatom_cmd(["exec", prog_s, &arg]), Feed::Null);
+    crate::exec::wait_sigint_blocked(s.pid());
+    // Placed: the node has the job and fetches its program.
+    wait_listed(&c, &arg, true);
+    s.signal(Signal::SIGINT);
+    let sent = Instant::now();
+    let Some(out) = s.wait_timeout(Duration::from_secs(10)) else {
+        panic!("diatom exec of a starting job still runs 10 s after SIGINT");
+    };
+    eprintln!("diatom exec ended {:?} after SIGINT", sent.elapsed());
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    // Central's record ends (killed: the node dropped the job), and the
+    // program never runs on the node.
+    wait_listed(&c, &arg, false);
+    let all = c.ps_json(true);
+    let job = all
+        .as_array()
+        .and_then(|a| a.iter().find(|j| j.to_string().contains(&arg)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no record of the job: {all}"));
+    assert!(
+        job["state"] == "killed" || job["state"] == "exited",
+        "the interrupted job's record: {job}"
+    );
+    wait_gone(&arg, Duration::from_secs(10), "the interrupted job");
+    node.ns.nft_clear().unwrap();
+    // The node is free for the next job.
+    let out = c.diatom(["exec", "true"]);
+    assert!(out.status.success(), "{}", describe(&out));
+}

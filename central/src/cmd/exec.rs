@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::UdpSocket;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,8 @@ use diatom_client::net::Net;
 use dscp_dicp::msg::control::JobEvent;
 use dscp_dicp::msg::job::{Launch, WinSize};
 use dscp_dicp::{Key, Keyring, Peer};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
 
 use super::{fail, EXIT_FAILURE};
 use crate::cli::{Cli, ExecArgs};
@@ -94,24 +97,91 @@ fn ask_central(cli: &Cli, req: &ExecRequest) -> Result<Asked, String> {
     }
 }
 
+/// Why `diatom exec` stops before its job runs.
+#[derive(Debug)]
+enum Stop {
+    /// An error, for the `diatom:` line.
+    Failed(String),
+    /// A forwarded signal came first (the user's Ctrl-C).
+    Interrupted(Signal),
+}
+
+impl From<String> for Stop {
+    fn from(why: String) -> Stop {
+        Stop::Failed(why)
+    }
+}
+
+/// Central's answer to the request on `stream`.
+fn grant_from(stream: UnixStream) -> Result<(Grant, UdpSocket, Placement), String> {
+    let (resp, mut fds): (Response, _) =
+        control::recv(&stream).map_err(|e| format!("central: {e}"))?;
+    match resp {
+        Response::Granted(g) => {
+            let fd = fds.pop().ok_or("central sent no socket with the grant")?;
+            Ok((g, UdpSocket::from(fd), Placement::Daemon(stream)))
+        }
+        Response::Error(why) => Err(why),
+        other => Err(format!("central answered {other:?}")),
+    }
+}
+
+/// Waits until central's answer is readable on `stream` (`None`) or a
+/// forwarded signal other than SIGWINCH arrives (central may wait long
+/// for a free slot, and Ctrl-C must end `diatom exec` meanwhile).
+fn await_answer(stream: &UnixStream, listener: &mut signals::Listener) -> Option<Signal> {
+    loop {
+        let mut fds = [
+            PollFd::new(stream.as_fd(), PollFlags::POLLIN),
+            PollFd::new(listener.signal_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // The answer is read (and its error reported) as without signals.
+            Err(_) => return None,
+        }
+        let answered = fds[0].any().unwrap_or(true);
+        let signalled = fds[1].any().unwrap_or(false);
+        if signalled {
+            match listener.pending() {
+                Ok(Some(Signal::SIGWINCH)) | Ok(None) => {}
+                Ok(Some(sig)) => return Some(sig),
+                Err(_) => return None,
+            }
+        }
+        if answered {
+            return None;
+        }
+    }
+}
+
+/// Whether `stream` has something to read now.
+fn readable_now(stream: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
 /// The placement: the daemon's answer, or an embedded cluster's.
 fn placed(
     asked: Asked,
     cli: &Cli,
     req: &ExecRequest,
-) -> Result<(Grant, UdpSocket, Placement), String> {
+    listener: Option<&mut signals::Listener>,
+) -> Result<(Grant, UdpSocket, Placement), Stop> {
     match asked {
         Asked::Daemon(stream) => {
-            let (resp, mut fds): (Response, _) =
-                control::recv(&stream).map_err(|e| format!("central: {e}"))?;
-            match resp {
-                Response::Granted(g) => {
-                    let fd = fds.pop().ok_or("central sent no socket with the grant")?;
-                    Ok((g, UdpSocket::from(fd), Placement::Daemon(stream)))
+            let Some(sig) = listener.and_then(|l| await_answer(&stream, l)) else {
+                return Ok(grant_from(stream)?);
+            };
+            // The grant may have come with the signal: its node waits for
+            // a launch that will not come.
+            if readable_now(&stream) {
+                if let Ok((grant, sock, _)) = grant_from(stream) {
+                    abandon(grant, sock, &session::interrupted_reason(sig));
                 }
-                Response::Error(why) => Err(why),
-                other => Err(format!("central answered {other:?}")),
             }
+            // Dropping the connection tells central to stop placing it.
+            Err(Stop::Interrupted(sig))
         }
         Asked::NoDaemon => {
             log::info!(
@@ -124,7 +194,8 @@ fn placed(
                 uid: nix::unistd::getuid().as_raw(),
                 gid: nix::unistd::getgid().as_raw(),
             };
-            let (g, s) = emb.central().exec(cred, req)?;
+            // The embedded node has a slot for this job alone: no wait.
+            let (g, s) = emb.central().exec(cred, req, &|| true)?;
             Ok((g, s, Placement::Embedded(emb)))
         }
     }
@@ -150,6 +221,15 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     if let Err(e) = signals::block(&signals::forwarded(args.tty)) {
         return fail(&format!("cannot block signals: {e}"));
     }
+    // Listened to from now on: a signal during the placement or the
+    // launch ends `diatom exec` (there is no job to forward it to yet).
+    let mut signals = match signals::Listener::new(&signals::forwarded(args.tty)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!("cannot listen for signals, they will not reach the job: {e}");
+            None
+        }
+    };
     let plan = match plan(args) {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -177,12 +257,14 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     // would otherwise wait for the crypto crates' CPU probes.
     dscp_dicp::crypto::detect_cpu_features();
     let placed = match (&launch, asked) {
-        (Err(_), Ok(Asked::NoDaemon)) => Err("no cluster started".to_string()),
-        (_, asked) => asked.and_then(|a| placed(a, cli, &req)),
+        (Err(_), Ok(Asked::NoDaemon)) => Err(Stop::Failed("no cluster started".to_string())),
+        (_, Err(e)) => Err(Stop::Failed(e)),
+        (_, Ok(a)) => placed(a, cli, &req, signals.as_mut().map(|(l, _)| l)),
     };
     log::debug!("closure ready and job placed after {:?}", t0.elapsed());
     let (grant, outcome, placement, session) = match (launch, placed) {
-        (Ok(_), Err(e)) => return fail(&e),
+        (_, Err(Stop::Interrupted(sig))) => return interrupted(sig),
+        (Ok(_), Err(Stop::Failed(e))) => return fail(&e),
         (Err(e), Ok((grant, sock, _placement))) => {
             // The node waits for a launch: tell it none comes, so the job
             // ends now (as failed, with this reason) rather than at the
@@ -190,10 +272,10 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
             abandon(grant, sock, &e);
             return fail(&e);
         }
-        (Err(e), Err(_)) => return fail(&e),
+        (Err(e), Err(Stop::Failed(_))) => return fail(&e),
         (Ok(launch), Ok((grant, sock, placement))) => {
             log::debug!("job {} placed on {}", grant.job, grant.node);
-            let (outcome, session) = match home(grant.clone(), sock, launch, args.tty) {
+            let (outcome, session) = match home(grant.clone(), sock, launch, args.tty, signals) {
                 Ok((o, net)) => (Ok(o), Some(net)),
                 Err(e) => (Err(e), None),
             };
@@ -204,7 +286,10 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> ExitCode {
     // Only a job whose end the node reported is worth waiting for: when the
     // node is lost no report comes, and waiting would only delay the
     // `diatom:` line the user must see within 5 s (docs/faults.md).
-    if let (Placement::Daemon(stream), Ok(Outcome::Ended(_))) = (&placement, &outcome) {
+    // An interrupted start too: the node reports its end at once.
+    if let (Placement::Daemon(stream), Ok(Outcome::Ended(_) | Outcome::Interrupted(_))) =
+        (&placement, &outcome)
+    {
         await_end(stream, grant.job);
     }
     drop(placement);
@@ -273,6 +358,7 @@ fn home(
     sock: UdpSocket,
     launch: Launch,
     tty: bool,
+    signals: Option<(signals::Listener, signals::Waker)>,
 ) -> Result<(Outcome, Net), String> {
     let (net, node) = job_session(&grant, sock)?;
     let kept = net.clone();
@@ -282,14 +368,23 @@ fn home(
         node_name: grant.node.clone(),
         launch,
         tty,
+        signals,
     });
     Ok((outcome, kept))
+}
+
+/// The exit of a `diatom exec` that a signal ended before its job
+/// started: a shell's for a program the signal ended, without a line
+/// (the user asked for it).
+fn interrupted(sig: Signal) -> ExitCode {
+    ExitCode::from((128 + sig as i32).clamp(0, 255) as u8)
 }
 
 fn exit_for(grant: &Grant, outcome: Result<Outcome, String>) -> ExitCode {
     match outcome {
         Err(e) => fail(&e),
         Ok(Outcome::Lost(why)) => fail(&why),
+        Ok(Outcome::Interrupted(sig)) => interrupted(sig),
         Ok(Outcome::Ended(JobEvent::Exited { code })) => ExitCode::from((code & 0xff) as u8),
         Ok(Outcome::Ended(JobEvent::Signaled { signal })) => {
             ExitCode::from((128 + signal).clamp(0, 255) as u8)

@@ -167,13 +167,33 @@ pub fn handle(stream: &UnixStream, central: &Central) {
     }
 }
 
+/// Whether the client closed its end of `stream` (a `diatom exec`
+/// interrupted while its job waits for a slot sends nothing more before
+/// the answer: its connection can only end).
+fn hung_up(stream: &UnixStream) -> bool {
+    let gone = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & gone != 0
+}
+
 /// Answers one request; false when the reply could not be sent.
 fn answer(stream: &UnixStream, central: &Central, cred: PeerCred, req: Request) -> bool {
     let sent = match req {
-        Request::Exec(ex) => match central.exec(cred, &ex) {
+        Request::Exec(ex) => match central.exec(cred, &ex, &|| !hung_up(stream)) {
             Ok((grant, sock)) => {
-                log::info!("job {} for uid {} on {}", grant.job, cred.uid, grant.node);
-                control::send(stream, &Response::Granted(grant), &[sock.as_raw_fd()])
+                let job = grant.job;
+                log::info!("job {job} for uid {} on {}", cred.uid, grant.node);
+                let sent = control::send(stream, &Response::Granted(grant), &[sock.as_raw_fd()]);
+                if sent.is_err() {
+                    central.cancel(job);
+                }
+                sent
             }
             Err(why) => control::send(stream, &Response::Error(why), &[]),
         },

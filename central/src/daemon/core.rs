@@ -27,6 +27,9 @@ use crate::store::{
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long `diatom exec` waits for a free slot before giving up.
 pub const SLOT_WAIT: Duration = Duration::from_secs(600);
+/// How often a placement waiting for a slot checks that its caller still
+/// waits (a freed slot wakes it sooner).
+pub const SLOT_RECHECK: Duration = Duration::from_millis(500);
 /// How long a node has to accept a job.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -292,19 +295,38 @@ impl Central {
 
     /// Places a job for `cred`: picks a node (waiting for a free slot),
     /// records the job, asks the node to start it and returns the grant and
-    /// the home's socket.
-    pub fn exec(&self, cred: PeerCred, req: &ExecRequest) -> Result<(Grant, UdpSocket), String> {
+    /// the home's socket. `wanted` says whether the caller still waits
+    /// (its `diatom exec` may be interrupted): asked at least every
+    /// [`SLOT_RECHECK`] while there is no free slot, and the wait is given
+    /// up when it says no.
+    pub fn exec(
+        &self,
+        cred: PeerCred,
+        req: &ExecRequest,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<(Grant, UdpSocket), String> {
         let deadline = Instant::now() + SLOT_WAIT;
+        let gone = || {
+            let why = "the caller went away while its job waited for a slot";
+            log::info!("a job for uid {} is given up: {why}", cred.uid);
+            why.to_string()
+        };
+        let mut waiting = false;
         loop {
             let (name, addr) = {
                 let mut reg = lock(&self.registry);
                 loop {
                     match reg.reserve(req.node.as_deref()) {
                         Ok(chosen) => break chosen,
+                        Err(PickError::Busy) if !wanted() => return Err(gone()),
                         Err(PickError::Busy) if Instant::now() < deadline => {
+                            if !waiting {
+                                waiting = true;
+                                log::info!("a job for uid {} waits for a free slot", cred.uid);
+                            }
                             reg = self
                                 .slot_freed
-                                .wait_timeout(reg, Duration::from_millis(500))
+                                .wait_timeout(reg, SLOT_RECHECK)
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .0;
                         }
@@ -320,6 +342,9 @@ impl Central {
                     lock(&self.registry).release(&name);
                     if Instant::now() >= deadline {
                         return Err(format!("node {name} refused the job: {why}"));
+                    }
+                    if !wanted() {
+                        return Err(gone());
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -454,6 +479,22 @@ impl Central {
         if lock(&self.store).finish_job(job, end).unwrap_or(false) {
             self.job_ended.notify_all();
             lock(&self.history).finished(1);
+        }
+    }
+
+    /// Kills a placed job whose caller went away before it got its grant
+    /// (best effort): the node would otherwise wait for a launch until
+    /// its own timeout, holding the slot.
+    pub fn cancel(&self, job: u64) {
+        let node = lock(&self.store).job(JobId(job)).ok().flatten();
+        let addr = node.and_then(|r| {
+            lock(&self.registry)
+                .get(&r.spec.node)
+                .map(|n| n.report.addr)
+        });
+        if let Some(addr) = addr {
+            log::info!("job {job}: its caller went away before the grant: killing it");
+            let _ = self.dscp(addr, DscpRequest::Kill { job }, START_TIMEOUT);
         }
     }
 

@@ -39,6 +39,10 @@ pub struct HomeJob {
     pub launch: Launch,
     /// `-t`.
     pub tty: bool,
+    /// Listening for the forwarded signals (since before the placement:
+    /// one that came meanwhile is pending in it); `None` when it could not
+    /// be made: signals then do not reach the job.
+    pub signals: Option<(signals::Listener, signals::Waker)>,
 }
 
 /// How a job ended, from the home's point of view.
@@ -48,6 +52,14 @@ pub enum Outcome {
     Ended(JobEvent),
     /// Contact with the node was lost; one line.
     Lost(String),
+    /// `diatom exec` got this signal before the job started: the node was
+    /// told to drop the job (it never runs the program).
+    Interrupted(Signal),
+}
+
+/// The reason an interrupted start gives the node (and central's record).
+pub fn interrupted_reason(sig: Signal) -> String {
+    format!("diatom exec got {sig} before the job started")
 }
 
 /// A file's stamp as the node cache checks it.
@@ -470,6 +482,63 @@ fn await_outcome(
     }
 }
 
+/// How long the node may take to start a job (fetching its files, cold,
+/// over a slow link).
+const START_WAIT: Duration = Duration::from_secs(300);
+
+/// What ended the wait for the node's answer to the launch.
+enum Started {
+    /// The answer (or why none came).
+    Answer(Result<Vec<u8>, dscp_dicp::DriverError>),
+    /// A forwarded signal other than SIGWINCH came first.
+    Interrupted(Signal),
+}
+
+/// Waits for the node's answer to the launch, or for a signal: the job
+/// has not started, so there is nothing to forward it to, and the user
+/// wants `diatom exec` to end now (as a program that has not started
+/// yet would). The signalfd is watched in the same poll as the socket.
+/// A SIGWINCH only sets `resized`.
+fn await_start(
+    mut call: PendingCall,
+    listener: Option<&mut signals::Listener>,
+    resized: &mut bool,
+) -> Started {
+    let Some(listener) = listener else {
+        return Started::Answer(call.wait(START_WAIT));
+    };
+    let deadline = std::time::Instant::now() + START_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Some(answer) = call.wait_or_readable(left, listener.signal_fd()) {
+            return Started::Answer(answer);
+        }
+        match listener.pending() {
+            Ok(Some(Signal::SIGWINCH)) => *resized = true,
+            Ok(Some(sig)) => return Started::Interrupted(sig),
+            Ok(None) => {}
+            Err(e) => {
+                log::error!("waiting for signals failed: {e}");
+                return Started::Answer(call.wait(left));
+            }
+        }
+    }
+}
+
+/// How long the node has to acknowledge an abandon: it answers at once,
+/// whatever step of the start it is in; an interrupted `diatom exec`
+/// does not wait longer for a node that may be gone.
+const ABANDON_WAIT: Duration = Duration::from_secs(2);
+
+/// Tells the node that the launched job must not run (best effort: a
+/// node that does not hear it kills the job when this home is gone).
+fn abandon_launched(net: &Net, node: Peer, sig: Signal) {
+    let why = interrupted_reason(sig);
+    if let Err(e) = ask::<JobReply>(net, node, Job::Abandon(why), ABANDON_WAIT) {
+        log::info!("the node did not take the abandon: {e}");
+    }
+}
+
 /// Runs the job to its end. The forwarded signals must already be blocked
 /// in the calling thread (before any other thread started).
 ///
@@ -484,6 +553,7 @@ pub fn run(job: HomeJob) -> Outcome {
         node_name,
         mut launch,
         tty,
+        signals,
     } = job;
     let t0 = std::time::Instant::now();
     net.watch(node);
@@ -493,13 +563,7 @@ pub fn run(job: HomeJob) -> Outcome {
     // endpoint's queue.
     launch.lookups = super::lookups::gather(&launch);
     let launching = net.start(node, Job::Launch(Box::new(launch)));
-    let (mut listener, waker) = match signals::Listener::new(&signals::forwarded(tty)) {
-        Ok((l, w)) => (Some(l), Some(w)),
-        Err(e) => {
-            log::warn!("cannot listen for signals, they will not reach the job: {e}");
-            (None, None)
-        }
-    };
+    let (mut listener, waker) = signals.unzip();
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Outcome>(2);
     let done = Done { tx: done_tx, waker };
     let serve_net = net.clone();
@@ -517,7 +581,17 @@ pub fn run(job: HomeJob) -> Outcome {
             reason: format!("cannot start a thread: {e}"),
         });
     }
-    let started = launching.and_then(|call| job_reply(call.wait(Duration::from_secs(300))));
+    let mut resized = false;
+    let started = match launching {
+        Ok(call) => match await_start(call, listener.as_mut(), &mut resized) {
+            Started::Answer(a) => job_reply(a),
+            Started::Interrupted(sig) => {
+                abandon_launched(&net, node, sig);
+                return Outcome::Interrupted(sig);
+            }
+        },
+        Err(e) => Err(e),
+    };
     match started {
         Ok(JobReply::Started) => log::debug!("job started on {node_name} after {:?}", t0.elapsed()),
         Ok(JobReply::Failed { reason }) => return Outcome::Ended(JobEvent::Failed { reason }),
@@ -539,7 +613,12 @@ pub fn run(job: HomeJob) -> Outcome {
     } else {
         None
     };
-    let calls = start_stdin(&net, node).into_iter().collect();
+    let mut calls: Vec<Pending> = start_stdin(&net, node).into_iter().collect();
+    if resized {
+        // The window changed while the job started (its launch has the
+        // size from before).
+        calls.extend(signal_message(Signal::SIGWINCH).and_then(|m| start_call(&net, node, m)));
+    }
     let outcome = match &mut listener {
         Some(l) => await_outcome(l, &done_rx, &net, node, calls),
         None => done_rx.recv().ok(),

@@ -6,7 +6,7 @@
 //! `sigwait` would cost a thread per job.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -93,6 +93,29 @@ impl Listener {
         Ok((Listener { signals, wake }, waker))
     }
 
+    /// The signalfd, readable while a listened-to signal is pending: for
+    /// a caller that waits for something else and must not miss a signal
+    /// meanwhile (`diatom exec` while its job is placed and launched).
+    pub fn signal_fd(&self) -> BorrowedFd<'_> {
+        self.signals.as_fd()
+    }
+
+    /// A pending signal, without waiting.
+    pub fn pending(&mut self) -> io::Result<Option<Signal>> {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => {
+                    if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                        return Ok(Some(sig));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Blocks until a signal arrives or the waker is used. Signals come
     /// first: a pending one is returned even when the waker was used too.
     pub fn wait(&mut self) -> io::Result<Wakeup> {
@@ -146,6 +169,8 @@ mod tests {
         // Both pending: the signal first, then the wake-up.
         waker.wake();
         assert_eq!(listener.wait().unwrap(), Wakeup::Signal(Signal::SIGUSR2));
+        // Read already: nothing pending, and `pending` does not wait.
+        assert_eq!(listener.pending().unwrap(), None);
         assert_eq!(listener.wait().unwrap(), Wakeup::Woken);
         // A waker used from another thread while the listener blocks, and
         // one dropped without a word, both end a wait.

@@ -78,6 +78,23 @@ pub struct JobControl {
     /// PID 1 of the job's PID namespace (0: none).
     init: AtomicI32,
     killed: Mutex<Option<String>>,
+    /// Fires at the first kill: the wait for the launch ends on it.
+    notice: KillNotice,
+}
+
+/// A one-shot notice of a job's kill, for a thread that waits on a
+/// channel meanwhile.
+#[derive(Debug)]
+struct KillNotice {
+    tx: crossbeam_channel::Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Default for KillNotice {
+    fn default() -> KillNotice {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        KillNotice { tx, rx }
+    }
 }
 
 impl JobControl {
@@ -95,6 +112,7 @@ impl JobControl {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get_or_insert(reason);
+        let _ = self.notice.tx.try_send(());
         self.signal(libc::SIGKILL);
         let init = self.init.load(Ordering::SeqCst);
         if init > 0 {
@@ -122,7 +140,12 @@ pub fn run(setup: JobSetup, control: &JobControl, report: Report<'_>) -> JobEven
     let job = setup.job;
     let event = match run_inner(&setup, control, report) {
         Ok(e) => e,
-        Err(why) => JobEvent::Failed { reason: why },
+        // A start given up because the job was killed meanwhile (its
+        // home abandoned it) ends as killed, for that reason.
+        Err(why) => match control.kill_reason() {
+            Some(reason) => JobEvent::Killed { reason },
+            None => JobEvent::Failed { reason: why },
+        },
     };
     log::info!("job {job} ended: {event:?}");
     // The mirror's directories are kept for the next job (see fs/pool.rs).
@@ -155,6 +178,9 @@ fn run_inner(
 /// and the program then waited in its first trace stop for the tracer
 /// thread to get a CPU back.
 struct Helpers {
+    /// Tells the dispatch that the launch is in: from then on it answers
+    /// the home's requests (an abandon while the job starts).
+    launched: crossbeam_channel::Sender<Peer>,
     /// The output relay's work: the home and the node's ends of the
     /// program's stdout and stderr.
     output: crossbeam_channel::Sender<(Peer, OutputEnds)>,
@@ -195,12 +221,13 @@ impl Helpers {
             })
             .map_err(|e| format!("cannot start the job's output relay: {e}"))?;
         let (work_tx, work_rx) = crossbeam_channel::bounded::<DispatchWork>(1);
+        let (launched, launched_rx) = crossbeam_channel::bounded::<Peer>(1);
         let (run_ended, run_ended_rx) = crossbeam_channel::bounded::<()>(1);
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
         std::thread::Builder::new()
             .name(format!("job-{job}-req"))
             .spawn_scoped(s, move || {
-                if let Ok(work) = work_rx.recv() {
+                if let Some(work) = before_start(net, control, &launched_rx, &work_rx) {
                     let ends = Ends {
                         limits: work.limits.as_deref(),
                         run_ended: &run_ended_rx,
@@ -211,6 +238,7 @@ impl Helpers {
             })
             .map_err(|e| format!("cannot start the job's request dispatch: {e}"))?;
         Ok(Helpers {
+            launched,
             output,
             output_done,
             dispatch: work_tx,
@@ -228,7 +256,7 @@ fn run_job(
     helpers: Helpers,
 ) -> Result<JobEvent, String> {
     let net = &setup.net;
-    let (req, launch) = wait_launch(net)?;
+    let (req, launch) = wait_launch(net, control)?;
     let t0 = std::time::Instant::now();
     let mut phases = Phases::new(t0);
     // The job's timeline is logged once, after the home heard its end
@@ -236,6 +264,7 @@ fn run_job(
     // program or the home waits for.
     let home = req.peer;
     net.watch(home);
+    let _ = helpers.launched.send(home);
     let (exec, launch_fetch) = match fetch_and_plan(setup, home, &launch) {
         Ok(e) => e,
         Err(why) => {
@@ -244,6 +273,10 @@ fn run_job(
         }
     };
     phases.mark("fetch");
+    if let Some(why) = control.kill_reason() {
+        respond(req, failed(why.clone()));
+        return Err(why);
+    }
     let stdio = match Stdio::new(launch.tty) {
         Ok(s) => s,
         Err(e) => {
@@ -336,6 +369,12 @@ fn run_job(
         cmd.pre_attach(move || child.apply());
         cmd.pre_exec(move || after.switch_user());
     }
+    // The last moment a kill (the home abandoned the job) spares the
+    // spawn; one that comes later finds the process below.
+    if let Some(why) = control.kill_reason() {
+        respond(req, failed(why.clone()));
+        return Err(why);
+    }
     let mut tracer = match cmd.spawn(handler) {
         Ok(t) => t,
         Err(e) => {
@@ -361,6 +400,12 @@ fn run_job(
         if let Some(files) = tracer.handler_mut().fs_mut() {
             files.set_pid_namespace(init);
         }
+    }
+    // A kill that came while the process was spawned may have found no
+    // process to signal (it was not a member yet): kill it now. The
+    // program has not run (its execve waits for the trace).
+    if let Some(why) = control.kill_reason() {
+        control.kill(why);
     }
     // The relay makes its loopback sockets in the job's own network
     // namespace (a root node's jobs have one; see NodeSandbox::job).
@@ -542,14 +587,18 @@ fn failed(reason: String) -> JobReply {
     JobReply::Failed { reason }
 }
 
-fn wait_launch(net: &Net) -> Result<(Incoming, Launch), String> {
-    let deadline = std::time::Instant::now() + LAUNCH_WAIT;
+/// Waits for the home's launch; ends early when the home abandons the
+/// job or central kills it (the home went away before the launch).
+fn wait_launch(net: &Net, control: &JobControl) -> Result<(Incoming, Launch), String> {
+    let timeout = crossbeam_channel::after(LAUNCH_WAIT);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let req = net
-            .requests()
-            .recv_timeout(left)
-            .map_err(|_| "the job's home never launched it".to_string())?;
+        let req = select! {
+            recv(net.requests()) -> req => req.map_err(|_| "the job's endpoint closed".to_string())?,
+            recv(control.notice.rx) -> _ => {
+                return Err(control.kill_reason().unwrap_or_else(|| "killed".into()))
+            }
+            recv(timeout) -> _ => return Err("the job's home never launched it".into()),
+        };
         match req.request() {
             Ok(Request::Job(Job::Launch(l))) => return Ok((req, *l)),
             Ok(Request::Job(Job::Abandon(why))) => {
@@ -999,6 +1048,51 @@ fn relay_output(net: &Net, home: Peer, ends: OutputEnds) {
     }
 }
 
+/// The dispatch thread until the program runs: waits for its work, and
+/// once the launch is in (the home's requests are this thread's from
+/// then on) answers the requests the home may send while the job starts:
+/// an abandon (its `diatom exec` was interrupted) kills the job whatever
+/// step of its start it is in, and ends the calls to the home at once (a
+/// fetch of a big program from it stops). `None` when the start failed.
+fn before_start(
+    net: &Net,
+    control: &JobControl,
+    launched: &Receiver<Peer>,
+    work: &Receiver<DispatchWork>,
+) -> Option<DispatchWork> {
+    let none = crossbeam_channel::never();
+    let mut launched = launched.clone();
+    let mut home = None;
+    loop {
+        let requests = if home.is_some() {
+            net.requests()
+        } else {
+            &none
+        };
+        select! {
+            recv(work) -> w => return w.ok(),
+            recv(launched) -> h => match h {
+                Ok(h) => home = Some(h),
+                Err(_) => launched = crossbeam_channel::never(),
+            },
+            recv(requests) -> req => {
+                let Ok(req) = req else { return None };
+                match req.request() {
+                    Ok(Request::Job(Job::Abandon(why))) => {
+                        let from = req.peer;
+                        log::info!("job abandoned by its home before it started: {why}");
+                        control.kill(why);
+                        respond(req, JobReply::Ok);
+                        net.close(from);
+                    }
+                    Ok(_) => respond(req, failed("not started yet".into())),
+                    Err(e) => respond(req, failed(e.to_string())),
+                }
+            }
+        }
+    }
+}
+
 /// Serves the home's requests while the job runs: stdin, resize, signals;
 /// and kills the job when the home is lost.
 fn dispatch(
@@ -1061,6 +1155,12 @@ fn dispatch(
                     }
                     Ok(Request::Job(Job::Signal(sig))) => {
                         control.signal(sig);
+                        respond(req, JobReply::Ok);
+                    }
+                    // The home was interrupted as the start's answer was
+                    // on its way.
+                    Ok(Request::Job(Job::Abandon(why))) => {
+                        control.kill(why);
                         respond(req, JobReply::Ok);
                     }
                     Ok(Request::Net(msg)) => relay.handle(req, msg),
