@@ -180,7 +180,7 @@ fn run_inner(
 struct Helpers {
     /// Tells the dispatch that the launch is in: from then on it answers
     /// the home's requests (an abandon while the job starts).
-    launched: crossbeam_channel::Sender<Peer>,
+    launched: crossbeam_channel::Sender<()>,
     /// The output relay's work: the home and the node's ends of the
     /// program's stdout and stderr.
     output: crossbeam_channel::Sender<(Peer, OutputEnds)>,
@@ -221,7 +221,7 @@ impl Helpers {
             })
             .map_err(|e| format!("cannot start the job's output relay: {e}"))?;
         let (work_tx, work_rx) = crossbeam_channel::bounded::<DispatchWork>(1);
-        let (launched, launched_rx) = crossbeam_channel::bounded::<Peer>(1);
+        let (launched, launched_rx) = crossbeam_channel::bounded::<()>(1);
         let (run_ended, run_ended_rx) = crossbeam_channel::bounded::<()>(1);
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
         std::thread::Builder::new()
@@ -264,7 +264,7 @@ fn run_job(
     // program or the home waits for.
     let home = req.peer;
     net.watch(home);
-    let _ = helpers.launched.send(home);
+    let _ = helpers.launched.send(());
     let (exec, launch_fetch) = match fetch_and_plan(setup, home, &launch) {
         Ok(e) => e,
         Err(why) => {
@@ -1057,38 +1057,48 @@ fn relay_output(net: &Net, home: Peer, ends: OutputEnds) {
 fn before_start(
     net: &Net,
     control: &JobControl,
-    launched: &Receiver<Peer>,
+    launched: &Receiver<()>,
     work: &Receiver<DispatchWork>,
 ) -> Option<DispatchWork> {
+    use crossbeam_channel::TryRecvError;
     let none = crossbeam_channel::never();
     let mut launched = launched.clone();
-    let mut home = None;
+    let mut launch_in = false;
     loop {
-        let requests = if home.is_some() {
-            net.requests()
-        } else {
-            &none
+        let requests = if launch_in { net.requests() } else { &none };
+        let mut sel = crossbeam_channel::Select::new();
+        sel.recv(work);
+        sel.recv(&launched);
+        sel.recv(requests);
+        sel.ready();
+        // The work first: a request that came with it (stdin, sent once
+        // the start was answered, after the work was handed over) is the
+        // dispatch's.
+        match work.try_recv() {
+            Ok(w) => return Some(w),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        match launched.try_recv() {
+            Ok(_) => launch_in = true,
+            Err(TryRecvError::Disconnected) => launched = crossbeam_channel::never(),
+            Err(TryRecvError::Empty) => {}
+        }
+        let req = match requests.try_recv() {
+            Ok(req) => req,
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => continue,
         };
-        select! {
-            recv(work) -> w => return w.ok(),
-            recv(launched) -> h => match h {
-                Ok(h) => home = Some(h),
-                Err(_) => launched = crossbeam_channel::never(),
-            },
-            recv(requests) -> req => {
-                let Ok(req) = req else { return None };
-                match req.request() {
-                    Ok(Request::Job(Job::Abandon(why))) => {
-                        let from = req.peer;
-                        log::info!("job abandoned by its home before it started: {why}");
-                        control.kill(why);
-                        respond(req, JobReply::Ok);
-                        net.close(from);
-                    }
-                    Ok(_) => respond(req, failed("not started yet".into())),
-                    Err(e) => respond(req, failed(e.to_string())),
-                }
+        match req.request() {
+            Ok(Request::Job(Job::Abandon(why))) => {
+                let from = req.peer;
+                log::info!("job abandoned by its home before it started: {why}");
+                control.kill(why);
+                respond(req, JobReply::Ok);
+                net.close(from);
             }
+            Ok(_) => respond(req, failed("not started yet".into())),
+            Err(e) => respond(req, failed(e.to_string())),
         }
     }
 }
