@@ -219,3 +219,19 @@ fn answer(stream: &UnixStream, central: &Central, cred: PeerCred, req: Request) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_client_is_seen_as_hung_up_and_an_open_one_is_not() {
+        let (server, client) = UnixStream::pair().unwrap();
+        assert!(!hung_up(&server));
+        // Data from a client that is still there is not a hang-up.
+        std::io::Write::write_all(&mut &client, b"x").unwrap();
+        assert!(!hung_up(&server));
+        drop(client);
+        assert!(hung_up(&server));
+    }
+}
