@@ -69,6 +69,11 @@ pub enum SpawnError {
     /// The child died before reporting success or failure of its setup.
     #[error("the new process died during setup (status {0:#x})")]
     ChildDied(i32),
+    /// A [`Command`](crate::Command) with a PID namespace was spawned
+    /// again: its hooks went to the first program's PID 1, which owns them
+    /// until it is reaped.
+    #[error("this command's hooks were given to an earlier program")]
+    HooksGiven,
 }
 
 /// Errors while running a trace.

@@ -58,6 +58,7 @@ pub mod bpf;
 pub mod decode;
 pub mod error;
 pub mod handler;
+mod init;
 pub mod memory;
 pub mod set;
 pub mod spawn;

@@ -40,9 +40,16 @@
 //!    has `SO_PASSCRED`, so the kernel hands the parent its pid as the
 //!    parent sees it; the parent seizes that process, and from there the
 //!    handshake is the one above.
+//!
+//! PID 1 and the program's process (until it execs) share the daemon's
+//! memory: what they use is owned by an init thread until PID 1 is
+//! reaped, and they run on that thread's glibc state (see `init.rs` for
+//! the rules). So a `Command` with a PID namespace hands its hooks to the
+//! program it starts, and starts only one.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::raw::c_char;
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -52,13 +59,14 @@ use nix::unistd::Pid;
 use crate::bpf;
 use crate::error::SpawnError;
 use crate::handler::Handler;
+use crate::init::{self, Init, InitWork};
 use crate::set::SyscallSet;
 use crate::tracer::Tracer;
 
 /// `SECCOMP_FILTER_FLAG_SPEC_ALLOW` (linux/seccomp.h).
 const SECCOMP_FILTER_FLAG_SPEC_ALLOW: libc::c_ulong = 1 << 2;
 
-type PreExec = Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>;
+pub(crate) type PreExec = Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>;
 type OnInit = Box<dyn FnMut(Pid) -> std::io::Result<()> + Send + Sync>;
 
 /// The namespaces asked for with [`Command::pid_namespace`].
@@ -79,6 +87,8 @@ pub struct Command {
     pre_exec: Option<PreExec>,
     kill_descendants: bool,
     ns: Option<Namespaces>,
+    /// The hooks went to a namespaced program's PID 1.
+    hooks_given: bool,
 }
 
 impl std::fmt::Debug for Command {
@@ -115,6 +125,7 @@ impl Command {
             pre_exec: None,
             kill_descendants: true,
             ns: None,
+            hooks_given: false,
         }
     }
 
@@ -265,33 +276,35 @@ impl Command {
             return Ok(());
         };
         let (err_r, err_w) = pipe()?;
-        match start_init(ns, err_w, None) {
+        // PID 1 borrows the hook while it lives (see `init.rs`); it comes
+        // back once PID 1 is reaped.
+        let pre_init = ns.pre_init.take();
+        let (ended, work) = match start_init(ns, err_w, pre_init, None) {
             Ok((init, _)) => {
                 // Not reached: without a program nothing reports a pid.
-                let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(init, None);
-                Ok(())
+                let (_, work) = init.kill_and_wait();
+                (Ok(()), work)
             }
-            Err(InitEnd::Exited(0)) => Ok(()),
-            Err(InitEnd::Exited(code)) => {
-                Err(read_child_error(&err_r, "", None).unwrap_or(SpawnError::ChildDied(code)))
-            }
-            Err(InitEnd::Error(e)) => Err(e),
+            Err((InitEnd::Exited(0), work)) => (Ok(()), work),
+            Err((InitEnd::Exited(code), work)) => (
+                Err(read_child_error(&err_r, "", None).unwrap_or(SpawnError::ChildDied(code))),
+                work,
+            ),
+            Err((InitEnd::Error(e), work)) => (Err(e), work),
+        };
+        if let Some(mut work) = work {
+            ns.pre_init = work.pre_init.take();
         }
+        ended
     }
 
-    /// Starts the program traced by `handler`. Returns once the child is
-    /// attached; it has not exec'd yet (that happens under [`Tracer::run`],
-    /// which also reports exec failures).
-    pub fn spawn<H: Handler>(&mut self, handler: H) -> Result<Tracer<H>, SpawnError> {
-        let mut set = handler.subscriptions();
-        set.extend_from(&SyscallSet::internal());
-        let filter = bpf::compile(&set)?;
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut libc::sock_filter,
-        };
-
+    /// Takes what the program's process needs up to its `execve`.
+    fn program(
+        &mut self,
+        filter: Vec<libc::sock_filter>,
+        sync_r: i32,
+        err: i32,
+    ) -> Result<Program, SpawnError> {
         let path = cstring(&self.path)?;
         let argv = self
             .argv
@@ -313,57 +326,71 @@ impl Command {
                 .collect::<Result<Vec<_>, _>>()?,
         };
         let cwd = self.cwd.as_ref().map(|c| cstring(c)).transpose()?;
-        let argv_p = nul_terminated(&argv);
-        let envp_p = nul_terminated(&envp);
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        Ok(Program {
+            sync_r,
+            err,
+            hooks: [self.pre_attach.take(), self.pre_exec.take()],
+            cwd,
+            prog,
+            argv_p: nul_terminated(&argv),
+            envp_p: nul_terminated(&envp),
+            path,
+            _owned: (filter, argv, envp),
+        })
+    }
+
+    /// Starts the program traced by `handler`. Returns once the child is
+    /// attached; it has not exec'd yet (that happens under [`Tracer::run`],
+    /// which also reports exec failures). With [`Command::pid_namespace`]
+    /// the hooks go with the program: spawning again fails with
+    /// [`SpawnError::HooksGiven`].
+    pub fn spawn<H: Handler>(&mut self, handler: H) -> Result<Tracer<H>, SpawnError> {
+        if self.hooks_given {
+            return Err(SpawnError::HooksGiven);
+        }
+        let mut set = handler.subscriptions();
+        set.extend_from(&SyscallSet::internal());
+        let filter = bpf::compile(&set)?;
 
         let (sync_r, sync_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
+        let mut program = self.program(filter, sync_r.as_raw_fd(), err_w.as_raw_fd())?;
+        let path_s = self.path.to_string_lossy().into_owned();
+        let cwd_s = self.cwd.as_ref().map(|c| c.to_string_lossy().into_owned());
 
-        let pre_exec = self.pre_exec.as_mut();
-        let pre_attach = self.pre_attach.as_mut();
         let mut init = None;
         let pid = if let Some(ns) = self.ns.as_mut() {
-            let sync_fd = sync_r.as_raw_fd();
-            let err_fd = err_w.as_raw_fd();
-            let mut pre_exec = pre_exec;
-            let mut pre_attach = pre_attach;
             let err_dup = err_w.try_clone().map_err(|e| SpawnError::Sys {
                 what: "dup",
                 errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
             })?;
-            let mut program = || {
-                // SAFETY: we are the program's process, forked by PID 1.
-                unsafe {
-                    child(
-                        sync_fd,
-                        err_fd,
-                        [pre_attach.take(), pre_exec.take()],
-                        cwd.as_ref(),
-                        &prog,
-                        &path,
-                        &argv_p,
-                        &envp_p,
-                    )
-                }
-            };
-            let started = start_init(ns, err_dup, Some(&mut program));
-            let path_s = self.path.to_string_lossy().into_owned();
-            let cwd_s = self.cwd.as_ref().map(|c| c.to_string_lossy().into_owned());
-            match started {
-                Ok((i, program)) => {
+            let pre_init = ns.pre_init.take();
+            match start_init(ns, err_dup, pre_init, Some(program)) {
+                Ok((i, pid)) => {
                     init = Some(i);
-                    program.as_raw()
+                    self.hooks_given = true;
+                    pid
                 }
-                Err(InitEnd::Error(e)) => {
-                    // PID 1 (killed and reaped by now) may have failed
-                    // first, in its `pre_init`: its reason is the one.
+                Err((end, work)) => {
+                    if let Some(mut work) = work {
+                        // PID 1 is reaped: the hooks are ours again.
+                        ns.pre_init = work.pre_init.take();
+                        if let Some(p) = work.program.as_mut() {
+                            p.give_back([&mut self.pre_attach, &mut self.pre_exec]);
+                        }
+                    }
                     drop(err_w);
-                    return Err(read_child_error(&err_r, &path_s, cwd_s.as_deref()).unwrap_or(e));
-                }
-                Err(InitEnd::Exited(code)) => {
-                    drop(err_w);
-                    return Err(read_child_error(&err_r, &path_s, cwd_s.as_deref())
-                        .unwrap_or(SpawnError::ChildDied(code)));
+                    // PID 1 (reaped by now) may have failed first, in its
+                    // `pre_init`: its reason is the one.
+                    let why = read_child_error(&err_r, &path_s, cwd_s.as_deref());
+                    return Err(why.unwrap_or(match end {
+                        InitEnd::Error(e) => e,
+                        InitEnd::Exited(code) => SpawnError::ChildDied(code),
+                    }));
                 }
             }
         } else {
@@ -371,6 +398,7 @@ impl Command {
             // prepared above, then execs or _exits.
             let pid = unsafe { libc::fork() };
             if pid < 0 {
+                program.give_back([&mut self.pre_attach, &mut self.pre_exec]);
                 return Err(SpawnError::Sys {
                     what: "fork",
                     errno: Errno::last(),
@@ -378,24 +406,14 @@ impl Command {
             }
             if pid == 0 {
                 // SAFETY: we are the child; see `child`.
-                unsafe {
-                    child(
-                        sync_r.as_raw_fd(),
-                        err_w.as_raw_fd(),
-                        [pre_attach, pre_exec],
-                        cwd.as_ref(),
-                        &prog,
-                        &path,
-                        &argv_p,
-                        &envp_p,
-                    )
-                }
+                unsafe { child(&mut program) }
             }
-            pid
+            // The child has its own copy of them.
+            program.give_back([&mut self.pre_attach, &mut self.pre_exec]);
+            Pid::from_raw(pid)
         };
         drop(sync_r);
         drop(err_w);
-        let pid = Pid::from_raw(pid);
         let opts = ptrace::Options::PTRACE_O_EXITKILL
             | ptrace::Options::PTRACE_O_TRACESECCOMP
             | ptrace::Options::PTRACE_O_TRACEFORK
@@ -406,16 +424,15 @@ impl Command {
         if let Err(e) = ptrace::seize(pid, opts) {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             if let Some(i) = init {
-                let _ = nix::sys::signal::kill(i, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(i, None);
+                // The program's hooks go with what PID 1 used: this
+                // command cannot be started again.
+                let _ = i.kill_and_wait();
             } else {
                 let _ = nix::sys::wait::waitpid(pid, None);
             }
             // A child whose `pre_attach` failed has exited before it could
             // be attached to: its reason is the one (every writer of the
             // error pipe is gone now).
-            let path_s = self.path.to_string_lossy();
-            let cwd_s = self.cwd.as_ref().map(|c| c.to_string_lossy());
             return Err(read_child_error(&err_r, &path_s, cwd_s.as_deref())
                 .unwrap_or(SpawnError::PtraceDenied(e)));
         }
@@ -428,8 +445,8 @@ impl Command {
             set,
             (pid, init),
             err_r,
-            self.path.to_string_lossy().into_owned(),
-            self.cwd.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            path_s,
+            cwd_s,
             self.kill_descendants,
         ))
     }
@@ -445,17 +462,21 @@ enum InitEnd {
 }
 
 /// Makes the namespaces' PID 1 (see the module documentation) and returns
-/// it with the pid of the program's process, which `program` runs in
-/// (`None`: PID 1 exits after its `pre_init`, for a probe).
+/// it with the pid of the program's process, which runs `program` (`None`:
+/// PID 1 exits after its `pre_init`, for a probe). A failed start gives
+/// back what PID 1 used once it is reaped.
+#[allow(clippy::type_complexity)]
 fn start_init(
     ns: &mut Namespaces,
     err_w: OwnedFd,
-    program: Option<&mut dyn FnMut()>,
-) -> Result<(Pid, Pid), InitEnd> {
+    pre_init: Option<PreExec>,
+    program: Option<Program>,
+) -> Result<(Init, Pid), (InitEnd, Option<Box<InitWork>>)> {
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType};
-    let (go_r, go_w) = pipe().map_err(InitEnd::Error)?;
-    let sys =
-        |what: &'static str| move |errno: Errno| InitEnd::Error(SpawnError::Sys { what, errno });
+    let (go_r, go_w) = pipe().map_err(|e| (InitEnd::Error(e), None))?;
+    let sys = |what: &'static str| {
+        move |errno: Errno| (InitEnd::Error(SpawnError::Sys { what, errno }), None)
+    };
     let (cred_parent, cred_child) = socket::socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -464,197 +485,76 @@ fn start_init(
     )
     .map_err(sys("socketpair"))?;
     socket::setsockopt(&cred_parent, sockopt::PassCred, &true).map_err(sys("SO_PASSCRED"))?;
-    let flags = (libc::CLONE_NEWPID | ns.flags) as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
-    // Allocated here: PID 1 may not allocate (the parent is multi-threaded).
-    let mut stack = vec![0u8; PROGRAM_STACK];
-    let fds = InitFds {
+    let work = InitWork::new(
         // Without a user namespace nothing of `pre_init` waits for the
         // parent (mounting needs the id maps in one).
-        early_pre_init: ns.flags & libc::CLONE_NEWUSER == 0,
-        go_r: go_r.as_raw_fd(),
-        go_w: go_w.as_raw_fd(),
-        cred: cred_child.as_raw_fd(),
-        err: err_w.as_raw_fd(),
-        // SAFETY: one past the end of the allocation, never dereferenced
-        // as such (the stack grows down from it).
-        stack_top: unsafe { stack.as_mut_ptr().add(stack.len()) },
-    };
-    let pre_init = ns.pre_init.as_mut();
-    // SAFETY: `clone` without a new stack behaves as `fork`; the child only
-    // makes raw system calls (see `init_main`).
-    let init = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
-    if init < 0 {
-        return Err(InitEnd::Error(SpawnError::Namespaces(Errno::last())));
-    }
-    if init == 0 {
-        // SAFETY: we are the new PID 1, right after clone.
-        unsafe { init_main(&fds, pre_init, program) }
-    }
-    let init = Pid::from_raw(init as i32);
+        ns.flags & libc::CLONE_NEWUSER == 0,
+        go_r.as_raw_fd(),
+        go_w.as_raw_fd(),
+        cred_child.as_raw_fd(),
+        err_w.as_raw_fd(),
+        pre_init,
+        program,
+    )
+    .map_err(|e| (InitEnd::Error(e), None))?;
+    let init = init::start(work, ns.flags).map_err(|(e, w)| (InitEnd::Error(e), w))?;
+    // PID 1 has its own copies now.
     drop(go_r);
     drop(cred_child);
     drop(err_w);
-    let abort = |e: SpawnError| {
-        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(init, None);
-        InitEnd::Error(e)
+    let pid = init.pid();
+    let abort = |init: Init, e: SpawnError| {
+        let (_, work) = init.kill_and_wait();
+        (InitEnd::Error(e), work)
     };
     if ns.flags & libc::CLONE_NEWUSER != 0 {
-        write_id_maps(init).map_err(|e| abort(SpawnError::IdMap(e)))?;
+        if let Err(e) = write_id_maps(pid) {
+            return Err(abort(init, SpawnError::IdMap(e)));
+        }
     }
     if let Some(f) = ns.on_init.as_mut() {
-        f(init).map_err(|e| abort(SpawnError::InitStarted(e)))?;
+        if let Err(e) = f(pid) {
+            return Err(abort(init, SpawnError::InitStarted(e)));
+        }
     }
     // SAFETY: writing one byte from a valid buffer to our pipe.
     unsafe { libc::write(go_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
     drop(go_w);
     match recv_pid(&cred_parent) {
-        Some(pid) => Ok((init, pid)),
+        Some(program) => Ok((init, program)),
         None => {
-            let code = match nix::sys::wait::waitpid(init, None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
-                Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
-                _ => -1,
-            };
-            Err(InitEnd::Exited(code))
+            let (code, work) = init.wait();
+            Err((InitEnd::Exited(code), work))
         }
     }
 }
 
-/// The raw descriptors PID 1 uses, and the stack its program's process
-/// runs on until it execs.
-struct InitFds {
-    /// Run `pre_init` before waiting for the parent's go.
-    early_pre_init: bool,
-    go_r: i32,
-    go_w: i32,
-    cred: i32,
+/// What the program's process needs up to its `execve`, prepared before
+/// the fork (see `child`). With a PID namespace it is in the daemon's
+/// memory, owned with the rest of PID 1's `InitWork` (see `init.rs`).
+pub(crate) struct Program {
+    sync_r: i32,
     err: i32,
-    stack_top: *mut u8,
+    /// `pre_attach`, `pre_exec`.
+    hooks: [Option<PreExec>; 2],
+    cwd: Option<CString>,
+    prog: libc::sock_fprog,
+    path: CString,
+    argv_p: Vec<*const c_char>,
+    envp_p: Vec<*const c_char>,
+    /// What `prog`, `argv_p` and `envp_p` point into.
+    _owned: (Vec<libc::sock_filter>, Vec<CString>, Vec<CString>),
 }
 
-/// The namespace's PID 1. Never returns.
-///
-/// # Safety
-/// Only in the child right after `clone`; raw system calls only.
-unsafe fn init_main(
-    fds: &InitFds,
-    pre_init: Option<&mut PreExec>,
-    program: Option<&mut dyn FnMut()>,
-) -> ! {
-    let fail = |errno: i32| -> ! {
-        let mut msg = [0u8; 8];
-        msg[..4].copy_from_slice(&stage::INIT.to_ne_bytes());
-        msg[4..].copy_from_slice(&errno.to_ne_bytes());
-        // SAFETY: raw write and _exit, async-signal-safe.
-        unsafe {
-            libc::write(fds.err, msg.as_ptr().cast(), 8);
-            libc::_exit(127)
-        }
-    };
-    // SAFETY (whole block): raw system calls on values prepared before
-    // the clone.
-    unsafe {
-        libc::close(fds.go_w);
-        let mut pre_init = pre_init;
-        let mut run_pre_init = || {
-            if let Some(f) = pre_init.take() {
-                if let Err(e) = f() {
-                    fail(e.raw_os_error().unwrap_or(libc::EINVAL));
-                }
-            }
-        };
-        if fds.early_pre_init {
-            run_pre_init();
-        }
-        let mut b = 0u8;
-        if libc::read(fds.go_r, (&mut b as *mut u8).cast(), 1) != 1 {
-            // The parent gave up on us.
-            libc::_exit(127);
-        }
-        run_pre_init();
-        let Some(program) = program else {
-            libc::_exit(0)
-        };
-        // The program's process shares our memory until it execs, and we
-        // sleep meanwhile (CLONE_VM | CLONE_VFORK, as posix_spawn): a
-        // plain fork would copy the page tables of the whole daemon we
-        // were copied from, and the child would fault its pages in again,
-        // only to throw them away at the exec. It runs on its own stack,
-        // prepared before our clone. Nothing it could race with runs:
-        // this process has no other thread, and it is asleep.
-        let mut start = ProgramStart {
-            cred: fds.cred,
-            program,
-        };
-        let top = (fds.stack_top as usize) & !15;
-        let pid = libc::clone(
-            program_main,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut start as *mut ProgramStart<'_>).cast(),
-        );
-        if pid < 0 {
-            fail(Errno::last_raw());
-        }
-        // PID 1 holds copies of every descriptor the (multi-threaded)
-        // parent had at the clone, such as the write end of the program's
-        // stdin pipe: keeping any would keep the program from seeing EOF.
-        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
-            for fd in 0..65536 {
-                libc::close(fd);
-            }
-        }
-        // Reap everything; the namespace ends with the program's process.
-        loop {
-            let mut status = 0;
-            let r = libc::waitpid(-1, &mut status, libc::__WALL);
-            if r == pid as libc::pid_t {
-                let code = if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    128 + libc::WTERMSIG(status)
-                };
-                // Our exit tears the namespaces down (kills what is
-                // left, unmounts the root): work nobody waits for, which
-                // should not preempt the tracer reporting the job's end.
-                // Lowering one's own priority needs no privilege, and
-                // nothing is forked from here any more.
-                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-                libc::_exit(code);
-            }
-            if r < 0 && Errno::last_raw() == libc::ECHILD {
-                libc::_exit(0);
-            }
+impl Program {
+    /// Puts the hooks back into a command's `pre_attach` and `pre_exec`
+    /// (a forked child has its own copy; a reaped PID 1 is done with them).
+    fn give_back(&mut self, to: [&mut Option<PreExec>; 2]) {
+        for (hook, slot) in self.hooks.iter_mut().zip(to) {
+            *slot = hook.take();
         }
     }
 }
-
-/// What the program's process gets from PID 1 (see `init_main`).
-struct ProgramStart<'a> {
-    cred: i32,
-    program: &'a mut dyn FnMut(),
-}
-
-/// The program's process, on its own stack in PID 1's memory. Never
-/// returns (execs or exits).
-extern "C" fn program_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ProgramStart` PID 1 keeps alive while it
-    // sleeps in the vfork; raw system calls only.
-    unsafe {
-        let start = &mut *arg.cast::<ProgramStart<'_>>();
-        // The kernel attaches our pid, as the parent sees it, to this
-        // byte (the reader has SO_PASSCRED).
-        libc::write(start.cred, b"p".as_ptr().cast(), 1);
-        libc::close(start.cred);
-        (start.program)();
-        libc::_exit(127)
-    }
-}
-
-/// Stack size of the program's process before its exec: it only runs the
-/// `pre_exec` hook and the handshake (raw system calls).
-const PROGRAM_STACK: usize = 256 * 1024;
 
 /// Maps the caller's uid and gid to themselves in `init`'s new user
 /// namespace (`setgroups` denied first, as an unprivileged writer must).
@@ -753,18 +653,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
 /// The child side of the handshake. Never returns.
 ///
 /// # Safety
-/// Must only be called in the child right after `fork`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn child(
-    sync_r: i32,
-    err_w: i32,
-    [pre_attach, pre_exec]: [Option<&mut PreExec>; 2],
-    cwd: Option<&CString>,
-    prog: &libc::sock_fprog,
-    path: &CString,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> ! {
+/// Must only be called in the child right after `fork`, or in the
+/// program's process PID 1 made (see `init.rs`).
+pub(crate) unsafe fn child(p: &mut Program) -> ! {
+    let err_w = p.err;
     let fail = |st: u32, errno: i32| -> ! {
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&st.to_ne_bytes());
@@ -784,13 +676,14 @@ unsafe fn child(
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
+        let [pre_attach, pre_exec] = &mut p.hooks;
         if let Some(f) = pre_attach {
             if let Err(e) = f() {
                 fail(stage::PRE_EXEC, e.raw_os_error().unwrap_or(libc::EINVAL));
             }
         }
         let mut b = 0u8;
-        if libc::read(sync_r, (&mut b as *mut u8).cast(), 1) != 1 {
+        if libc::read(p.sync_r, (&mut b as *mut u8).cast(), 1) != 1 {
             // The parent could not attach and dropped the pipe.
             libc::_exit(127);
         }
@@ -799,7 +692,7 @@ unsafe fn child(
                 fail(stage::PRE_EXEC, e.raw_os_error().unwrap_or(libc::EINVAL));
             }
         }
-        if let Some(d) = cwd {
+        if let Some(d) = &p.cwd {
             if libc::chdir(d.as_ptr()) != 0 {
                 fail(stage::CHDIR, errno());
             }
@@ -815,7 +708,7 @@ unsafe fn child(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 flags,
-                prog as *const libc::sock_fprog,
+                &p.prog as *const libc::sock_fprog,
             )
         };
         if install(SECCOMP_FILTER_FLAG_SPEC_ALLOW) != 0
@@ -823,7 +716,7 @@ unsafe fn child(
         {
             fail(stage::SECCOMP, errno());
         }
-        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        libc::execve(p.path.as_ptr(), p.argv_p.as_ptr(), p.envp_p.as_ptr());
         fail(stage::EXEC, errno())
     }
 }

@@ -36,6 +36,7 @@ use syscalls::Sysno;
 use crate::arch::Regs;
 use crate::error::TraceError;
 use crate::handler::{Action, ExitStatus, Handler, NewTask};
+use crate::init::Init;
 use crate::memory::{ProcMemory, TraceeMemory};
 use crate::set::SyscallSet;
 use crate::spawn::read_child_error;
@@ -94,8 +95,10 @@ pub(crate) struct Core {
     handler_set: SyscallSet,
     root: i32,
     /// PID 1 of the job's PID namespace (a reaper the tracer does not
-    /// trace), when the program runs in one.
-    init: Option<i32>,
+    /// trace), when the program runs in one. It shares our memory: what
+    /// it uses is freed only once it is reaped (see `init.rs`), by its
+    /// own thread (so `wait_any` never sees it).
+    init: Option<Init>,
     tasks: HashMap<i32, Task>,
     procs: HashMap<i32, Proc>,
     /// New tasks whose first stop came before their parent's event.
@@ -130,7 +133,7 @@ impl<H: Handler> Tracer<H> {
     pub(crate) fn new(
         handler: H,
         set: SyscallSet,
-        (root, init): (Pid, Option<Pid>),
+        (root, init): (Pid, Option<Init>),
         err_pipe: OwnedFd,
         path: String,
         cwd: Option<String>,
@@ -142,7 +145,7 @@ impl<H: Handler> Tracer<H> {
             set,
             handler_set,
             root,
-            init: init.map(Pid::as_raw),
+            init,
             tasks: HashMap::new(),
             procs: HashMap::new(),
             held: HashMap::new(),
@@ -173,7 +176,7 @@ impl<H: Handler> Tracer<H> {
     /// [`Command::pid_namespace`](crate::Command::pid_namespace)): killing
     /// it kills every process of the namespace at once.
     pub fn init_pid(&self) -> Option<Pid> {
-        self.core.init.map(Pid::from_raw)
+        self.core.init.as_ref().map(Init::pid)
     }
 
     /// Ends PID 1 of the program's namespaces (it exits by itself once
@@ -294,7 +297,6 @@ impl<H: Handler> Tracer<H> {
         let Some(es) = ExitStatus::from_wait(status) else {
             return Ok(());
         };
-        self.core.forget_init(tid);
         self.core.held.remove(&tid);
         if let Some(task) = self.core.tasks.remove(&tid) {
             let tgid = task.tgid;
@@ -315,9 +317,7 @@ impl<H: Handler> Tracer<H> {
                 if let Some(e) = self.core.child_setup_error() {
                     // Still reap whatever else exists before returning.
                     self.core.kill_all();
-                    while let Some((tid, _)) = wait_any()? {
-                        self.core.forget_init(tid);
-                    }
+                    while wait_any()?.is_some() {}
                     return Err(TraceError::Spawn(e));
                 }
             }
@@ -482,9 +482,7 @@ impl Drop for Core {
         let unfinished = self.root_status.is_none() || (!self.killed_all && !self.tasks.is_empty());
         if unfinished {
             self.kill_all();
-            while let Ok(Some((tid, _))) = wait_any() {
-                self.forget_init(tid);
-            }
+            while let Ok(Some(_)) = wait_any() {}
         }
         self.reap_init();
     }
@@ -684,21 +682,11 @@ impl Core {
         read_child_error(&fd, &self.path, self.cwd.as_deref())
     }
 
-    /// Notes that `tid` was reaped: if it was PID 1, its pid is no longer
-    /// ours to signal.
-    fn forget_init(&mut self, tid: i32) {
-        if self.init == Some(tid) {
-            self.init = None;
-        }
-    }
-
     /// Kills and reaps PID 1 of the program's namespaces, if any (see
     /// [`Tracer::reap_init`]).
     fn reap_init(&mut self) {
         if let Some(init) = self.init.take() {
-            let init = Pid::from_raw(init);
-            let _ = nix::sys::signal::kill(init, nix::sys::signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(init, Some(nix::sys::wait::WaitPidFlag::__WALL));
+            init.kill_and_wait();
         }
     }
 
@@ -706,8 +694,8 @@ impl Core {
     /// is over).
     fn kill_all(&mut self) {
         self.kill_tracees();
-        if let Some(init) = self.init {
-            let _ = nix::sys::signal::kill(Pid::from_raw(init), nix::sys::signal::SIGKILL);
+        if let Some(init) = &self.init {
+            let _ = nix::sys::signal::kill(init.pid(), nix::sys::signal::SIGKILL);
         }
     }
 

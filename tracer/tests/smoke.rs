@@ -93,3 +93,55 @@ fn a_pid_namespace_keeps_the_program_out_of_pid_1() {
         Err(nix::errno::Errno::ESRCH)
     );
 }
+
+/// The namespace's PID 1 shares the tracer's memory rather than copying
+/// it (`kcmp(KCMP_VM)` compares the address spaces), and runs none of the
+/// tracer's signal handlers (a test binary has Rust's SIGSEGV/SIGBUS
+/// handlers: PID 1 has them back at their default, and blocks nothing).
+#[test]
+fn pid_1_shares_the_tracer_memory_without_its_handlers() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root for CLONE_NEWPID without a user namespace");
+        return;
+    }
+    let mut cmd = Command::new("/bin/sleep");
+    cmd.arg("100").pid_namespace(libc::CLONE_NEWIPC);
+    let mut t = cmd
+        .spawn(tracer::PassThrough(SyscallSet::diatom_default()))
+        .expect("spawn");
+    let init = t.init_pid().expect("an init");
+    const KCMP_VM: libc::c_int = 1;
+    // SAFETY: kcmp on two pids we may trace; no pointers.
+    let same = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            std::process::id() as libc::pid_t,
+            init.as_raw(),
+            KCMP_VM,
+            0usize,
+            0usize,
+        )
+    };
+    assert_eq!(same, 0, "PID 1 has an address space of its own");
+    // PID 1 set its handlers back before it made the program's process,
+    // which `spawn` waited for.
+    let field = |pid: &str, name: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
+    };
+    assert_ne!(field("self", "SigCgt:"), 0, "the test has handlers");
+    let init_s = init.to_string();
+    assert_eq!(field(&init_s, "SigCgt:"), 0, "PID 1 kept handlers");
+    assert_eq!(field(&init_s, "SigBlk:"), 0, "PID 1 blocks signals");
+    nix::sys::signal::kill(t.pid(), nix::sys::signal::SIGKILL).unwrap();
+    let _ = t.run_mut();
+    t.reap_init();
+    assert_eq!(
+        nix::sys::signal::kill(init, None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+}
