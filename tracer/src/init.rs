@@ -27,8 +27,9 @@
 //! - **Signals.** A `CLONE_VM` child without `CLONE_SIGHAND` gets a copy of
 //!   the daemon's signal handlers, which would run daemon code on shared
 //!   memory (a program may signal PID 1 when it has handlers). The init
-//!   thread blocks every signal glibc lets it block, so PID 1 starts with
-//!   them blocked; PID 1 sets every handler back to the default with raw
+//!   thread blocks every signal (glibc's own 32 and 33 only around the
+//!   clone: its `setuid` broadcast needs them), so PID 1 starts with them
+//!   blocked; PID 1 sets every handler back to the default with raw
 //!   `rt_sigaction` (the glibc wrapper refuses glibc's own signals 32 and
 //!   33) and only then unblocks them: signals at their default are dropped
 //!   by the kernel for a namespace's PID 1 (but `SIGKILL` from outside).
@@ -199,11 +200,39 @@ fn init_thread(work: Box<InitWork>, flags: libc::c_int, report: OwnedFd) -> (i32
     let _ = nix::sys::signal::SigSet::all().thread_block();
     let top = work.stack.top();
     let arg = Box::into_raw(work);
+    // Those two as well, for the clone only (raw: glibc refuses): PID 1
+    // starts with nothing deliverable until it has reset its handlers.
+    let (all, mut kept) = (u64::MAX, 0u64);
+    let size = std::mem::size_of::<u64>();
+    // SAFETY: valid signal sets of the kernel's size.
+    unsafe {
+        raw::call(
+            libc::SYS_rt_sigprocmask,
+            [
+                libc::SIG_BLOCK as usize,
+                &all as *const u64 as usize,
+                &mut kept as *mut u64 as usize,
+                size,
+            ],
+        )
+    };
     // SAFETY: `init_entry` runs on its own stack (with a guard page) and
     // only uses `*arg`, which this thread leaves alone and keeps alive
     // until PID 1 is reaped below.
     let pid = unsafe { libc::clone(init_entry, top, flags, arg.cast()) };
     let msg = if pid < 0 { -Errno::last_raw() } else { pid };
+    // SAFETY: as above; raw, as PID 1 may be using glibc's state already.
+    unsafe {
+        raw::call(
+            libc::SYS_rt_sigprocmask,
+            [
+                libc::SIG_SETMASK as usize,
+                &kept as *const u64 as usize,
+                0,
+                size,
+            ],
+        )
+    };
     let report = report.into_raw_fd();
     // From here on PID 1 may use this thread's glibc state: raw calls
     // only (see the module documentation).
