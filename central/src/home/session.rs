@@ -445,11 +445,16 @@ fn start_call(net: &Net, node: Peer, msg: Job) -> Option<Pending> {
     }
 }
 
+/// The caller's terminal's size now.
+fn window_now() -> Option<WinSize> {
+    let (rows, cols, _, _) = terminal::window_size(0).or_else(|| terminal::window_size(1))?;
+    Some(WinSize { rows, cols })
+}
+
 /// What a forwarded signal becomes on the node.
 fn signal_message(sig: Signal) -> Option<Job> {
     if sig == Signal::SIGWINCH {
-        let (rows, cols, _, _) = terminal::window_size(0).or_else(|| terminal::window_size(1))?;
-        return Some(Job::Resize(WinSize { rows, cols }));
+        return window_now().map(Job::Resize);
     }
     Some(Job::Signal(sig as i32))
 }
@@ -498,12 +503,8 @@ enum Started {
 /// has not started, so there is nothing to forward it to, and the user
 /// wants `diatom exec` to end now (as a program that has not started
 /// yet would). The signalfd is watched in the same poll as the socket.
-/// A SIGWINCH only sets `resized`.
-fn await_start(
-    mut call: PendingCall,
-    listener: Option<&mut signals::Listener>,
-    resized: &mut bool,
-) -> Started {
+/// A SIGWINCH is left to the check after the start (see `run`).
+fn await_start(mut call: PendingCall, listener: Option<&mut signals::Listener>) -> Started {
     let Some(listener) = listener else {
         return Started::Answer(call.wait(START_WAIT));
     };
@@ -514,9 +515,8 @@ fn await_start(
             return Started::Answer(answer);
         }
         match listener.pending() {
-            Ok(Some(Signal::SIGWINCH)) => *resized = true,
+            Ok(Some(Signal::SIGWINCH)) | Ok(None) => {}
             Ok(Some(sig)) => return Started::Interrupted(sig),
-            Ok(None) => {}
             Err(e) => {
                 log::error!("waiting for signals failed: {e}");
                 return Started::Answer(call.wait(left));
@@ -562,6 +562,7 @@ pub fn run(job: HomeJob) -> Outcome {
     // thread among it). Requests the node sends meanwhile wait in the
     // endpoint's queue.
     launch.lookups = super::lookups::gather(&launch);
+    let launched_size = launch.tty;
     let launching = net.start(node, Job::Launch(Box::new(launch)));
     let (mut listener, waker) = signals.unzip();
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Outcome>(2);
@@ -581,9 +582,8 @@ pub fn run(job: HomeJob) -> Outcome {
             reason: format!("cannot start a thread: {e}"),
         });
     }
-    let mut resized = false;
     let started = match launching {
-        Ok(call) => match await_start(call, listener.as_mut(), &mut resized) {
+        Ok(call) => match await_start(call, listener.as_mut()) {
             Started::Answer(a) => job_reply(a),
             Started::Interrupted(sig) => {
                 abandon_launched(&net, node, sig);
@@ -614,9 +614,11 @@ pub fn run(job: HomeJob) -> Outcome {
         None
     };
     let mut calls: Vec<Pending> = start_stdin(&net, node).into_iter().collect();
-    if resized {
-        // The window changed while the job started (its launch has the
-        // size from before).
+    // The window may have changed while the job was placed and started
+    // (those waits take SIGWINCH without acting on it): the launch has
+    // the size from before.
+    if let Some(size) = launched_size.filter(|s| window_now().is_some_and(|now| now != *s)) {
+        log::debug!("the window changed from {size:?} while the job started");
         calls.extend(signal_message(Signal::SIGWINCH).and_then(|m| start_call(&net, node, m)));
     }
     let outcome = match &mut listener {
