@@ -136,6 +136,10 @@ pub fn open(path: &CStr, flags: libc::c_int, mode: u32) -> SysResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// How often [`openat2`] retries a lookup the kernel saw race with a
+/// rename or mount.
+const OPENAT2_RACE_RETRIES: u32 = 64;
+
 /// `openat2(dir, path, {flags, mode, resolve})`.
 pub fn openat2(
     dir: &OwnedFd,
@@ -156,17 +160,31 @@ pub fn openat2(
         mode: u64::from(mode),
         resolve,
     };
-    // SAFETY: dir is open, path NUL-terminated, how a valid open_how of
-    // the size passed.
-    let fd = retry(|| unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    })?;
+    // With RESOLVE_BENEATH or RESOLVE_IN_ROOT the kernel answers EAGAIN
+    // when a rename or a mount anywhere on the machine ran during a `..`
+    // step, asking the caller to try again (openat2(2)). The home's
+    // machine is not the job's, and its other activity (other jobs'
+    // homes, a node's sandbox on the same machine) must not turn into
+    // errors the program would not have seen: retry a bounded number of
+    // times, then let the program see EAGAIN as it would.
+    let mut races = 0;
+    let fd = loop {
+        // SAFETY: dir is open, path NUL-terminated, how a valid open_how
+        // of the size passed.
+        let r = retry(|| unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        });
+        match r {
+            Err(libc::EAGAIN) if races < OPENAT2_RACE_RETRIES => races += 1,
+            r => break r?,
+        }
+    };
     let fd = RawFd::try_from(fd).map_err(|_| libc::EIO)?;
     // SAFETY: a fresh descriptor this function owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
