@@ -202,37 +202,14 @@ fn init_thread(work: Box<InitWork>, flags: libc::c_int, report: OwnedFd) -> (i32
     let arg = Box::into_raw(work);
     // Those two as well, for the clone only (raw: glibc refuses): PID 1
     // starts with nothing deliverable until it has reset its handlers.
-    let (all, mut kept) = (u64::MAX, 0u64);
-    let size = std::mem::size_of::<u64>();
-    // SAFETY: valid signal sets of the kernel's size.
-    unsafe {
-        raw::call(
-            libc::SYS_rt_sigprocmask,
-            [
-                libc::SIG_BLOCK as usize,
-                &all as *const u64 as usize,
-                &mut kept as *mut u64 as usize,
-                size,
-            ],
-        )
-    };
+    let kept = raw::sigprocmask(libc::SIG_BLOCK, u64::MAX);
     // SAFETY: `init_entry` runs on its own stack (with a guard page) and
     // only uses `*arg`, which this thread leaves alone and keeps alive
     // until PID 1 is reaped below.
     let pid = unsafe { libc::clone(init_entry, top, flags, arg.cast()) };
     let msg = if pid < 0 { -Errno::last_raw() } else { pid };
-    // SAFETY: as above; raw, as PID 1 may be using glibc's state already.
-    unsafe {
-        raw::call(
-            libc::SYS_rt_sigprocmask,
-            [
-                libc::SIG_SETMASK as usize,
-                &kept as *const u64 as usize,
-                0,
-                size,
-            ],
-        )
-    };
+    // Raw, as PID 1 may be using glibc's state already.
+    raw::sigprocmask(libc::SIG_SETMASK, kept);
     let report = report.into_raw_fd();
     // From here on PID 1 may use this thread's glibc state: raw calls
     // only (see the module documentation).
@@ -425,19 +402,7 @@ unsafe fn default_signals() {
             };
         }
     }
-    let none = 0u64;
-    // SAFETY: a valid set of the kernel's size.
-    unsafe {
-        raw::call(
-            libc::SYS_rt_sigprocmask,
-            [
-                libc::SIG_SETMASK as usize,
-                &none as *const u64 as usize,
-                0,
-                size,
-            ],
-        )
-    };
+    raw::sigprocmask(libc::SIG_SETMASK, 0);
 }
 
 /// What the program's process gets from PID 1 (see `init_main`).
@@ -518,6 +483,25 @@ impl Drop for Stack {
 /// System calls by the `syscall` instruction itself: they return the
 /// kernel's value (`-errno` on failure) and never touch glibc's state.
 mod raw {
+    /// `rt_sigprocmask(how, &set, &old)` as a raw call (no `errno`);
+    /// returns the old mask.
+    pub(super) fn sigprocmask(how: libc::c_int, set: u64) -> u64 {
+        let mut old = 0u64;
+        // SAFETY: both sets are locals of the kernel's size.
+        unsafe {
+            call(
+                libc::SYS_rt_sigprocmask,
+                [
+                    how as usize,
+                    &set as *const u64 as usize,
+                    &mut old as *mut u64 as usize,
+                    std::mem::size_of::<u64>(),
+                ],
+            )
+        };
+        old
+    }
+
     /// # Safety
     /// As the system call `n` with these arguments.
     pub(super) unsafe fn call(n: libc::c_long, [a, b, c, d]: [usize; 4]) -> isize {
