@@ -812,7 +812,7 @@ fn poll_fds(fds: &[(RawFd, libc::c_short)], timeout: Option<Duration>) -> [libc:
         slot.events = *ev;
     }
     let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_sec: t.as_secs().min(i64::MAX as u64) as _,
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
     });
     let tsp = ts

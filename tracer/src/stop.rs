@@ -32,7 +32,14 @@ use crate::tracer::Core;
 /// struct or two.
 pub const SCRATCH_SIZE: usize = 3 * 4096;
 
-const PTRACE_LISTEN: libc::c_uint = 0x4208;
+/// ptrace's request argument: unsigned in glibc, `int` in musl (the
+/// static CLI is built against musl; see the Makefile's `static-cli`).
+#[cfg(target_env = "gnu")]
+type PtraceRequest = libc::c_uint;
+#[cfg(not(target_env = "gnu"))]
+type PtraceRequest = libc::c_int;
+
+const PTRACE_LISTEN: PtraceRequest = 0x4208;
 
 /// A thread in a ptrace-stop. Every way of resuming it consumes the token.
 #[must_use = "a stopped thread must be resumed"]
@@ -51,7 +58,7 @@ impl Stopped {
         self.tid
     }
 
-    fn request(self, req: libc::c_uint, sig: i32) -> Result<(), TraceError> {
+    fn request(self, req: PtraceRequest, sig: i32) -> Result<(), TraceError> {
         // SAFETY: a ptrace resume request on a thread we trace; `data` is the
         // signal number, `addr` unused.
         let r = unsafe { libc::ptrace(req, self.tid.as_raw(), 0usize, sig as usize) };

@@ -7,6 +7,14 @@ use clap::Parser;
 use diatom_central::cli::{parse_signal, Cli, Command};
 use diatom_central::cmd::{self, admin, chain, fail};
 
+/// musl's allocator maps and unmaps every large buffer (page faults and
+/// TLB shootdowns on each file read the home serves); the static CLI is
+/// built against musl for its ~0.15 ms start (glibc's start probes the CPU
+/// with dozens of CPUID instructions, each a VM exit here).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn print(out: Result<String, String>) -> ExitCode {
     match out {
         Ok(text) => {

@@ -597,7 +597,7 @@ fn utimens(path: &[u8], atime: (i64, i64), mtime: (i64, i64), follow: bool) -> S
     // UTIME_NOW / UTIME_OMIT arrive in tv_nsec and pass through as is; an
     // out-of-range nanosecond count is the kernel's EINVAL.
     let ts = |(sec, nsec): (i64, i64)| libc::timespec {
-        tv_sec: sec as libc::time_t,
+        tv_sec: sec as _,
         tv_nsec: nsec as _,
     };
     let times = [ts(atime), ts(mtime)];

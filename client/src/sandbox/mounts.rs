@@ -103,21 +103,22 @@ fn cstr(p: &Path) -> Result<CString, SandboxError> {
 /// The flags a bind of `src` must keep on remount (a user namespace may
 /// not clear them).
 fn locked_flags(src: &Path) -> libc::c_ulong {
-    use nix::sys::statvfs::FsFlags;
     let Ok(st) = nix::sys::statvfs::statvfs(src) else {
         return 0;
     };
-    let f = st.flags();
+    // The kernel's ST_* bits (statfs(2)); nix names ST_RELATIME only for
+    // glibc, and the static CLI (which embeds a node) uses musl.
+    let f = st.flags().bits();
     let mut out = 0;
     for (s, m) in [
-        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
-        (FsFlags::ST_NODEV, libc::MS_NODEV),
-        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+        (0x0002, libc::MS_NOSUID),
+        (0x0004, libc::MS_NODEV),
+        (0x0008, libc::MS_NOEXEC),
+        (0x0400, libc::MS_NOATIME),
+        (0x0800, libc::MS_NODIRATIME),
+        (0x1000, libc::MS_RELATIME),
     ] {
-        if f.contains(s) {
+        if f & s != 0 {
             out |= m;
         }
     }
@@ -438,10 +439,10 @@ pub(super) fn loopback_up() -> std::io::Result<()> {
         let mut req: libc::ifreq = std::mem::zeroed();
         req.ifr_name[0] = b'l' as libc::c_char;
         req.ifr_name[1] = b'o' as libc::c_char;
-        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut req);
         if r == 0 {
             req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+            r = libc::ioctl(s, libc::SIOCSIFFLAGS as _, &req);
         }
         let err = std::io::Error::last_os_error();
         libc::close(s);

@@ -21,8 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use nix::fcntl::{renameat2, RenameFlags};
-
 /// Most spare directories kept per pool.
 const MAX: usize = 50_000;
 
@@ -48,7 +46,7 @@ fn with<T>(f: impl FnOnce(&mut HashMap<PathBuf, Vec<PathBuf>>) -> T) -> T {
 pub(crate) fn take(pool: &Path, p: &Path) -> Option<io::Result<()>> {
     loop {
         let spare = with(|m| m.get_mut(pool).and_then(Vec::pop))?;
-        match renameat2(None, &spare, None, p, RenameFlags::RENAME_NOREPLACE) {
+        match rename_noreplace(&spare, p) {
             Ok(()) => return Some(Ok(())),
             Err(nix::errno::Errno::EEXIST) => {
                 with(|m| m.entry(pool.to_path_buf()).or_default().push(spare));
@@ -63,6 +61,31 @@ pub(crate) fn take(pool: &Path, p: &Path) -> Option<io::Result<()>> {
             }
         }
     }
+}
+
+/// `renameat2(from, to, RENAME_NOREPLACE)` as a raw system call: nix
+/// offers it only for glibc, and the static CLI (which embeds a node) is
+/// built against musl.
+fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(from), Ok(to)) = (
+        std::ffi::CString::new(from.as_os_str().as_bytes()),
+        std::ffi::CString::new(to.as_os_str().as_bytes()),
+    ) else {
+        return Err(nix::errno::Errno::EINVAL);
+    };
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
 }
 
 /// Makes directory `p` (mode 0755) and its missing ancestors, taking
