@@ -13,14 +13,14 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The `diatom` CLI users get: the static build `make install` installs
-/// (`make static-cli`, in `target/x86_64-unknown-linux-gnu/release`) when
-/// it has been built, else the workspace's dynamically linked one.
+/// (`make static-cli`, in `target/static`) when it has been built, else
+/// the workspace's dynamically linked one.
 pub fn cli() -> PathBuf {
     let dynamic = bin("diatom");
     let static_cli = dynamic
         .parent()
         .and_then(Path::parent)
-        .map(|t| t.join("x86_64-unknown-linux-gnu/release/diatom"));
+        .map(|t| t.join("static/diatom"));
     match static_cli {
         Some(s) if s.is_file() => s,
         _ => dynamic,

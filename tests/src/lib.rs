@@ -63,23 +63,28 @@ pub fn bin_path(name: &str) -> PathBuf {
 /// workspace's other builds. Outside CI a missing build skips the test;
 /// in CI it fails it.
 pub fn static_client(test: &str) -> Option<PathBuf> {
-    static_build(test, "diatom-client", "diatom-client", "static-client")
+    static_build(
+        test,
+        "diatom-client",
+        "x86_64-unknown-linux-gnu/release/diatom-client",
+        "static-client",
+    )
 }
 
 /// The static `diatom` CLI (`make static-cli`), as [`static_client`].
 pub fn static_cli(test: &str) -> Option<PathBuf> {
-    static_build(test, "diatom-central", "diatom", "static-cli")
+    static_build(test, "diatom", "static/diatom", "static-cli")
 }
 
-/// The static build of binary `bin` of package `package`, made by `make
-/// TARGET`: see [`static_client`].
-fn static_build(test: &str, package: &str, bin: &str, target: &str) -> Option<PathBuf> {
+/// The static build of binary `bin`, at `path` in the target directory,
+/// made by `make TARGET`: see [`static_client`].
+fn static_build(test: &str, bin: &str, path: &str, target: &str) -> Option<PathBuf> {
     let dir = bin_path(bin)
         .parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .expect("target directory");
-    let p = dir.join("x86_64-unknown-linux-gnu/release").join(bin);
+    let p = dir.join(path);
     if p.is_file() {
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         if mtime(&p) < mtime(&bin_path(bin)) {
@@ -91,9 +96,7 @@ fn static_build(test: &str, package: &str, bin: &str, target: &str) -> Option<Pa
         return Some(p);
     }
     let why = format!(
-        "{test}: the static {bin} {} is missing; build it with `make {target}` \
-         (RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p {package} \
-         --bin {bin} --target x86_64-unknown-linux-gnu)",
+        "{test}: the static {bin} {} is missing; build it with `make {target}`",
         p.display()
     );
     assert!(!in_ci(), "{why}");

@@ -15,6 +15,23 @@ use diatom_central::cmd::{self, admin, chain, fail};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc gives freed memory back to the kernel 10 ms after its last use;
+/// the home's file reads allocate a fresh buffer per Read (up to 16 MiB,
+/// freed by another thread once sent), so they kept faulting in (and
+/// zeroing) new pages: cold reads ~20 % slower than with glibc's malloc.
+/// `diatom` lives as long as one job; its memory returns at its exit.
+#[cfg(target_env = "musl")]
+fn tune_allocator() {
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    /// `mi_option_purge_delay` in mimalloc.h (v3, the version the pinned
+    /// `mimalloc` crate builds).
+    const PURGE_DELAY: std::ffi::c_int = 15;
+    // SAFETY: sets one of mimalloc's options, valid at any time.
+    unsafe { mi_option_set(PURGE_DELAY, -1) };
+}
+
 fn print(out: Result<String, String>) -> ExitCode {
     match out {
         Ok(text) => {
@@ -33,6 +50,8 @@ fn print(out: Result<String, String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    #[cfg(target_env = "musl")]
+    tune_allocator();
     let cli = Cli::parse();
     diatom_client::config::init_logging(cli.verbose, cli.quiet);
     match &cli.command {
