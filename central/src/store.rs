@@ -338,6 +338,9 @@ impl Store {
         let path = state_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Room for every statement a job's life runs plus the listings'
+        // variants (rusqlite keeps 16): SQL is parsed once per daemon.
+        conn.set_prepared_statement_cache_capacity(64);
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt {
@@ -538,30 +541,51 @@ impl Store {
     /// Ends a running job. Returns `false`, changing nothing, when the job
     /// had already ended (a duplicate or late report: the first one wins).
     pub fn finish_job(&self, id: JobId, end: &JobEnd) -> Result<bool, StoreError> {
+        Self::finish(&self.conn(), id, end)
+    }
+
+    /// The event that reports a job's end (`kind`, `detail`: see
+    /// [`Store::add_job_event`]; added even when the job had already ended,
+    /// as the timeline's record of the report) and [`Store::finish_job`],
+    /// in one transaction: one commit per job's end.
+    pub fn end_job(
+        &self,
+        id: JobId,
+        end: &JobEnd,
+        kind: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::insert_event(&tx, id, end.at, kind, detail)?;
+        let ended = Self::finish(&tx, id, end)?;
+        tx.commit()?;
+        Ok(ended)
+    }
+
+    fn finish(conn: &Connection, id: JobId, end: &JobEnd) -> Result<bool, StoreError> {
         if end.state == JobState::Running {
             return Err(StoreError::FinishRunning(id));
         }
-        let conn = self.conn();
-        let n = conn.execute(
-            "UPDATE jobs SET state = ?2, exit_status = ?3, signal = ?4, reason = ?5, end = ?6
-             WHERE id = ?1 AND state = 'running'",
-            params![
+        let n = conn
+            .prepare_cached(
+                "UPDATE jobs SET state = ?2, exit_status = ?3, signal = ?4, reason = ?5, end = ?6
+                 WHERE id = ?1 AND state = 'running'",
+            )?
+            .execute(params![
                 job_key(id)?,
                 end.state.as_str(),
                 end.exit_status,
                 end.signal,
                 end.reason,
                 to_i64(end.at, "end")?,
-            ],
-        )?;
+            ])?;
         if n == 1 {
             return Ok(true);
         }
-        let exists: bool = conn.query_row(
-            "SELECT EXISTS(SELECT 1 FROM jobs WHERE id = ?1)",
-            [job_key(id)?],
-            |r| r.get(0),
-        )?;
+        let exists: bool = conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM jobs WHERE id = ?1)")?
+            .query_row([job_key(id)?], |r| r.get(0))?;
         if exists {
             Ok(false)
         } else {
@@ -571,10 +595,10 @@ impl Store {
 
     /// Replaces a job's counters.
     pub fn set_job_counters(&self, id: JobId, counters: &Counters) -> Result<(), StoreError> {
-        let n = self.conn().execute(
-            "UPDATE jobs SET counters = ?2 WHERE id = ?1",
-            params![job_key(id)?, to_json(counters)?],
-        )?;
+        let n = self
+            .conn()
+            .prepare_cached("UPDATE jobs SET counters = ?2 WHERE id = ?1")?
+            .execute(params![job_key(id)?, to_json(counters)?])?;
         if n == 0 {
             return Err(StoreError::UnknownJob(id));
         }
@@ -658,10 +682,22 @@ impl Store {
         kind: &str,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let res = self.conn().execute(
-            "INSERT INTO job_events (job, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![job_key(id)?, to_i64(at, "time")?, kind, detail],
-        );
+        Self::insert_event(&self.conn(), id, at, kind, detail)
+    }
+
+    fn insert_event(
+        conn: &Connection,
+        id: JobId,
+        at: u64,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (key, at) = (job_key(id)?, to_i64(at, "time")?);
+        let res = conn
+            .prepare_cached(
+                "INSERT INTO job_events (job, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut st| st.execute(params![key, at, kind, detail]));
         match res {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _))

@@ -54,7 +54,11 @@ pub struct Central {
     registry: Mutex<Registry>,
     history: Mutex<History>,
     slot_freed: Condvar,
-    /// Notified (with the store's lock) whenever jobs end.
+    /// Jobs that ended lately, as soon as central hears of it (before
+    /// the store's write, which holds the store's lock: a `diatom ps`
+    /// right after waits for it).
+    ends: Mutex<RecentEnds>,
+    /// Notified (with `ends`' lock) whenever jobs end.
     job_ended: Condvar,
     net: Box<dyn Caller>,
     local: SocketAddr,
@@ -70,6 +74,28 @@ impl std::fmt::Debug for Central {
     }
 }
 
+/// The ids of the jobs that ended last (as many as [`RecentEnds::KEPT`]):
+/// what [`Central::await_end`] looks at before the store.
+#[derive(Debug, Default)]
+struct RecentEnds(std::collections::VecDeque<u64>);
+
+impl RecentEnds {
+    /// More than jobs could end while one `diatom exec` hears of its end
+    /// and asks.
+    const KEPT: usize = 4096;
+
+    fn add(&mut self, job: JobId) {
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(job.0);
+    }
+
+    fn has(&self, job: u64) -> bool {
+        self.0.iter().rev().any(|&j| j == job)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -82,6 +108,7 @@ impl Central {
             registry: Mutex::new(Registry::new(NODE_TIMEOUT)),
             history: Mutex::new(History::default()),
             slot_freed: Condvar::new(),
+            ends: Mutex::new(RecentEnds::default()),
             job_ended: Condvar::new(),
             net,
             local,
@@ -93,6 +120,15 @@ impl Central {
     /// The endpoint's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Notes that `jobs` ended and wakes whoever awaits their end.
+    fn ended(&self, jobs: impl IntoIterator<Item = JobId>) {
+        let mut ends = lock(&self.ends);
+        for job in jobs {
+            ends.add(job);
+        }
+        self.job_ended.notify_all();
     }
 
     /// Handles a DICP request from a node (cluster key).
@@ -201,7 +237,7 @@ impl Central {
                         lock(&self.history).finished(1);
                         lock(&self.registry).release(&info.name);
                         self.slot_freed.notify_all();
-                        self.job_ended.notify_all();
+                        self.ended([j.id]);
                     }
                 }
             }
@@ -262,20 +298,23 @@ impl Central {
                 }),
             ),
         };
-        let _ = store.add_job_event(job, now, kind, &event.to_string());
-        if let Some(end) = end {
-            match store.finish_job(job, &end) {
-                Ok(true) => {
-                    lock(&self.history).finished(1);
-                    if let Ok(Some(j)) = store.job(job) {
-                        lock(&self.registry).release(&j.spec.node);
-                        self.slot_freed.notify_all();
-                        self.job_ended.notify_all();
-                    }
+        let Some(end) = end else {
+            let _ = store.add_job_event(job, now, kind, &event.to_string());
+            return;
+        };
+        // Whoever awaits the end may go on now: the store's lock stays held
+        // until the end is written, so what they ask next sees it.
+        self.ended([job]);
+        match store.end_job(job, &end, kind, &event.to_string()) {
+            Ok(true) => {
+                lock(&self.history).finished(1);
+                if let Ok(Some(j)) = store.job(job) {
+                    lock(&self.registry).release(&j.spec.node);
+                    self.slot_freed.notify_all();
                 }
-                Ok(false) => {}
-                Err(e) => log::warn!("job {job}: {e}"),
             }
+            Ok(false) => {}
+            Err(e) => log::warn!("job {job}: {e}"),
         }
     }
 
@@ -477,7 +516,7 @@ impl Central {
     /// Ends a job that never ran on its node (refused, no answer).
     fn end_unstarted(&self, job: JobId, end: &JobEnd) {
         if lock(&self.store).finish_job(job, end).unwrap_or(false) {
-            self.job_ended.notify_all();
+            self.ended([job]);
             lock(&self.history).finished(1);
         }
     }
@@ -524,25 +563,32 @@ impl Central {
         }
     }
 
-    /// Returns once `job` is no longer recorded as running, or after
-    /// `limit`. Polls the store: the report that ends a job is usually
-    /// already in, and this runs once per `diatom exec`.
+    /// Returns once `job` is no longer running, or after `limit`: at once
+    /// when central heard of its end (usually already in: the node reports
+    /// it as it tells the home), else when the store says it is not
+    /// running (ended before a restart, or unknown), else when it ends.
     pub fn await_end(&self, job: u64, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let mut store = lock(&self.store);
-        loop {
-            let running = store
-                .job(JobId(job))
-                .ok()
-                .flatten()
-                .is_some_and(|r| r.state == JobState::Running);
+        if lock(&self.ends).has(job) {
+            return;
+        }
+        let running = lock(&self.store)
+            .job(JobId(job))
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.state == JobState::Running);
+        if !running {
+            return;
+        }
+        let mut ends = lock(&self.ends);
+        while !ends.has(job) {
             let left = deadline.saturating_duration_since(Instant::now());
-            if !running || left.is_zero() {
+            if left.is_zero() {
                 return;
             }
-            store = self
+            ends = self
                 .job_ended
-                .wait_timeout(store, left)
+                .wait_timeout(ends, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -556,18 +602,20 @@ impl Central {
         if !gone.is_empty() {
             let store = lock(&self.store);
             let now = store::now_ms();
-            let mut lost = 0;
+            let mut lost = Vec::new();
             for name in gone {
                 log::warn!("node {name} is down (silent for {NODE_TIMEOUT:?})");
                 let _ = store.mark_node_down(&name, now);
-                lost += store
-                    .mark_running_jobs_lost_on(&name, now, &format!("node {name} went down"))
-                    .map_or(0, |ids| ids.len() as u64);
+                lost.extend(
+                    store
+                        .mark_running_jobs_lost_on(&name, now, &format!("node {name} went down"))
+                        .unwrap_or_default(),
+                );
             }
             drop(store);
-            lock(&self.history).finished(lost);
+            lock(&self.history).finished(lost.len() as u64);
             self.slot_freed.notify_all();
-            self.job_ended.notify_all();
+            self.ended(lost);
         }
         if lock(&self.history).due(now_i) {
             let sample = self.sample();

@@ -212,6 +212,53 @@ fn job_round_trip_finish_and_events() {
 }
 
 #[test]
+fn ending_a_job_records_its_end_and_the_report_together() {
+    let t = TempDir::new();
+    let s = Store::open(&t.state()).unwrap();
+    let id = s.create_job(&new_job("a", 1000, 10_000)).unwrap();
+    assert!(s
+        .end_job(id, &exited(3, 11_000), "exited", "status 3")
+        .unwrap());
+    // A second report changes nothing but stays in the timeline.
+    assert!(!s
+        .end_job(id, &exited(9, 12_000), "exited", "status 9")
+        .unwrap());
+    let j = s.job(id).unwrap().unwrap();
+    assert_eq!(
+        (j.state, j.exit_status, j.end),
+        (JobState::Exited, Some(3), Some(11_000))
+    );
+    let events: Vec<_> = s
+        .job_events(id)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.at, e.detail))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (11_000, "status 3".to_string()),
+            (12_000, "status 9".to_string())
+        ]
+    );
+    // An unknown job: an error, and nothing written.
+    assert!(matches!(
+        s.end_job(JobId(999), &exited(0, 1), "exited", ""),
+        Err(StoreError::UnknownJob(_))
+    ));
+    let running = JobEnd {
+        state: JobState::Running,
+        ..exited(0, 1)
+    };
+    let other = s.create_job(&new_job("a", 1000, 10_000)).unwrap();
+    assert!(matches!(
+        s.end_job(other, &running, "x", ""),
+        Err(StoreError::FinishRunning(_))
+    ));
+    assert!(s.job_events(other).unwrap().is_empty());
+}
+
+#[test]
 fn a_placed_job_is_recorded_with_its_placement_and_discarded_with_it() {
     let t = TempDir::new();
     let s = Store::open(&t.state()).unwrap();
