@@ -74,6 +74,15 @@ pub enum SpawnError {
     /// until it is reaped.
     #[error("this command's hooks were given to an earlier program")]
     HooksGiven,
+    /// [`Command::park`](crate::Command::park) without a PID namespace:
+    /// a parked process finds its launch in the caller's memory, which
+    /// only a namespaced start shares.
+    #[error("only a program with a PID namespace can be parked")]
+    ParkWithoutNamespace,
+    /// A parked process was launched with a handler whose subscriptions
+    /// are not the ones its filter was made for.
+    #[error("the handler's subscriptions are not the parked filter's")]
+    Subscriptions,
 }
 
 /// Errors while running a trace.

@@ -306,6 +306,12 @@ unsafe fn init_main(work: &mut InitWork) -> ! {
         let Some(program) = work.program.as_mut() else {
             libc::_exit(0)
         };
+        if let Some(keep) = &program.keep {
+            // A parked program (see `Command::park`) must not hold the
+            // daemon's descriptors while it waits; nor must we, in its
+            // vfork.
+            close_except(keep);
+        }
         // The program's process shares our memory until it execs, and we
         // sleep meanwhile (CLONE_VM | CLONE_VFORK, as posix_spawn), so
         // nothing it could race with runs on our glibc state. It runs on
@@ -350,6 +356,33 @@ unsafe fn init_main(work: &mut InitWork) -> ! {
             }
         }
     }
+}
+
+/// Closes every descriptor but those in `keep` (sorted, no duplicates).
+///
+/// # Safety
+/// Only in PID 1 (raw system calls).
+unsafe fn close_except(keep: &[i32]) {
+    let close_range = |first: u32, last: u32| {
+        // SAFETY: closing descriptors of our own table.
+        let r = unsafe { raw::call(libc::SYS_close_range, [first as usize, last as usize, 0, 0]) };
+        if r != 0 {
+            // Kernels before 5.9: one by one, up to a bound.
+            for fd in first..=last.min(65535) {
+                // SAFETY: as above.
+                unsafe { raw::call(libc::SYS_close, [fd as usize, 0, 0, 0]) };
+            }
+        }
+    };
+    let mut next = 0u32;
+    for &k in keep {
+        let Ok(k) = u32::try_from(k) else { continue };
+        if k > next {
+            close_range(next, k - 1);
+        }
+        next = next.max(k + 1);
+    }
+    close_range(next, u32::MAX);
 }
 
 /// The kernel's `struct sigaction` on x86_64 (what `rt_sigaction` takes).

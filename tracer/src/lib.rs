@@ -69,7 +69,7 @@ pub use error::{SpawnError, TraceError};
 pub use handler::{Action, ExitStatus, Handler, NewTask, PassThrough};
 pub use memory::{MemoryError, ProcMemory, TraceeMemory};
 pub use set::{Rule, SyscallSet};
-pub use spawn::Command;
+pub use spawn::{Command, Filter, Parked};
 pub use stop::{Call, SyscallExit, SyscallStop, SCRATCH_SIZE};
 pub use syscalls::Sysno;
 pub use tracer::Tracer;

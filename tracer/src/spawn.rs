@@ -41,16 +41,31 @@
 //!    parent sees it; the parent seizes that process, and from there the
 //!    handshake is the one above.
 //!
+//! [`Command::park`] makes all of that (with a PID namespace) before the
+//! program is known: the program's process, seized and with its filter,
+//! waits on a futex in the memory it shares with the daemon (`futex` is
+//! never a traced call) until [`Parked::launch`] writes its path, argv,
+//! envp, cwd and a last hook there and wakes it. The tracer lets that
+//! hook's and the `chdir`'s traced calls run untouched (the program has
+//! not exec'd: they are the start's own), and the `execve` is the
+//! program's first traced call, as in a spawn. Before it makes a parked
+//! process, PID 1 closes every descriptor it was not told to keep, so a
+//! waiting process holds none of the daemon's (another job's pipes).
+//!
 //! PID 1 and the program's process (until it execs) share the daemon's
 //! memory: what they use is owned by an init thread until PID 1 is
 //! reaped, and they run on that thread's glibc state (see `init.rs` for
 //! the rules). So a `Command` with a PID namespace hands its hooks to the
 //! program it starts, and starts only one.
 
+use std::cell::UnsafeCell;
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::raw::c_char;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -298,13 +313,8 @@ impl Command {
         ended
     }
 
-    /// Takes what the program's process needs up to its `execve`.
-    fn program(
-        &mut self,
-        filter: Vec<libc::sock_filter>,
-        sync_r: i32,
-        err: i32,
-    ) -> Result<Program, SpawnError> {
+    /// The path, argv and envp to exec.
+    fn image(&self) -> Result<Image, SpawnError> {
         let path = cstring(&self.path)?;
         let argv = self
             .argv
@@ -325,21 +335,37 @@ impl Command {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        let cwd = self.cwd.as_ref().map(|c| cstring(c)).transpose()?;
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut libc::sock_filter,
+        Ok(Image {
+            path,
+            argv_p: nul_terminated(&argv),
+            envp_p: nul_terminated(&envp),
+            _owned: (argv, envp),
+        })
+    }
+
+    /// Takes what the program's process needs up to its `execve` (`go`:
+    /// it parks before it, and gets its image there).
+    fn program(
+        &mut self,
+        filter: Arc<Filter>,
+        sync_r: i32,
+        err: i32,
+        go: Option<Arc<GoSlot>>,
+    ) -> Result<Program, SpawnError> {
+        let image = match go {
+            Some(_) => None,
+            None => Some(self.image()?),
         };
+        let cwd = self.cwd.as_ref().map(|c| cstring(c)).transpose()?;
         Ok(Program {
             sync_r,
             err,
             hooks: [self.pre_attach.take(), self.pre_exec.take()],
             cwd,
-            prog,
-            argv_p: nul_terminated(&argv),
-            envp_p: nul_terminated(&envp),
-            path,
-            _owned: (filter, argv, envp),
+            filter,
+            image,
+            go,
+            keep: None,
         })
     }
 
@@ -352,13 +378,72 @@ impl Command {
         if self.hooks_given {
             return Err(SpawnError::HooksGiven);
         }
-        let mut set = handler.subscriptions();
-        set.extend_from(&SyscallSet::internal());
-        let filter = bpf::compile(&set)?;
+        let filter = Arc::new(Filter::new(&handler.subscriptions())?);
+        let started = self.start(filter, None)?;
+        let path = self.path.to_string_lossy().into_owned();
+        let cwd = self.cwd.as_ref().map(|c| c.to_string_lossy().into_owned());
+        Ok(started.into_tracer(handler, path, cwd))
+    }
 
+    /// Makes the program's process as [`Command::spawn`] does (PID 1 and
+    /// its `pre_init`, the process, its `pre_attach`, the seize by the
+    /// calling thread, its `pre_exec`, `no_new_privs`, `filter`) but parks
+    /// it just before its `execve`: [`Parked::launch`] gives it what to
+    /// exec. So all of a start that does not depend on the program can be
+    /// done before the program is known. This command's path, argv, envp
+    /// and cwd are not used.
+    ///
+    /// Only with [`Command::pid_namespace`] (the parked process shares the
+    /// caller's memory, where it finds its launch). PID 1 closes every
+    /// descriptor but 0, 1, 2, `keep` and the start's own before it makes
+    /// the program's process: a parked process must not hold the
+    /// caller's other descriptors (such as another program's pipes) for
+    /// as long as it waits. The hooks go with the program, as for a
+    /// spawn with a PID namespace.
+    pub fn park(&mut self, filter: &Arc<Filter>, keep: &[RawFd]) -> Result<Parked, SpawnError> {
+        if self.hooks_given {
+            return Err(SpawnError::HooksGiven);
+        }
+        if self.ns.is_none() {
+            return Err(SpawnError::ParkWithoutNamespace);
+        }
+        let go = Arc::new(GoSlot {
+            word: AtomicU32::new(0),
+            data: UnsafeCell::new(None),
+        });
+        let started = self.start(Arc::clone(filter), Some((Arc::clone(&go), keep)))?;
+        Ok(Parked {
+            started: Some(started),
+            filter: Arc::clone(filter),
+            go,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Makes the program's process and seizes it (see the module
+    /// documentation); with `go`, it parks before its exec.
+    fn start(
+        &mut self,
+        filter: Arc<Filter>,
+        go: Option<(Arc<GoSlot>, &[RawFd])>,
+    ) -> Result<Started, SpawnError> {
         let (sync_r, sync_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let mut program = self.program(filter, sync_r.as_raw_fd(), err_w.as_raw_fd())?;
+        let (go, keep) = match go {
+            Some((g, k)) => (Some(g), Some(k)),
+            None => (None, None),
+        };
+        let mut program = self.program(
+            Arc::clone(&filter),
+            sync_r.as_raw_fd(),
+            err_w.as_raw_fd(),
+            go,
+        )?;
+        program.keep = keep.map(|k| {
+            let mut v: Vec<i32> = k.to_vec();
+            v.extend([0, 1, 2, sync_r.as_raw_fd(), err_w.as_raw_fd()]);
+            v
+        });
         let path_s = self.path.to_string_lossy().into_owned();
         let cwd_s = self.cwd.as_ref().map(|c| c.to_string_lossy().into_owned());
 
@@ -440,15 +525,147 @@ impl Command {
         // SAFETY: writing one byte from a valid buffer to our pipe.
         unsafe { libc::write(sync_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
         drop(sync_w);
-        Ok(Tracer::new(
-            handler,
-            set,
-            (pid, init),
+        Ok(Started {
+            pid,
+            init,
             err_r,
-            path_s,
-            cwd_s,
+            filter,
+            kill_descendants: self.kill_descendants,
+        })
+    }
+}
+
+/// A program's process, seized, not yet traced by a [`Tracer`].
+struct Started {
+    pid: Pid,
+    init: Option<Init>,
+    err_r: OwnedFd,
+    filter: Arc<Filter>,
+    kill_descendants: bool,
+}
+
+impl Started {
+    fn into_tracer<H: Handler>(self, handler: H, path: String, cwd: Option<String>) -> Tracer<H> {
+        Tracer::new(
+            handler,
+            self.filter.set.clone(),
+            (self.pid, self.init),
+            self.err_r,
+            path,
+            cwd,
             self.kill_descendants,
-        ))
+        )
+    }
+
+    /// Kills the process and its PID 1 and reaps them (the process as
+    /// its tracer: its PID 1 can only reap it, and end, after that).
+    fn kill(self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        if let Some(init) = &self.init {
+            let _ = nix::sys::signal::kill(init.pid(), nix::sys::signal::Signal::SIGKILL);
+        }
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        if let Some(init) = self.init {
+            let _ = init.wait();
+        }
+    }
+}
+
+/// A program's process made, seized and parked just before its `execve`
+/// by [`Command::park`]. [`Parked::launch`] lets it exec; dropped, it is
+/// killed and reaped with its PID 1 (and so its namespaces). Like a
+/// [`Tracer`] it stays on the thread that made it: that thread is the
+/// process's tracer.
+pub struct Parked {
+    /// `None` once launched.
+    started: Option<Started>,
+    filter: Arc<Filter>,
+    go: Arc<GoSlot>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("pid", &self.started.as_ref().map(|s| s.pid))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parked {
+    /// The program's process (as the caller sees it).
+    pub fn pid(&self) -> Option<Pid> {
+        self.started.as_ref().map(|s| s.pid)
+    }
+
+    /// PID 1 of its namespaces: killing it ends the parked process too.
+    pub fn init_pid(&self) -> Option<Pid> {
+        self.started
+            .as_ref()
+            .and_then(|s| s.init.as_ref())
+            .map(Init::pid)
+    }
+
+    /// Lets the parked process exec `cmd`'s path with its argv and envp,
+    /// after running `cmd`'s `pre_exec` hook and changing to its cwd
+    /// (both now under the filter: the tracer lets the calls they make
+    /// run untouched, as the program has not started). The trace is
+    /// `handler`'s, whose subscriptions must be the filter's
+    /// ([`SpawnError::Subscriptions`] otherwise; the process is then
+    /// killed). Failures of the hook, the `chdir` or the `execve` are
+    /// reported by [`Tracer::run`], as for a spawn.
+    ///
+    /// # Safety
+    /// `cmd`'s `pre_exec` hook runs in the parked process: the rules of
+    /// [`Command::pre_exec`] apply.
+    pub unsafe fn launch<H: Handler>(
+        mut self,
+        handler: H,
+        cmd: &mut Command,
+    ) -> Result<Tracer<H>, SpawnError> {
+        if handler.subscriptions() != self.filter.handler_set {
+            return Err(SpawnError::Subscriptions);
+        }
+        let data = GoData {
+            image: cmd.image()?,
+            cwd: cmd.cwd.as_ref().map(|c| cstring(c)).transpose()?,
+            hook: cmd.pre_exec.take(),
+        };
+        let Some(started) = self.started.take() else {
+            return Err(SpawnError::Subscriptions);
+        };
+        // SAFETY: the process reads `data` only once it sees `word` set,
+        // which happens after this write (release/acquire).
+        unsafe { *self.go.data.get() = Some(data) };
+        self.go.word.store(1, Ordering::Release);
+        // SAFETY: a futex wake on a word of ours; the process waits on
+        // the same address (shared memory, so a private futex).
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.go.word.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            )
+        };
+        let path = cmd.path.to_string_lossy().into_owned();
+        let cwd = cmd.cwd.as_ref().map(|c| c.to_string_lossy().into_owned());
+        Ok(started.into_tracer(handler, path, cwd))
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if let Some(started) = self.started.take() {
+            started.kill();
+        }
     }
 }
 
@@ -485,6 +702,12 @@ fn start_init(
     )
     .map_err(sys("socketpair"))?;
     socket::setsockopt(&cred_parent, sockopt::PassCred, &true).map_err(sys("SO_PASSCRED"))?;
+    let mut program = program;
+    if let Some(keep) = program.as_mut().and_then(|p| p.keep.as_mut()) {
+        keep.extend([cred_child.as_raw_fd(), err_w.as_raw_fd()]);
+        keep.sort_unstable();
+        keep.dedup();
+    }
     let work = InitWork::new(
         // Without a user namespace nothing of `pre_init` waits for the
         // parent (mounting needs the id maps in one).
@@ -538,12 +761,23 @@ pub(crate) struct Program {
     /// `pre_attach`, `pre_exec`.
     hooks: [Option<PreExec>; 2],
     cwd: Option<CString>,
-    prog: libc::sock_fprog,
+    filter: Arc<Filter>,
+    /// What to exec; `None` for a parked process, which gets it from `go`.
+    image: Option<Image>,
+    /// A parked process's launch (see [`Parked`]).
+    go: Option<Arc<GoSlot>>,
+    /// Descriptors the program's process keeps (every other one is closed
+    /// before it is made); `None`: it inherits every one.
+    pub(crate) keep: Option<Vec<i32>>,
+}
+
+/// The program's path, argv and envp as `execve` takes them.
+struct Image {
     path: CString,
     argv_p: Vec<*const c_char>,
     envp_p: Vec<*const c_char>,
-    /// What `prog`, `argv_p` and `envp_p` point into.
-    _owned: (Vec<libc::sock_filter>, Vec<CString>, Vec<CString>),
+    /// What `argv_p` and `envp_p` point into.
+    _owned: (Vec<CString>, Vec<CString>),
 }
 
 impl Program {
@@ -554,6 +788,61 @@ impl Program {
             *slot = hook.take();
         }
     }
+}
+
+/// A seccomp filter compiled once for a handler's subscriptions (plus the
+/// tracer's own calls), for every program started with it: compiling is
+/// work a start need not repeat when the subscriptions do not change.
+#[derive(Debug)]
+pub struct Filter {
+    /// The handler's subscriptions.
+    handler_set: SyscallSet,
+    /// What the filter stops: those and the tracer's own.
+    set: SyscallSet,
+    insns: Vec<libc::sock_filter>,
+}
+
+impl Filter {
+    /// Compiles the filter for a handler subscribing to `subscriptions`.
+    pub fn new(subscriptions: &SyscallSet) -> Result<Filter, SpawnError> {
+        let mut set = subscriptions.clone();
+        set.extend_from(&SyscallSet::internal());
+        let insns = bpf::compile(&set)?;
+        Ok(Filter {
+            handler_set: subscriptions.clone(),
+            set,
+            insns,
+        })
+    }
+
+    /// The subscriptions it was made for.
+    pub fn subscriptions(&self) -> &SyscallSet {
+        &self.handler_set
+    }
+}
+
+/// Where a parked process finds its launch: the daemon fills `data` and
+/// then sets `word` and wakes the futex on it (the process shares the
+/// daemon's memory until it execs, see `init.rs`).
+pub(crate) struct GoSlot {
+    /// 0 while parked, 1 once `data` is written.
+    word: AtomicU32,
+    data: UnsafeCell<Option<GoData>>,
+}
+
+// SAFETY: `data` is written once by the launching thread before `word`
+// is set (release) and read by the parked process only after it saw
+// `word` set (acquire).
+unsafe impl Sync for GoSlot {}
+// SAFETY: as above; the raw pointers in `GoData` point into its own
+// strings.
+unsafe impl Send for GoSlot {}
+
+/// A parked process's launch.
+struct GoData {
+    image: Image,
+    cwd: Option<CString>,
+    hook: Option<PreExec>,
 }
 
 /// Maps the caller's uid and gid to themselves in `init`'s new user
@@ -692,10 +981,15 @@ pub(crate) unsafe fn child(p: &mut Program) -> ! {
                 fail(stage::PRE_EXEC, e.raw_os_error().unwrap_or(libc::EINVAL));
             }
         }
-        if let Some(d) = &p.cwd {
-            if libc::chdir(d.as_ptr()) != 0 {
-                fail(stage::CHDIR, errno());
+        let chdir = |cwd: &Option<CString>| {
+            if let Some(d) = cwd {
+                if libc::chdir(d.as_ptr()) != 0 {
+                    fail(stage::CHDIR, errno());
+                }
             }
+        };
+        if p.go.is_none() {
+            chdir(&p.cwd);
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(stage::NO_NEW_PRIVS, errno());
@@ -703,12 +997,16 @@ pub(crate) unsafe fn child(p: &mut Program) -> ! {
         // SECCOMP_FILTER_FLAG_SPEC_ALLOW: a filter must not switch on the
         // speculative-store-bypass mitigation the program would not have had
         // untraced (it slows CPU-bound code). Kernels before 4.17 lack the flag.
+        let prog = libc::sock_fprog {
+            len: p.filter.insns.len() as u16,
+            filter: p.filter.insns.as_ptr() as *mut libc::sock_filter,
+        };
         let install = |flags: libc::c_ulong| {
             libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 flags,
-                &p.prog as *const libc::sock_fprog,
+                &prog as *const libc::sock_fprog,
             )
         };
         if install(SECCOMP_FILTER_FLAG_SPEC_ALLOW) != 0
@@ -716,7 +1014,39 @@ pub(crate) unsafe fn child(p: &mut Program) -> ! {
         {
             fail(stage::SECCOMP, errno());
         }
-        libc::execve(p.path.as_ptr(), p.argv_p.as_ptr(), p.envp_p.as_ptr());
+        let image = match &p.go {
+            None => p.image.as_ref(),
+            Some(go) => {
+                // Parked: wait for the launch (futex is not a traced call).
+                while go.word.load(Ordering::Acquire) == 0 {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        go.word.as_ptr(),
+                        libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                        0u32,
+                        std::ptr::null::<libc::timespec>(),
+                    );
+                }
+                match (*go.data.get()).as_mut() {
+                    Some(d) => {
+                        if let Some(f) = d.hook.as_mut() {
+                            if let Err(e) = f() {
+                                fail(stage::PRE_EXEC, e.raw_os_error().unwrap_or(libc::EINVAL));
+                            }
+                        }
+                        chdir(&d.cwd);
+                        Some(&d.image)
+                    }
+                    None => None,
+                }
+            }
+        };
+        let Some(image) = image else { libc::_exit(127) };
+        libc::execve(
+            image.path.as_ptr(),
+            image.argv_p.as_ptr(),
+            image.envp_p.as_ptr(),
+        );
         fail(stage::EXEC, errno())
     }
 }

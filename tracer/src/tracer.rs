@@ -383,6 +383,16 @@ impl<H: Handler> Tracer<H> {
             .map_or(tid.as_raw(), |t| t.tgid);
         self.core.ensure_proc(tgid);
         let nr = regs.syscall_nr();
+        if !self.core.root_execd
+            && tid.as_raw() == self.core.root
+            && nr != Sysno::execve as i64
+            && nr != Sysno::execveat as i64
+        {
+            // A parked process's own setup after its launch (see
+            // `Parked::launch`): the program has not started yet, so
+            // these calls are the spawn's, not the program's.
+            return stopped.cont(0);
+        }
         let mut stop = SyscallStop::new(&mut self.core, stopped, Pid::from_raw(tgid), regs);
         let forced = guard(&mut stop);
         let mut action = if stop.core.handler_set.contains(nr as u64) {

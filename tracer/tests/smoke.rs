@@ -145,3 +145,118 @@ fn pid_1_shares_the_tracer_memory_without_its_handlers() {
         Err(nix::errno::Errno::ESRCH)
     );
 }
+
+/// A field of `/proc/PID/status`.
+fn status_field(pid: nix::unistd::Pid, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+}
+
+/// A filter to park with, when the test may make PID namespaces.
+fn park_filter() -> Option<std::sync::Arc<tracer::Filter>> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root for CLONE_NEWPID without a user namespace");
+        return None;
+    }
+    let filter = tracer::Filter::new(&SyscallSet::diatom_default()).expect("filter");
+    Some(std::sync::Arc::new(filter))
+}
+
+/// Waits until the parked process has its filter (it parks right after).
+fn wait_filtered(pid: nix::unistd::Pid) {
+    for _ in 0..1000 {
+        if status_field(pid, "Seccomp:").as_deref() == Some("2") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    panic!("the parked process never installed its filter");
+}
+
+/// A parked process is traced by the thread that parked it, has its
+/// filter before it knows its program, holds none of the caller's other
+/// descriptors, and at its launch changes directory, runs the launch's
+/// hook and execs the program it was given, traced.
+#[test]
+fn a_parked_process_runs_the_program_it_is_launched_with() {
+    let Some(filter) = park_filter() else { return };
+    // A descriptor the caller holds (not close-on-exec), not kept.
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    let (kept_r, kept_w) = nix::unistd::pipe().expect("pipe");
+    use std::os::fd::AsRawFd;
+    let mut cmd = Command::new("/nonexistent");
+    cmd.pid_namespace(libc::CLONE_NEWIPC);
+    let kept = kept_w.as_raw_fd();
+    // SAFETY: dup2 and close are raw, async-signal-safe calls.
+    unsafe {
+        cmd.pre_attach(move || {
+            libc::dup2(kept, 1);
+            Ok(())
+        });
+    }
+    let parked = cmd.park(&filter, &[kept]).expect("park");
+    let pid = parked.pid().expect("a pid");
+    wait_filtered(pid);
+    assert_eq!(
+        status_field(pid, "TracerPid:").as_deref(),
+        Some(nix::unistd::gettid().to_string().as_str())
+    );
+    let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    assert!(!fds.contains(&r.as_raw_fd()), "{fds:?}");
+    assert!(!fds.contains(&w.as_raw_fd()), "{fds:?}");
+    assert!(fds.contains(&kept), "{fds:?}");
+    let mut go = Command::new("/bin/sh");
+    go.args(["-c", "pwd; umask; exit 3"]).current_dir("/proc");
+    // SAFETY: umask is a raw, async-signal-safe call.
+    unsafe {
+        go.pre_exec(|| {
+            libc::umask(0o027);
+            Ok(())
+        });
+    }
+    let printer = Printer::new(Vec::new(), SyscallSet::diatom_default());
+    // SAFETY: the hook above only makes a raw call.
+    let mut t = unsafe { parked.launch(printer, &mut go) }.expect("launch");
+    drop(kept_w);
+    let st = t.run_mut().expect("run");
+    assert_eq!(st, ExitStatus::Exited(3));
+    let out = std::mem::replace(t.handler_mut(), Printer::new(Vec::new(), SyscallSet::new()));
+    let trace = String::from_utf8_lossy(&out.into_inner()).into_owned();
+    assert!(trace.contains("execve(\"/bin/sh\""), "{trace}");
+    // The launch's own chdir is not the program's: not in the trace.
+    assert!(!trace.contains("chdir"), "{trace}");
+    let mut text = String::new();
+    use std::io::Read;
+    std::fs::File::from(kept_r)
+        .read_to_string(&mut text)
+        .expect("read");
+    assert_eq!(text, "/proc\n0027\n");
+}
+
+/// A parked process that is never launched is killed and reaped with its
+/// PID 1 when dropped.
+#[test]
+fn dropping_a_parked_process_ends_it_and_its_pid_1() {
+    let Some(filter) = park_filter() else { return };
+    let mut cmd = Command::new("/nonexistent");
+    cmd.pid_namespace(libc::CLONE_NEWIPC);
+    let parked = cmd.park(&filter, &[]).expect("park");
+    let pid = parked.pid().expect("a pid");
+    let init = parked.init_pid().expect("an init");
+    wait_filtered(pid);
+    drop(parked);
+    for p in [pid, init] {
+        assert_eq!(
+            nix::sys::signal::kill(p, None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+    }
+    // A command without a PID namespace cannot be parked.
+    let err = Command::new("/bin/true").park(&filter, &[]).unwrap_err();
+    assert!(matches!(err, tracer::SpawnError::ParkWithoutNamespace));
+}

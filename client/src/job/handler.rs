@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 use syscalls::Sysno;
 use tracer::{Action, Handler, NewTask, SyscallExit, SyscallSet, SyscallStop, TraceeMemory};
 
-use super::fs::FsLayer;
+use super::fs::{FsConfig, FsLayer};
 use super::members::Members;
 use super::net::NetLayer;
 
@@ -78,6 +78,44 @@ impl JobHandler {
             hostname: None,
             members: Members::default(),
         }
+    }
+
+    /// The subscriptions of a handler with a host name, a file layer
+    /// configured by `fs` and a network layer (what the node's runner
+    /// makes), known before the job's handler is: the node compiles its
+    /// filter once and starts jobs' processes ahead of their launch.
+    pub fn job_calls(fs: &FsConfig) -> SyscallSet {
+        let mut s = Self::identity_calls();
+        s.insert(Sysno::uname);
+        s.extend_from(&FsLayer::calls(fs));
+        s.extend_from(&NetLayer::calls());
+        s
+    }
+
+    /// The identity calls every job's handler serves.
+    fn identity_calls() -> SyscallSet {
+        [
+            Sysno::getuid,
+            Sysno::geteuid,
+            Sysno::getgid,
+            Sysno::getegid,
+            Sysno::getresuid,
+            Sysno::getresgid,
+            Sysno::getgroups,
+            Sysno::setuid,
+            Sysno::setgid,
+            Sysno::setreuid,
+            Sysno::setregid,
+            Sysno::setresuid,
+            Sysno::setresgid,
+            Sysno::setfsuid,
+            Sysno::setfsgid,
+            Sysno::setgroups,
+            Sysno::readlink,
+            Sysno::readlinkat,
+        ]
+        .into_iter()
+        .collect()
     }
 
     /// Serves the job's socket calls with `net`.
@@ -253,28 +291,7 @@ impl JobHandler {
 
 impl Handler for JobHandler {
     fn subscriptions(&self) -> SyscallSet {
-        let mut s: SyscallSet = [
-            Sysno::getuid,
-            Sysno::geteuid,
-            Sysno::getgid,
-            Sysno::getegid,
-            Sysno::getresuid,
-            Sysno::getresgid,
-            Sysno::getgroups,
-            Sysno::setuid,
-            Sysno::setgid,
-            Sysno::setreuid,
-            Sysno::setregid,
-            Sysno::setresuid,
-            Sysno::setresgid,
-            Sysno::setfsuid,
-            Sysno::setfsgid,
-            Sysno::setgroups,
-            Sysno::readlink,
-            Sysno::readlinkat,
-        ]
-        .into_iter()
-        .collect();
+        let mut s = Self::identity_calls();
         if self.hostname.is_some() {
             s.insert(Sysno::uname);
         }

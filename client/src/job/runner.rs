@@ -256,9 +256,19 @@ fn run_job(
     helpers: Helpers,
 ) -> Result<JobEvent, String> {
     let net = &setup.net;
+    // Everything of the start the launch's contents do not change is done
+    // while the launch is on its way (see `park_ahead`).
+    let mut phases = Phases::new(std::time::Instant::now());
+    let ahead = park_ahead(setup, control, prepared);
+    phases.mark(if ahead.is_some() {
+        "parked"
+    } else {
+        "not parked"
+    });
     let (req, launch) = wait_launch(net, control)?;
     let t0 = std::time::Instant::now();
-    let mut phases = Phases::new(t0);
+    // Near 0: the launch came before the work ahead was done.
+    phases.mark("launch wait");
     // The job's timeline is logged once, after the home heard its end
     // (`phases`): a debug line on the way is a formatted write the
     // program or the home waits for.
@@ -277,13 +287,27 @@ fn run_job(
         respond(req, failed(why.clone()));
         return Err(why);
     }
-    let stdio = match Stdio::new(launch.tty) {
-        Ok(s) => s,
-        Err(e) => {
-            let why = format!("cannot make the job's stdio: {e}");
-            respond(req, failed(why.clone()));
-            return Err(why);
+    // A `-t` job needs a pty and a root with the node's /dev/pts: not
+    // what was made ahead, which goes (its processes killed and reaped,
+    // its cgroup removed) before the job's own are made.
+    let ahead = match ahead {
+        Some(a) if launch.tty.is_none() => Some(a),
+        Some(a) => {
+            drop(a);
+            None
         }
+        None => None,
+    };
+    let stdio = match ahead.as_ref() {
+        Some(_) => None,
+        None => match Stdio::new(launch.tty) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let why = format!("cannot make the job's stdio: {e}");
+                respond(req, failed(why.clone()));
+                return Err(why);
+            }
+        },
     };
     let line = launch::prepare(&exec, &setup.cache)
         .map_err(|e| format!("cannot prepare the program's libraries: {e}"))?;
@@ -321,64 +345,35 @@ fn run_job(
         .arg0(line.argv.first().cloned().unwrap_or_default())
         .envp(launch.envp.iter().map(|e| OsString::from_vec(e.0.clone())))
         .kill_descendants_on_exit(true);
+    let at_launch = Arc::new(ChildLaunch::new(&launch, &cwd));
     phases.mark("relay");
-    let limits = CgroupLimits {
-        memory: sandbox::effective_limit(setup.start.limits.memory, setup.memory_cap),
-        pids: sandbox::effective_limit(setup.start.limits.pids, setup.pids_cap),
-    };
-    let read_only = setup.cache.job_dirs();
-    let jail = setup.sandbox.job(&mut JobRequest {
-        job: setup.job,
-        job_dir: &setup.job_dir,
-        read_only: &read_only,
-        tty: launch.tty.is_some(),
-        prepared,
-        limits,
-    });
-    let mut jail = match jail {
-        Ok(j) => j,
-        Err(e) => {
-            let why = format!("cannot make the job's sandbox: {e}");
-            respond(req, failed(why.clone()));
-            return Err(why);
-        }
-    };
-    phases.mark("sandbox");
-    // Whatever happens from here, the cgroup goes with the job.
-    let cgroup = jail.cgroup.take().map(CgroupGuard);
-    if let Some(flags) = jail.namespaces {
-        cmd.pid_namespace(flags);
-        if let Some(cg) = &cgroup {
-            let cg = Arc::clone(&cg.0);
-            cmd.on_init(move |pid| cg.add(pid.as_raw()));
-        }
-        if let Some(plan) = jail.plan.take() {
-            // SAFETY: the plan only makes raw system calls on paths it
-            // prepared (MountPlan::apply).
-            unsafe {
-                cmd.pre_init(move || plan.apply());
-            }
-        }
-    }
-    let child = Arc::new(ChildSetup::new(&launch, &stdio, setup.run_as, &cwd));
-    let after = Arc::clone(&child);
-    // SAFETY: the hooks only make raw system calls on values prepared
-    // before the fork (see ChildSetup::apply); the Arc is only read.
-    unsafe {
-        // Everything but the uid switch is done while the tracer attaches.
-        cmd.pre_attach(move || child.apply());
-        cmd.pre_exec(move || after.switch_user());
-    }
     // The last moment a kill (the home abandoned the job) spares the
     // spawn; one that comes later finds the process below.
     if let Some(why) = control.kill_reason() {
         respond(req, failed(why.clone()));
         return Err(why);
     }
-    let mut tracer = match cmd.spawn(handler) {
-        Ok(t) => t,
-        Err(e) => {
-            let why = format!("cannot start {}: {e}", String::from_utf8_lossy(&launch.exe));
+    let started = match (ahead, stdio) {
+        (Some(ahead), _) => ahead.launch(handler, &mut cmd, at_launch, &launch.exe),
+        (None, Some(stdio)) => spawn_now(
+            setup,
+            launch.tty.is_some(),
+            handler,
+            cmd,
+            stdio,
+            at_launch,
+            &launch.exe,
+        ),
+        (None, None) => Err("the job's stdio is missing".to_string()),
+    };
+    let Started {
+        mut tracer,
+        jail,
+        cgroup,
+        stdio,
+    } = match started {
+        Ok(s) => s,
+        Err(why) => {
             respond(req, failed(why.clone()));
             return Err(why);
         }
@@ -519,6 +514,228 @@ fn run_job(
     let _ = helpers.stop.send(());
     net_relay.close();
     Ok(event)
+}
+
+/// A job's processes, started: the tracer and what goes with them.
+struct Started {
+    tracer: tracer::Tracer<JobHandler>,
+    jail: sandbox::JobSandbox,
+    /// Whatever happens from here, the cgroup goes with the job.
+    cgroup: Option<CgroupGuard>,
+    stdio: Stdio,
+}
+
+/// The seccomp filter of every job of this daemon: the job handler's
+/// subscriptions do not depend on the job (None, logged, if it cannot
+/// be compiled: jobs are then started at their launch).
+fn job_filter(setup: &JobSetup) -> Option<Arc<tracer::Filter>> {
+    static FILTER: std::sync::OnceLock<Option<Arc<tracer::Filter>>> = std::sync::OnceLock::new();
+    FILTER
+        .get_or_init(|| {
+            let cfg = FsConfig::new(setup.job_dir.clone(), setup.run_as, 0);
+            match tracer::Filter::new(&JobHandler::job_calls(&cfg)) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    log::warn!(
+                        "cannot compile the jobs' filter ahead ({e}): each job compiles its own"
+                    );
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// A job's processes made before its launch: PID 1 in the job's
+/// namespaces and cgroup, the program's process seized by the job thread
+/// and parked before its `execve` with its stdio, ids and filter in
+/// place (see `tracer::Parked`). Dropped, it is all torn down.
+struct Ahead<'a> {
+    /// Forgets PID 1 for the job's controls before it is killed and
+    /// reaped (declared first: dropped first).
+    init: ForgetInit<'a>,
+    parked: tracer::Parked,
+    jail: sandbox::JobSandbox,
+    cgroup: Option<CgroupGuard>,
+    stdio: Stdio,
+}
+
+/// Clears the job's PID 1 for its controls when dropped: no one signals a
+/// reaped (reusable) pid.
+struct ForgetInit<'a>(&'a JobControl);
+
+impl Drop for ForgetInit<'_> {
+    fn drop(&mut self) {
+        self.0.init.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Makes a job's processes ahead of its launch (see [`Ahead`]), when the
+/// node gives jobs namespaces (a parked process finds its launch in the
+/// daemon's memory, which only a namespaced start shares). None (logged
+/// when it failed) starts the job at its launch as before; a failure
+/// made ahead is met again there and reported to the home.
+fn park_ahead<'a>(
+    setup: &JobSetup,
+    control: &'a JobControl,
+    prepared: Option<sandbox::PreparedRoot>,
+) -> Option<Ahead<'a>> {
+    if !setup.sandbox.namespaced() {
+        return None;
+    }
+    let filter = job_filter(setup)?;
+    let fail = |what: String| {
+        log::debug!("job {}: not started ahead: {what}", setup.job);
+        None
+    };
+    let stdio = match Stdio::new(None) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("stdio: {e}")),
+    };
+    // The path is the launch's (see `tracer::Parked::launch`).
+    let mut cmd = tracer::Command::new("/");
+    let (jail, cgroup, base) = match sandboxed(setup, false, &stdio, prepared, &mut cmd, None) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let parked = match cmd.park(&filter, &base.fds()) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("park: {e}")),
+    };
+    let init = ForgetInit(control);
+    if let Some(pid) = parked.init_pid() {
+        // A kill (the home abandoned the job) ends it from now on.
+        control.init.store(pid.as_raw(), Ordering::SeqCst);
+    }
+    Some(Ahead {
+        init,
+        parked,
+        jail,
+        cgroup,
+        stdio,
+    })
+}
+
+impl Ahead<'_> {
+    /// Launches the parked process with `cmd`'s program; `at_launch`
+    /// does what depends on the launch (umask, signals, cwd, rlimits).
+    fn launch(
+        self,
+        handler: JobHandler,
+        cmd: &mut tracer::Command,
+        at_launch: Arc<ChildLaunch>,
+        exe: &[u8],
+    ) -> Result<Started, String> {
+        let Ahead {
+            init,
+            parked,
+            jail,
+            cgroup,
+            stdio,
+        } = self;
+        // SAFETY: the hook only makes raw system calls on values prepared
+        // before (ChildLaunch::apply); the Arc is only read.
+        unsafe {
+            cmd.pre_exec(move || at_launch.apply());
+        }
+        // SAFETY: as above.
+        let tracer = unsafe { parked.launch(handler, cmd) }.map_err(|e| start_failed(exe, e))?;
+        // PID 1 lives on with the tracer (the job's end forgets it).
+        std::mem::forget(init);
+        Ok(Started {
+            tracer,
+            jail,
+            cgroup,
+            stdio,
+        })
+    }
+}
+
+/// The job's sandbox (cgroup, namespaces, root) and the command that
+/// starts its process in it with `stdio`, the job's ids and everything
+/// of its setup that does not depend on the launch.
+fn sandboxed(
+    setup: &JobSetup,
+    tty: bool,
+    stdio: &Stdio,
+    prepared: Option<sandbox::PreparedRoot>,
+    cmd: &mut tracer::Command,
+    at_launch: Option<Arc<ChildLaunch>>,
+) -> Result<(sandbox::JobSandbox, Option<CgroupGuard>, Arc<ChildBase>), String> {
+    let limits = CgroupLimits {
+        memory: sandbox::effective_limit(setup.start.limits.memory, setup.memory_cap),
+        pids: sandbox::effective_limit(setup.start.limits.pids, setup.pids_cap),
+    };
+    let read_only = setup.cache.job_dirs();
+    let mut jail = setup
+        .sandbox
+        .job(&mut JobRequest {
+            job: setup.job,
+            job_dir: &setup.job_dir,
+            read_only: &read_only,
+            tty,
+            prepared,
+            limits,
+        })
+        .map_err(|e| format!("cannot make the job's sandbox: {e}"))?;
+    let cgroup = jail.cgroup.take().map(CgroupGuard);
+    if let Some(flags) = jail.namespaces {
+        cmd.pid_namespace(flags);
+        if let Some(cg) = &cgroup {
+            let cg = Arc::clone(&cg.0);
+            cmd.on_init(move |pid| cg.add(pid.as_raw()));
+        }
+        if let Some(plan) = jail.plan.take() {
+            // SAFETY: the plan only makes raw system calls on paths it
+            // prepared (MountPlan::apply).
+            unsafe {
+                cmd.pre_init(move || plan.apply());
+            }
+        }
+    }
+    let base = Arc::new(ChildBase::new(stdio, setup.run_as));
+    let (before, after) = (Arc::clone(&base), Arc::clone(&base));
+    // SAFETY: the hooks only make raw system calls on values prepared
+    // before the fork (see ChildBase); the Arcs are only read.
+    unsafe {
+        // Everything but the uid switch is done while the tracer attaches
+        // (at a start at the launch, what depends on it as well).
+        cmd.pre_attach(move || {
+            before.apply()?;
+            match &at_launch {
+                Some(l) => l.apply(),
+                None => Ok(()),
+            }
+        });
+        cmd.pre_exec(move || after.switch_user());
+    }
+    Ok((jail, cgroup, base))
+}
+
+/// Starts the job's processes at its launch, when none were made ahead
+/// (a `-t` job, a node without namespaces, a start ahead that failed).
+fn spawn_now(
+    setup: &JobSetup,
+    tty: bool,
+    handler: JobHandler,
+    mut cmd: tracer::Command,
+    stdio: Stdio,
+    at_launch: Arc<ChildLaunch>,
+    exe: &[u8],
+) -> Result<Started, String> {
+    let (jail, cgroup, _) = sandboxed(setup, tty, &stdio, None, &mut cmd, Some(at_launch))?;
+    let tracer = cmd.spawn(handler).map_err(|e| start_failed(exe, e))?;
+    Ok(Started {
+        tracer,
+        jail,
+        cgroup,
+        stdio,
+    })
+}
+
+/// Why a start failed, as the home is told.
+fn start_failed(exe: &[u8], e: tracer::SpawnError) -> String {
+    format!("cannot start {}: {e}", String::from_utf8_lossy(exe))
 }
 
 /// Where a job's start and end spent their time, for the debug log.
@@ -835,22 +1052,29 @@ impl AsRawFdOwned for std::io::Stdout {
     }
 }
 
-/// Everything the child does between fork and exec, prepared in advance so
-/// the hook itself allocates nothing.
-struct ChildSetup {
+/// What the child does between fork and exec that does not depend on
+/// the launch (done ahead of it when the job is started ahead), prepared
+/// in advance so the hooks themselves allocate nothing.
+struct ChildBase {
     stdio: [RawFd; 3],
     tty_slave: Option<RawFd>,
-    umask: libc::mode_t,
-    cwd: CString,
     run_as: Option<(u32, u32)>,
-    /// `(resource, soft, hard)`, set before the uid switch.
-    rlimits: [(libc::c_int, u64, u64); 3],
-    /// Bit `n` set: signal `n` starts ignored (the caller's); every other
-    /// signal starts at its default, not at what the daemon has.
-    ignored: u64,
     /// The highest capability the kernel knows (what the bounding set
     /// can hold).
     cap_last: libc::c_int,
+}
+
+/// What the child does at the launch, before its exec: what the launch
+/// says (prepared in advance as well).
+struct ChildLaunch {
+    umask: libc::mode_t,
+    cwd: CString,
+    /// `(resource, soft, hard)`, at most the node's hard limits (so they
+    /// can be set after the uid switch too).
+    rlimits: [(libc::c_int, u64, u64); 3],
+    /// Bit `n` set: signal `n` starts ignored (the caller's); every other
+    /// signal starts at its default (see `ChildBase::apply`).
+    ignored: u64,
 }
 
 /// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`,
@@ -868,10 +1092,50 @@ fn cap_last_cap() -> libc::c_int {
     })
 }
 
-impl ChildSetup {
-    fn new(launch: &Launch, stdio: &Stdio, run_as: Option<(u32, u32)>, cwd: &Path) -> Self {
+impl ChildLaunch {
+    fn new(launch: &Launch, cwd: &Path) -> Self {
         // The mirror of the caller's cwd on central (see FsLayer::enter_dir).
         let cwd = CString::new(cwd.as_os_str().as_bytes()).unwrap_or_else(|_| c"/".to_owned());
+        Self {
+            umask: launch.umask as libc::mode_t,
+            cwd,
+            ignored: launch
+                .ignored_signals
+                .iter()
+                .filter(|&&s| (1..=64).contains(&s))
+                .fold(0u64, |m, &s| m | 1 << (s - 1)),
+            rlimits: sandbox::capped_rlimits(&launch.rlimits),
+        }
+    }
+
+    fn apply(&self) -> std::io::Result<()> {
+        // SAFETY (whole block): raw system calls on strings prepared
+        // before; nothing allocates.
+        unsafe {
+            libc::umask(self.umask);
+            for sig in 1..=64 {
+                if self.ignored & (1 << (sig - 1)) != 0 {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+            }
+            if libc::chdir(self.cwd.as_ptr()) < 0 {
+                check(libc::chdir(c"/".as_ptr()))?;
+            }
+            for (res, soft, hard) in self.rlimits {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                // A limit the node cannot give stays as the node's.
+                libc::setrlimit(res as _, &lim);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChildBase {
+    fn new(stdio: &Stdio, run_as: Option<(u32, u32)>) -> Self {
         let (stdio, tty_slave) = match stdio {
             Stdio::Pipes { child, .. } => (
                 [
@@ -886,22 +1150,24 @@ impl ChildSetup {
         Self {
             stdio,
             tty_slave,
-            umask: launch.umask as libc::mode_t,
-            cwd,
             run_as,
-            ignored: launch
-                .ignored_signals
-                .iter()
-                .filter(|&&s| (1..=64).contains(&s))
-                .fold(0u64, |m, &s| m | 1 << (s - 1)),
-            rlimits: sandbox::capped_rlimits(&launch.rlimits),
             cap_last: cap_last_cap(),
         }
     }
 
+    /// The descriptors the child uses.
+    fn fds(&self) -> Vec<RawFd> {
+        self.stdio
+            .iter()
+            .copied()
+            .chain(self.tty_slave)
+            .filter(|&fd| fd >= 0)
+            .collect()
+    }
+
     fn apply(&self) -> std::io::Result<()> {
-        // SAFETY (whole block): raw system calls on descriptors and strings
-        // prepared before the fork; nothing allocates.
+        // SAFETY (whole block): raw system calls on descriptors prepared
+        // before the fork; nothing allocates.
         unsafe {
             match self.tty_slave {
                 Some(slave) => pty::attach_controlling_terminal(slave)?,
@@ -912,30 +1178,13 @@ impl ChildSetup {
                     }
                 }
             }
-            libc::umask(self.umask);
             for sig in 1..=64 {
                 if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                     continue;
                 }
-                let disposition = if self.ignored & (1 << (sig - 1)) != 0 {
-                    libc::SIG_IGN
-                } else {
-                    libc::SIG_DFL
-                };
                 // glibc refuses its own internal signals (32, 33): they
                 // are at their default in any new program anyway.
-                libc::signal(sig, disposition);
-            }
-            if libc::chdir(self.cwd.as_ptr()) < 0 {
-                check(libc::chdir(c"/".as_ptr()))?;
-            }
-            for (res, soft, hard) in self.rlimits {
-                let lim = libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
-                };
-                // A limit the node cannot give stays as the node's.
-                libc::setrlimit(res as _, &lim);
+                libc::signal(sig, libc::SIG_DFL);
             }
             if self.run_as.is_some() {
                 // No capability can come back: empty the bounding set

@@ -269,6 +269,11 @@ impl NodeSandbox {
         self.mode
     }
 
+    /// Whether jobs get namespaces (a PID 1 of their own).
+    pub fn namespaced(&self) -> bool {
+        self.mode != Mode::Off
+    }
+
     /// The cgroup hierarchy jobs go in, if any.
     pub fn cgroups(&self) -> Option<&Layout> {
         self.cgroups.as_ref()

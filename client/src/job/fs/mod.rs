@@ -406,33 +406,39 @@ impl FsLayer {
 
     /// The calls the layer stops.
     pub fn subscriptions(&self) -> SyscallSet {
+        Self::calls(&self.cfg)
+    }
+
+    /// The calls a layer with `cfg` stops (known before the job's layer
+    /// is made: the node builds its filter once).
+    pub fn calls(cfg: &FsConfig) -> SyscallSet {
         use Sysno::*;
         let mut s = SyscallSet::diatom_files();
         s.insert(umask);
-        if self.cfg.central_fstat {
+        if cfg.central_fstat {
             // Every fstat too, not only the path forms.
             s.insert(fstat).insert(newfstatat).insert(statx);
         }
         let at_least = Rule::UnlessArgBelow {
             arg: 0,
-            min: self.cfg.write_fd_min,
+            min: cfg.write_fd_min,
         };
         s.insert_rule(close, at_least);
         s.insert_rule(fsync, at_least);
         s.insert_rule(fdatasync, at_least);
-        if self.cfg.stream_min < u64::MAX {
+        if cfg.stream_min < u64::MAX {
             for &(nr, arg) in stream::STOPPED {
                 let rule = if nr == mmap {
                     // An anonymous mapping passes -1: only the range stops.
                     Rule::OnlyArgIn {
                         arg,
-                        min: self.cfg.stream_fd_min,
+                        min: cfg.stream_fd_min,
                         max: stream::STREAM_FD_MAX,
                     }
                 } else {
                     Rule::UnlessArgBelow {
                         arg,
-                        min: self.cfg.stream_fd_min,
+                        min: cfg.stream_fd_min,
                     }
                 };
                 s.insert_rule(nr, rule);

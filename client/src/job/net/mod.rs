@@ -120,6 +120,12 @@ impl NetLayer {
     /// pointer, so an address at a multiple of 4 GiB is missed (such a
     /// call then acts on the job's own network namespace).
     pub fn subscriptions(&self) -> SyscallSet {
+        Self::calls()
+    }
+
+    /// The calls every network layer stops (see
+    /// [`NetLayer::subscriptions`]).
+    pub fn calls() -> SyscallSet {
         use Sysno::*;
         let mut s: SyscallSet = [
             connect,
