@@ -2,6 +2,7 @@
 //! and the job's home (the `diatom exec` process that serves a job's
 //! requests with the caller's own permissions).
 
+pub mod alloc;
 pub mod cli;
 pub mod cmd;
 pub mod config;

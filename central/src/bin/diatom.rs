@@ -7,30 +7,11 @@ use clap::Parser;
 use diatom_central::cli::{parse_signal, Cli, Command};
 use diatom_central::cmd::{self, admin, chain, fail};
 
-/// musl's allocator maps and unmaps every large buffer (page faults and
-/// TLB shootdowns on each file read the home serves); the static CLI is
-/// built against musl for its ~0.15 ms start (glibc's start probes the CPU
-/// with dozens of CPUID instructions, each a VM exit here).
+/// musl's malloc unmaps every large block when freed: see
+/// `diatom_central::alloc` for why the static (musl) CLI keeps some.
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc gives freed memory back to the kernel 10 ms after its last use;
-/// the home's file reads allocate a fresh buffer per Read (up to 16 MiB,
-/// freed by another thread once sent), so they kept faulting in (and
-/// zeroing) new pages: cold reads ~20 % slower than with glibc's malloc.
-/// `diatom` lives as long as one job; its memory returns at its exit.
-#[cfg(target_env = "musl")]
-fn tune_allocator() {
-    extern "C" {
-        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    }
-    /// `mi_option_purge_delay` in mimalloc.h (v3, the version the pinned
-    /// `mimalloc` crate builds).
-    const PURGE_DELAY: std::ffi::c_int = 15;
-    // SAFETY: sets one of mimalloc's options, valid at any time.
-    unsafe { mi_option_set(PURGE_DELAY, -1) };
-}
+static ALLOC: diatom_central::alloc::CachingAlloc = diatom_central::alloc::CachingAlloc;
 
 fn print(out: Result<String, String>) -> ExitCode {
     match out {
@@ -50,8 +31,6 @@ fn print(out: Result<String, String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    #[cfg(target_env = "musl")]
-    tune_allocator();
     let cli = Cli::parse();
     diatom_client::config::init_logging(cli.verbose, cli.quiet);
     match &cli.command {
