@@ -259,12 +259,7 @@ fn run_job(
     // Everything of the start the launch's contents do not change is done
     // while the launch is on its way (see `park_ahead`).
     let mut phases = Phases::new(std::time::Instant::now());
-    let ahead = park_ahead(setup, control, prepared);
-    phases.mark(if ahead.is_some() {
-        "parked"
-    } else {
-        "not parked"
-    });
+    let ahead = park_ahead(setup, control, prepared, &mut phases);
     let (req, launch) = wait_launch(net, control)?;
     let t0 = std::time::Instant::now();
     // Near 0: the launch came before the work ahead was done.
@@ -579,6 +574,7 @@ fn park_ahead<'a>(
     setup: &JobSetup,
     control: &'a JobControl,
     prepared: Option<sandbox::PreparedRoot>,
+    phases: &mut Phases,
 ) -> Option<Ahead<'a>> {
     if !setup.sandbox.namespaced() {
         return None;
@@ -598,10 +594,12 @@ fn park_ahead<'a>(
         Ok(x) => x,
         Err(e) => return fail(e),
     };
+    phases.mark("ahead: sandbox");
     let parked = match cmd.park(&filter, &base.fds()) {
         Ok(p) => p,
         Err(e) => return fail(format!("park: {e}")),
     };
+    phases.mark("ahead: parked");
     let init = ForgetInit(control);
     if let Some(pid) = parked.init_pid() {
         // A kill (the home abandoned the job) ends it from now on.
