@@ -493,3 +493,43 @@ fn sandbox_embedded_unprivileged_user_namespace() {
         describe(&out)
     );
 }
+
+/// A job whose launch never comes (its home gives up before sending it:
+/// here the program's interpreter does not exist on central) leaves
+/// nothing on the node: what was made ahead of the launch (PID 1 and the
+/// parked program's process) is killed and reaped, the job's record ends,
+/// and the node runs the next job normally.
+#[test]
+fn sandbox_a_start_without_launch_leaves_nothing() {
+    if !require_root("sandbox_a_start_without_launch_leaves_nothing") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("sbnolaunch").start();
+    set_mode(c.dir(), 0o755);
+    let script = c.path("no-interpreter");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    set_mode(&script, 0o755);
+    let out = exec(&c, &[script.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
+    // The node tears the job down after it acknowledged the abandon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = c.node_processes(1);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes of a job that was never launched are left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let jobs = c.ps_json(true);
+    let jobs = jobs.as_array().unwrap();
+    assert!(!jobs.is_empty(), "the job is not recorded: {jobs:?}");
+    assert!(
+        jobs.iter().all(|j| j["state"] != "running"),
+        "a job that was never launched is still running: {jobs:?}"
+    );
+    next_job_runs(&c, "a start without launch");
+}
