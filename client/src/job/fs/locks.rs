@@ -102,7 +102,7 @@ impl Locks {
 }
 
 /// The tracer's own descriptor of descriptor `fd` of process `pid`.
-fn take_fd(pid: Pid, fd: i32) -> Result<OwnedFd, Errno> {
+pub(super) fn take_fd(pid: Pid, fd: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open returns a new descriptor or -1.
     let p = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if p < 0 {
@@ -120,7 +120,7 @@ fn take_fd(pid: Pid, fd: i32) -> Result<OwnedFd, Errno> {
 }
 
 /// Whether descriptor `fd` of `pid` is the open file description `mine`.
-fn same_description(mine: &OwnedFd, pid: Pid, fd: i32) -> bool {
+pub(super) fn same_description(mine: &OwnedFd, pid: Pid, fd: i32) -> bool {
     // SAFETY: kcmp takes plain integers.
     let r = unsafe {
         libc::syscall(

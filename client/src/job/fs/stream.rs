@@ -13,16 +13,27 @@
 //! descriptor below the range (`dup`, `dup2`, `dup3`, `fcntl`). Each such
 //! stop waits until the bytes the call can reach have arrived, then lets
 //! it run natively; once the file is complete they return at once.
+//!
+//! A stop costs the job a context switch and the tracer its work, and
+//! `cat` makes 8192 of them per GiB: so the tracer keeps its own
+//! descriptor of each open file description it has seen stopping (taken
+//! with `pidfd_getfd`), recognises it at the next stop with one
+//! `kcmp(KCMP_FILE)` and reads the shared file position with `lseek` on
+//! it, instead of resolving `/proc/TID/fd/N` and parsing
+//! `/proc/TID/fdinfo/N` at every call.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
+use nix::unistd::Pid;
 use syscalls::Sysno;
 use tracer::{Action, SyscallStop, TraceeMemory};
 
 use super::fds::{open_in_range, Placed};
 use super::fetch::{self, STREAM_WAIT};
+use super::locks::{same_description, take_fd};
 use super::FsLayer;
 
 /// One file still arriving.
@@ -32,7 +43,15 @@ pub(crate) struct Live {
     /// (dev, ino) of the partial file (the mirror entry and descriptors).
     pub key: (u64, u64),
     pub stream: fetch::Stream,
+    /// Descriptors of the job seen reading it: (thread, descriptor, the
+    /// tracer's own descriptor of the same open file description), at most
+    /// [`SEEN_MAX`], most recent last.
+    pub seen: Vec<(Pid, i32, OwnedFd)>,
 }
+
+/// How many of the job's descriptors each file still arriving remembers
+/// (a `cat` needs one; more only cost a `kcmp` each per stop).
+const SEEN_MAX: usize = 8;
 
 /// The calls stopped for descriptors in the streaming range, and the
 /// argument holding the descriptor.
@@ -53,7 +72,7 @@ pub(crate) const STOPPED: &[(Sysno, u8)] = &[
     (Sysno::mmap, 4),
 ];
 
-fn file_pos(tid: nix::unistd::Pid, fd: i32) -> Option<u64> {
+fn file_pos(tid: Pid, fd: i32) -> Option<u64> {
     fdinfo_value(tid, fd, "pos:", 10)
 }
 
@@ -134,6 +153,7 @@ impl FsLayer {
             central: c.to_vec(),
             key: (m.dev(), m.ino()),
             stream,
+            seen: Vec::new(),
         });
         Ok(StreamStart::Streaming)
     }
@@ -174,7 +194,14 @@ impl FsLayer {
     /// the bytes it can touch have arrived.
     pub(crate) fn stream_call(&mut self, stop: &mut SyscallStop<'_>, nr: Sysno) -> Action {
         self.streams.retain(|l| !l.stream.part.is_finished());
-        if self.streams.is_empty() {
+        // Nothing left to wait for (every byte of every live transfer has
+        // arrived and been hashed; only their fsync may be running): every
+        // call runs natively as it would once they are finished.
+        if self
+            .streams
+            .iter()
+            .all(|l| l.stream.part.ready_up_to() >= l.stream.part.size())
+        {
             return Action::Continue;
         }
         let arg = STOPPED
@@ -185,21 +212,29 @@ impl FsLayer {
         if fd < 0 {
             return Action::Continue;
         }
-        let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", stop.tid())) else {
-            return Action::Continue; // EBADF, natively
+        let tid = stop.tid();
+        let Some((index, mine)) = self.stream_of(stop.pid(), tid, fd) else {
+            return Action::Continue; // EBADF, natively, or not arriving
         };
-        let key = (m.dev(), m.ino());
-        let Some(live) = self.streams.iter().find(|l| l.key == key) else {
-            return Action::Continue;
+        let live = &self.streams[index];
+        // The open file description's position: through the tracer's own
+        // descriptor of it when it has one.
+        let pos = || match mine {
+            Some(raw) => {
+                // SAFETY: lseek on a descriptor the tracer owns.
+                let p = unsafe { libc::lseek(raw, 0, libc::SEEK_CUR) };
+                u64::try_from(p).ok()
+            }
+            None => file_pos(tid, fd),
         };
         let a = stop.args();
         let end = match nr {
-            Sysno::read => file_pos(stop.tid(), fd).map(|p| p.saturating_add(a[2])),
+            Sysno::read => pos().map(|p| p.saturating_add(a[2])),
             Sysno::pread64 => Some(a[3].saturating_add(a[2])),
             Sysno::readv | Sysno::preadv | Sysno::preadv2 => {
                 // readv, and preadv2 with offset -1: the file position.
                 let at = if nr == Sysno::readv || a[3] as i64 == -1 {
-                    file_pos(stop.tid(), fd)
+                    pos()
                 } else {
                     Some(a[3])
                 };
@@ -227,6 +262,51 @@ impl FsLayer {
             );
             Action::errno(Errno::EIO)
         }
+    }
+
+    /// The live transfer descriptor `fd` of thread `tid` (of process
+    /// `pid`) reads, and the tracer's own descriptor of its open file
+    /// description if it could take one (`None`: not a descriptor of a
+    /// file still arriving, or no such descriptor).
+    fn stream_of(&mut self, pid: Pid, tid: Pid, fd: i32) -> Option<(usize, Option<i32>)> {
+        for (i, l) in self.streams.iter().enumerate() {
+            let hit = l
+                .seen
+                .iter()
+                .find(|(t, f, mine)| *t == tid && *f == fd && same_description(mine, tid, fd));
+            if let Some((_, _, mine)) = hit {
+                return Some((i, Some(mine.as_raw_fd())));
+            }
+        }
+        // First stop of this descriptor (or it now names another
+        // description): take the tracer's own copy and find its file.
+        // `pidfd_getfd` reads the process's descriptor table, which a
+        // thread made without `CLONE_FILES` does not share: then the
+        // position comes from `/proc` at every stop.
+        let mine = take_fd(pid, fd)
+            .ok()
+            .filter(|mine| same_description(mine, tid, fd));
+        let Some(mine) = mine else {
+            let m = std::fs::metadata(format!("/proc/{tid}/fd/{fd}")).ok()?;
+            let i = self
+                .streams
+                .iter()
+                .position(|l| l.key == (m.dev(), m.ino()))?;
+            return Some((i, None));
+        };
+        let m = nix::sys::stat::fstat(mine.as_raw_fd()).ok()?;
+        let i = self
+            .streams
+            .iter()
+            .position(|l| l.key == (m.st_dev, m.st_ino))?;
+        let seen = &mut self.streams[i].seen;
+        seen.retain(|(t, f, _)| (*t, *f) != (tid, fd));
+        if seen.len() >= SEEN_MAX {
+            seen.remove(0);
+        }
+        let raw = mine.as_raw_fd();
+        seen.push((tid, fd, mine));
+        Some((i, Some(raw)))
     }
 }
 
