@@ -242,6 +242,29 @@ impl State {
         self.maybe_compact();
     }
 
+    /// Drops objects `gone` (already off the disk) and every entry that
+    /// names one of them.
+    fn forget(&mut self, gone: &std::collections::HashSet<Hash>) {
+        for hash in gone {
+            if let Some(info) = self.objects.remove(hash) {
+                self.bytes -= info.size;
+            }
+        }
+        let dead: Vec<Vec<u8>> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| gone.contains(&e.hash))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for path in dead {
+            self.entries.remove(&path);
+            if let Err(e) = self.log.append(&Record::Remove { path }) {
+                log::warn!("cache index not updated: {e}");
+            }
+        }
+        self.maybe_compact();
+    }
+
     fn maybe_compact(&mut self) {
         if self.log.wants_compaction(self.entries.len()) {
             if let Err(e) = self.log.compact(self.entries.iter()) {
@@ -430,7 +453,7 @@ impl Cache {
                 return None;
             }
         };
-        let Some(size) = st.touch(&hash) else {
+        let Some(size) = self.live(&mut st, &hash) else {
             st.misses += 1;
             return None;
         };
@@ -442,10 +465,31 @@ impl Cache {
         })
     }
 
+    /// The size of object `hash` when it is cached and still on the disk
+    /// whole. An object deleted or cut short behind the daemon's back (by
+    /// hand, a full disk's cleanup) is forgotten, so it is fetched again
+    /// instead of failing every job that needs it.
+    fn live(&self, st: &mut State, hash: &Hash) -> Option<u64> {
+        let size = st.touch(hash)?;
+        let p = self.object_path(hash);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.len() == size => Some(size),
+            found => {
+                log::warn!(
+                    "cache object {} is {}: fetched again",
+                    p.display(),
+                    if found.is_ok() { "cut short" } else { "gone" }
+                );
+                st.forget(&std::collections::HashSet::from([*hash]));
+                None
+            }
+        }
+    }
+
     /// The object with this content, whatever path it came from.
     pub fn lookup_hash(&self, hash: &Hash) -> Option<PathBuf> {
         let mut st = self.state();
-        if st.touch(hash).is_some() {
+        if self.live(&mut st, hash).is_some() {
             st.hits += 1;
             Some(self.object_path(hash))
         } else {
@@ -459,7 +503,7 @@ impl Cache {
     /// came earlier under another path). `None`: fetch it.
     pub fn link(&self, path: &Path, identity: &FileIdentity, hash: &Hash) -> Option<CachedObject> {
         let mut st = self.state();
-        let Some(size) = st.touch(hash) else {
+        let Some(size) = self.live(&mut st, hash) else {
             st.misses += 1;
             return None;
         };
@@ -587,33 +631,22 @@ impl Cache {
         let mut freed = 0;
         let mut gone = std::collections::HashSet::new();
         for (_, hash, size) in by_age {
-            if st.bytes <= max_bytes {
+            if st.bytes - freed <= max_bytes {
                 break;
             }
             let p = self.object_path(&hash);
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", &p)(e)),
+                Err(e) => {
+                    st.forget(&gone);
+                    return Err(io_err("remove", &p)(e));
+                }
             }
-            st.objects.remove(&hash);
-            st.bytes -= size;
             freed += size;
             gone.insert(hash);
         }
-        let dead: Vec<Vec<u8>> = st
-            .entries
-            .iter()
-            .filter(|(_, e)| gone.contains(&e.hash))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for path in dead {
-            st.entries.remove(&path);
-            if let Err(e) = st.log.append(&Record::Remove { path }) {
-                log::warn!("cache index not updated: {e}");
-            }
-        }
-        st.maybe_compact();
+        st.forget(&gone);
         Ok(freed)
     }
 

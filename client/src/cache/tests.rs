@@ -133,6 +133,47 @@ fn bad_hash_or_size_stores_nothing() {
 }
 
 #[test]
+fn an_object_gone_from_the_disk_is_fetched_again() {
+    let t = TempDir::new();
+    let c = Cache::open(&t.0).unwrap();
+    let data = content(30_000, 9);
+    let (a, b) = (Path::new("/bin/a"), Path::new("/bin/b"));
+    let obj = c.insert(a, &ident(&data, 1), None, &data[..]).unwrap();
+    c.insert(b, &ident(&data, 2), Some(obj.hash), &data[..])
+        .unwrap();
+    // Deleted behind the daemon's back: a miss (both paths), not a path
+    // that cannot be opened.
+    std::fs::remove_file(&obj.path).unwrap();
+    assert_eq!(c.lookup(a, &ident(&data, 1)), None);
+    assert_eq!(c.lookup(b, &ident(&data, 2)), None);
+    assert_eq!(c.lookup_hash(&obj.hash), None);
+    let s = c.stats();
+    assert_eq!((s.objects, s.bytes, s.entries), (0, 0, 0));
+    // Fetched again, it is read (not linked to the lost object).
+    let again = c
+        .insert(a, &ident(&data, 1), Some(obj.hash), &data[..])
+        .unwrap();
+    assert_eq!(std::fs::read(&again.path).unwrap(), data);
+    // Cut short: the same.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&again.path)
+        .or_else(|_| {
+            std::fs::set_permissions(&again.path, Permissions::from_mode(0o600))?;
+            std::fs::OpenOptions::new().write(true).open(&again.path)
+        })
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert_eq!(c.lookup(a, &ident(&data, 1)), None);
+    // The forgetting survives a restart.
+    drop(c);
+    let c = Cache::open(&t.0).unwrap();
+    assert_eq!(c.lookup(a, &ident(&data, 1)), None);
+    assert_eq!(c.stats().entries, 0);
+}
+
+#[test]
 fn same_content_under_two_paths_is_one_object() {
     let t = TempDir::new();
     let c = Cache::open(&t.0).unwrap();
