@@ -679,9 +679,19 @@ fn sandboxed(
     let cgroup = jail.cgroup.take().map(CgroupGuard);
     if let Some(flags) = jail.namespaces {
         cmd.pid_namespace(flags);
-        if let Some(cg) = &cgroup {
-            let cg = Arc::clone(&cg.0);
-            cmd.on_init(move |pid| cg.add(pid.as_raw()));
+        let cg = cgroup.as_ref().map(|cg| Arc::clone(&cg.0));
+        let mut root = jail.root_ahead.take();
+        if cg.is_some() || root.is_some() {
+            // PID 1 joins the cgroup, then gets the root built meanwhile.
+            cmd.on_init(move |pid| {
+                if let Some(cg) = &cg {
+                    cg.add(pid.as_raw())?;
+                }
+                match root.as_mut() {
+                    Some(r) => r.send(),
+                    None => Ok(()),
+                }
+            });
         }
         if let Some(plan) = jail.plan.take() {
             // SAFETY: the plan only makes raw system calls on paths it

@@ -326,9 +326,11 @@ impl NodeSandbox {
         // A root built ahead fits a job without a terminal (a `-t` job's
         // root has the node's /dev/pts).
         let prepared = match req.prepared.take() {
-            Some(p) if self.mode == Mode::Full && !req.tty => p.take(),
+            Some(p) if self.mode == Mode::Full && !req.tty => Some(p),
             _ => None,
         };
+        let mut mntns = None;
+        let mut root_ahead = None;
         let (flags, plan) = match self.mode {
             Mode::Off => (None, None),
             Mode::Full | Mode::UserNamespace => {
@@ -352,13 +354,29 @@ impl NodeSandbox {
                     // The namespaces made ahead are entered, not made.
                     spec.join.iter().fold(NAMESPACES, |f, &(_, ns)| f & !ns)
                 };
-                let plan = match prepared.as_ref() {
-                    Some(mntns) => {
-                        // PID 1 enters the root built ahead: no copy of
-                        // the node's mounts to make and undo.
+                // PID 1 enters the root built ahead: no copy of the
+                // node's mounts to make and undo. It may start before the
+                // root is done, and then waits for it (RootAhead::send).
+                let plan = match prepared.map(RootAhead::new) {
+                    Some(Ok(root)) => {
                         flags &= !libc::CLONE_NEWNS;
-                        MountPlan::enter(&spec, mntns.as_raw_fd())
+                        let plan = MountPlan::enter_sent(
+                            &spec,
+                            root.theirs.as_raw_fd(),
+                            root.ours.as_raw_fd(),
+                        );
+                        root_ahead = Some(root);
+                        plan
                     }
+                    Some(Err(prepared)) => match prepared.take() {
+                        Some(ns) => {
+                            flags &= !libc::CLONE_NEWNS;
+                            let plan = MountPlan::enter(&spec, ns.as_raw_fd());
+                            mntns = Some(ns);
+                            plan
+                        }
+                        None => MountPlan::new(&spec)?,
+                    },
                     None => MountPlan::new(&spec)?,
                 };
                 (Some(flags), Some(plan))
@@ -368,7 +386,8 @@ impl NodeSandbox {
             cgroup,
             own_netns: spare_ns.is_some() || flags.is_some_and(|f| f & libc::CLONE_NEWNET != 0),
             namespaces_ahead: spare_ns,
-            mntns: prepared,
+            mntns,
+            root_ahead,
             namespaces: flags,
             plan,
             limits: req.limits,
@@ -422,6 +441,10 @@ pub struct JobSandbox {
     /// The mount namespace with the job's root, when built ahead (kept
     /// open until PID 1 has entered it).
     pub mntns: Option<OwnedFd>,
+    /// The root still being built ahead, for PID 1 once it is done: the
+    /// caller must [`RootAhead::send`] it once PID 1 exists (its
+    /// `pre_init` waits for it).
+    pub root_ahead: Option<RootAhead>,
     /// Its root, built by the namespaces' PID 1.
     pub plan: Option<MountPlan>,
     /// Its limits.
@@ -468,6 +491,59 @@ pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
 /// (see [`NodeSandbox::prepare_root`]).
 #[derive(Debug)]
 pub struct PreparedRoot(std::thread::JoinHandle<std::io::Result<Vec<OwnedFd>>>);
+
+/// A root being built ahead (a [`PreparedRoot`]) and the socket on which
+/// the job's PID 1 waits for it (see [`MountPlan::enter_sent`]).
+#[derive(Debug)]
+pub struct RootAhead {
+    prepared: Option<PreparedRoot>,
+    /// The daemon's end.
+    ours: OwnedFd,
+    /// PID 1's end (it gets a copy at its clone).
+    theirs: OwnedFd,
+}
+
+impl RootAhead {
+    /// The socket pair for `prepared` (it comes back when none can be
+    /// made: the caller then waits for the root before PID 1 starts).
+    fn new(prepared: PreparedRoot) -> Result<Self, PreparedRoot> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        match socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        ) {
+            Ok((ours, theirs)) => Ok(RootAhead {
+                prepared: Some(prepared),
+                ours,
+                theirs,
+            }),
+            Err(e) => {
+                log::debug!("sandbox: no socket for the root made ahead ({e})");
+                Err(prepared)
+            }
+        }
+    }
+
+    /// Waits until the root is built and sends its mount namespace to the
+    /// job's PID 1. A root that could not be built is an error (and PID 1
+    /// is told: its `pre_init` fails).
+    pub fn send(&mut self) -> std::io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let ns = self.prepared.take().and_then(PreparedRoot::take);
+        let fds: Vec<RawFd> = ns.iter().map(AsRawFd::as_raw_fd).collect();
+        let rights = [ControlMessage::ScmRights(&fds)];
+        let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+        let iov = [std::io::IoSlice::new(b"r")];
+        sendmsg::<()>(self.ours.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
+            .map_err(std::io::Error::from)?;
+        if ns.is_none() {
+            return Err(std::io::Error::other("the job's root made ahead failed"));
+        }
+        Ok(())
+    }
+}
 
 impl PreparedRoot {
     /// The mount namespace holding the root, once built (None, logged,

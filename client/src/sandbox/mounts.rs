@@ -56,6 +56,14 @@ enum Op {
     /// prepared with its root (see [`MountPlan::prepare`]: root and cwd
     /// become its root).
     Join(std::os::fd::RawFd, libc::c_int),
+    /// Close `peer` (the daemon's end of `sock`), then wait for a
+    /// namespace's descriptor on `sock` (sent once that namespace is
+    /// ready, see [`MountPlan::enter_sent`]) and enter it as `Join` does.
+    JoinSent {
+        sock: std::os::fd::RawFd,
+        peer: std::os::fd::RawFd,
+        ns: libc::c_int,
+    },
 }
 
 /// What the job's root holds.
@@ -144,8 +152,28 @@ impl MountPlan {
     /// namespace, `/proc` of the job's PID namespace, and `lo` of a network
     /// namespace the clone made (no spare was ready).
     pub fn enter(spec: &RootSpec, mntns: std::os::fd::RawFd) -> Self {
+        Self::entering(spec, Op::Join(mntns, libc::CLONE_NEWNS))
+    }
+
+    /// [`MountPlan::enter`] for a root still being made when PID 1
+    /// starts: PID 1 enters the namespaces made ahead, then waits for the
+    /// prepared mount namespace's descriptor on `sock` (the daemon sends
+    /// it on `peer` once the root is built, see
+    /// `NodeSandbox::job`), so making PID 1 and building the root overlap.
+    pub fn enter_sent(spec: &RootSpec, sock: std::os::fd::RawFd, peer: std::os::fd::RawFd) -> Self {
+        Self::entering(
+            spec,
+            Op::JoinSent {
+                sock,
+                peer,
+                ns: libc::CLONE_NEWNS,
+            },
+        )
+    }
+
+    fn entering(spec: &RootSpec, mount_namespace: Op) -> Self {
         let mut ops: Vec<Op> = spec.join.iter().map(|&(fd, ns)| Op::Join(fd, ns)).collect();
-        ops.push(Op::Join(mntns, libc::CLONE_NEWNS));
+        ops.push(mount_namespace);
         ops.push(proc_mount(c"/proc".to_owned()));
         if spec.clone_makes_netns() {
             ops.push(Op::LoopbackUp);
@@ -378,10 +406,63 @@ impl MountPlan {
                     }
                     Op::LoopbackUp => loopback_up()?,
                     Op::Join(fd, ns) => check(libc::setns(*fd, *ns))?,
+                    Op::JoinSent { sock, peer, ns } => {
+                        libc::close(*peer);
+                        let fd = receive_fd(*sock)?;
+                        let entered = libc::setns(fd, *ns);
+                        libc::close(fd);
+                        check(entered)?;
+                    }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Receives one descriptor (`SCM_RIGHTS`) on `sock`; a message without
+/// one (the sender had none to give) or the end of the socket is
+/// `ECANCELED`. Raw calls on local buffers: no allocation (PID 1).
+fn receive_fd(sock: std::os::fd::RawFd) -> std::io::Result<std::os::fd::RawFd> {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // CMSG_SPACE(sizeof(int)), aligned as a cmsghdr.
+    let mut space = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below is to a
+    // local that outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space) as _;
+    let n = loop {
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        break n;
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the control buffer the kernel filled, read within the
+    // lengths it reported.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if n == 0
+            || c.is_null()
+            || (*c).cmsg_level != libc::SOL_SOCKET
+            || (*c).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(std::io::Error::from_raw_os_error(libc::ECANCELED));
+        }
+        Ok(std::ptr::read_unaligned(
+            libc::CMSG_DATA(c).cast::<libc::c_int>(),
+        ))
     }
 }
 
