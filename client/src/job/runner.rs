@@ -1072,6 +1072,10 @@ struct ChildBase {
     cap_last: libc::c_int,
 }
 
+/// The umask a job's process gets before its launch says which (most
+/// callers' own): at the launch only another one is set.
+const USUAL_UMASK: libc::mode_t = 0o022;
+
 /// What the child does at the launch, before its exec: what the launch
 /// says (prepared in advance as well).
 struct ChildLaunch {
@@ -1120,7 +1124,11 @@ impl ChildLaunch {
         // SAFETY (whole block): raw system calls on strings prepared
         // before; nothing allocates.
         unsafe {
-            libc::umask(self.umask);
+            if self.umask != USUAL_UMASK {
+                // The usual one was set ahead (ChildBase::apply): one
+                // traced stop fewer for a parked process.
+                libc::umask(self.umask);
+            }
             for sig in 1..=64 {
                 if self.ignored & (1 << (sig - 1)) != 0 {
                     libc::signal(sig, libc::SIG_IGN);
@@ -1186,6 +1194,7 @@ impl ChildBase {
                     }
                 }
             }
+            libc::umask(USUAL_UMASK);
             for sig in 1..=64 {
                 if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                     continue;
