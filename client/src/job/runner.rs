@@ -349,7 +349,24 @@ fn run_job(
         return Err(why);
     }
     let started = match (ahead, stdio) {
-        (Some(ahead), _) => ahead.launch(handler, &mut cmd, at_launch, &launch.exe),
+        (Some(ahead), _) if ahead.fits(&handler) => {
+            ahead.launch(handler, &mut cmd, at_launch, &launch.exe)
+        }
+        (Some(ahead), _) => {
+            // Not reached while the subscriptions are the daemon's
+            // (job_filter); should they ever depend on the job, it starts
+            // as without a process made ahead rather than failing.
+            log::warn!(
+                "job {}: its handler's subscriptions are not the filter made ahead: started at its launch",
+                setup.job
+            );
+            drop(ahead);
+            Stdio::new(None)
+                .map_err(|e| format!("cannot make the job's stdio: {e}"))
+                .and_then(|stdio| {
+                    spawn_now(setup, false, handler, cmd, stdio, at_launch, &launch.exe)
+                })
+        }
         (None, Some(stdio)) => spawn_now(
             setup,
             launch.tty.is_some(),
@@ -550,6 +567,8 @@ struct Ahead<'a> {
     /// reaped (declared first: dropped first).
     init: ForgetInit<'a>,
     parked: tracer::Parked,
+    /// The filter the process has.
+    filter: Arc<tracer::Filter>,
     jail: sandbox::JobSandbox,
     cgroup: Option<CgroupGuard>,
     stdio: Stdio,
@@ -608,6 +627,7 @@ fn park_ahead<'a>(
     Some(Ahead {
         init,
         parked,
+        filter,
         jail,
         cgroup,
         stdio,
@@ -615,6 +635,12 @@ fn park_ahead<'a>(
 }
 
 impl Ahead<'_> {
+    /// Whether `handler` subscribes to what the parked process's filter
+    /// stops.
+    fn fits(&self, handler: &JobHandler) -> bool {
+        tracer::Handler::subscriptions(handler) == *self.filter.subscriptions()
+    }
+
     /// Launches the parked process with `cmd`'s program; `at_launch`
     /// does what depends on the launch (umask, signals, cwd, rlimits).
     fn launch(
@@ -627,6 +653,7 @@ impl Ahead<'_> {
         let Ahead {
             init,
             parked,
+            filter: _,
             jail,
             cgroup,
             stdio,
