@@ -671,6 +671,7 @@ impl Shared {
     fn flush(self: &Arc<Self>, st: &mut State, now: Instant) {
         while let Some(t) = st.ep.poll_transmit(now) {
             send(&self.socket, &t.bytes, t.dest);
+            st.ep.sent(t);
         }
         while let Some(ev) = st.ep.poll_event() {
             match ev {

@@ -250,7 +250,16 @@ pub struct Endpoint {
     scratch: Vec<u8>,
     answered: Vec<u64>,
     pool: BufPool,
+    /// Sent datagrams' buffers handed back ([`Endpoint::sent`]), for the
+    /// next ones: at most [`SPARE_DATAGRAMS`].
+    spare_datagrams: Vec<Vec<u8>>,
 }
+
+/// Most sent datagrams' buffers an endpoint keeps for reuse. A bulk
+/// transfer seals one ~64 KiB datagram after another; with a fresh
+/// allocation each, an allocator that gives such blocks back to the system
+/// at once (musl's) page-faults and zeroes every byte sent again.
+pub const SPARE_DATAGRAMS: usize = 8;
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -290,6 +299,7 @@ impl Endpoint {
             replay: ReplayGuard::new(cfg.replay_capacity, resend)
                 .trusting_first_contact(!cfg.challenge_first_contact),
             pool: BufPool::new(cfg.recycle_limit),
+            spare_datagrams: Vec::new(),
             cfg,
             keys,
             sender_id,
@@ -475,6 +485,14 @@ impl Endpoint {
         self.pool.give(payload);
     }
 
+    /// Takes back a datagram from [`Endpoint::poll_transmit`] once it has
+    /// been sent, so that its buffer carries a later one.
+    pub fn sent(&mut self, t: Transmit) {
+        if self.spare_datagrams.len() < SPARE_DATAGRAMS && t.bytes.capacity() <= MAX_UDP_PAYLOAD {
+            self.spare_datagrams.push(t.bytes);
+        }
+    }
+
     /// Feeds one received datagram. Anything bad is dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         if bytes.len() > self.cfg.datagram_size_for(from) {
@@ -647,7 +665,9 @@ impl Endpoint {
                 .first()
                 .copied()
                 .unwrap_or(self.next_request_id);
-            let mut buf = Vec::with_capacity(conn.mtu);
+            let mut buf = self.spare_datagrams.pop().unwrap_or_default();
+            buf.clear();
+            buf.reserve(conn.mtu);
             buf.resize(HEADER_LEN, 0);
             if !conn.build(now, &self.cfg, floor, &mut buf) {
                 continue;

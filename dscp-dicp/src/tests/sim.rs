@@ -195,8 +195,11 @@ impl Sim {
             let (down, from) = (node.down, node.addr);
             for t in out {
                 if !down {
-                    self.inject(from, t.dest, t.bytes);
+                    self.inject(from, t.dest, t.bytes.clone());
                 }
+                // As the driver does: the sent buffer carries a later
+                // datagram (what it held before must never leak into one).
+                self.nodes[i].ep.sent(t);
             }
         }
     }
