@@ -555,7 +555,15 @@ impl Resolver {
 /// checks: exists, regular, executable by us (and readable, since central
 /// must ship it).
 fn open_exec(path: &Path) -> Result<(File, Metadata), ClosureError> {
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO (or a device) named as the program or its
+    // interpreter must be refused as execve refuses it, not wait forever
+    // for a writer; no-op for the regular files that pass.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
     let meta = file.metadata().map_err(|e| io_error(path, e))?;
     if meta.is_dir() {
         return Err(ClosureError::IsADirectory(path.to_path_buf()));

@@ -1063,6 +1063,19 @@ fn resolve_program_cases() {
         exec_closure(&bin, &os(&["x"]), &[]),
         Err(ClosureError::IsADirectory(_))
     ));
+    // A FIFO as the interpreter: refused at once (it used to block in
+    // the open, waiting for a writer), as execve refuses it.
+    let fifo = s.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o755)).unwrap();
+    s.write(
+        "bin/via-fifo",
+        format!("#!{}\n", fifo.display()).as_bytes(),
+        0o755,
+    );
+    assert!(matches!(
+        exec_closure(&bin.join("via-fifo"), &os(&["x"]), &[]),
+        Err(ClosureError::PermissionDenied(_))
+    ));
 }
 
 #[test]
