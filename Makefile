@@ -22,25 +22,26 @@ STATIC_TARGET ?= x86_64-unknown-linux-gnu
 static-client:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p diatom-client --target $(STATIC_TARGET)
 
-# The CLI, statically linked, in $(TARGET_DIR)/static/diatom (what `make
-# install` installs). Built against musl when the toolchain has it (`rustup
-# target add x86_64-unknown-linux-musl`, and musl-gcc from musl-tools for
-# the bundled SQLite): it starts in ~0.15 ms, where glibc's start probes the
-# CPU with dozens of CPUID instructions (~8 us each in a VM: ~0.75 ms on
-# every `diatom exec`; BENCHMARKS.md). Otherwise against static glibc. It
-# never asks NSS (see user_name in central/src/daemon/core.rs).
-CLI_TARGET ?= x86_64-unknown-linux-musl
+# The CLI, statically linked against glibc, in $(TARGET_DIR)/static/diatom
+# (what `make install` installs): every `diatom exec` starts ~0.5 ms
+# sooner than the dynamically linked one. It never asks NSS (see user_name
+# in central/src/daemon/core.rs). `make static-cli CLI_LIBC=musl` builds
+# it against musl instead (`rustup target add x86_64-unknown-linux-musl`,
+# musl-gcc from musl-tools): it starts in ~0.5 ms instead of ~1.1 ms
+# (glibc's start probes the CPU with CPUID, a VM exit each), but its home
+# serves files slower (cold reads ~40 % slower, `python3 -c pass` ~2 ms
+# slower: BENCHMARKS.md), so it is not the default.
+CLI_LIBC ?= gnu
+MUSL_TARGET := x86_64-unknown-linux-musl
 static-cli:
 	@mkdir -p $(TARGET_DIR)/static
-	@if [ -d "$$(rustc --print target-libdir --target $(CLI_TARGET) 2>/dev/null)" ] && command -v musl-gcc >/dev/null; then \
-	  echo "$(CARGO) build --release -p diatom-central --bin diatom --target $(CLI_TARGET)"; \
-	  $(CARGO) build --release -p diatom-central --bin diatom --target $(CLI_TARGET) && \
-	  cp -f $(TARGET_DIR)/$(CLI_TARGET)/release/diatom $(TARGET_DIR)/static/diatom; \
-	else \
-	  echo "make: no $(CLI_TARGET) toolchain or no musl-gcc: the static CLI uses glibc (starts ~0.7 ms slower)"; \
-	  RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p diatom-central --bin diatom --target $(STATIC_TARGET) && \
-	  cp -f $(TARGET_DIR)/$(STATIC_TARGET)/release/diatom $(TARGET_DIR)/static/diatom; \
-	fi
+ifeq ($(CLI_LIBC),musl)
+	$(CARGO) build --release -p diatom-central --bin diatom --target $(MUSL_TARGET)
+	cp -f $(TARGET_DIR)/$(MUSL_TARGET)/release/diatom $(TARGET_DIR)/static/diatom
+else
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p diatom-central --bin diatom --target $(STATIC_TARGET)
+	cp -f $(TARGET_DIR)/$(STATIC_TARGET)/release/diatom $(TARGET_DIR)/static/diatom
+endif
 
 # The integration tests run the workspace's binaries (and the static node
 # daemon and CLI), so build them first.

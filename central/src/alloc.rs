@@ -1,14 +1,14 @@
-//! The static CLI's allocator: the system's, plus a few freed large blocks
+//! The musl CLI's allocator: the system's, plus a few freed large blocks
 //! kept mapped for the next allocation of their size.
 //!
-//! The static `diatom` is built against musl (Makefile `static-cli`: it
-//! starts in ~0.15 ms where glibc's start probes the CPU for ~0.75 ms in a
-//! VM). musl's malloc maps every large block and unmaps it when freed, so
-//! the home's file reads (a fresh buffer of up to 16 MiB per `Read`, freed
-//! by the endpoint's thread once sent) page-faulted and zeroed every byte
-//! again: cold reads ran ~35 % slower than with glibc's malloc, which keeps
-//! freed memory in its heap. mimalloc fixed that but cost every `diatom
-//! exec` ~1 ms of its own start (arena reservation, per-thread heaps).
+//! The CLI can be built against musl (`make static-cli CLI_LIBC=musl`:
+//! it starts in ~0.5 ms where glibc's start probes the CPU for ~0.6 ms in
+//! a VM). musl's malloc maps every large block and unmaps it when freed,
+//! so the home's file reads (a fresh buffer of up to 16 MiB per `Read`,
+//! freed by the endpoint's thread once sent) page-faulted and zeroed every
+//! byte again, far slower than with glibc's malloc, which keeps freed
+//! memory in its heap. mimalloc fixed that but cost every `diatom exec`
+//! its own start (arena reservation, per-thread heaps).
 //! Here blocks of [`BIG`] bytes and more are mapped directly, in sizes
 //! rounded up to [`CLASS`], and up to [`KEPT_BYTES`] of freed ones wait for
 //! the next request of the same rounded size; everything else is musl's.

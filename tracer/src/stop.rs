@@ -32,8 +32,8 @@ use crate::tracer::Core;
 /// struct or two.
 pub const SCRATCH_SIZE: usize = 3 * 4096;
 
-/// ptrace's request argument: unsigned in glibc, `int` in musl (the
-/// static CLI is built against musl; see the Makefile's `static-cli`).
+/// ptrace's request argument: unsigned in glibc, `int` in musl (the CLI,
+/// which embeds a node, can be built against musl: Makefile `static-cli`).
 #[cfg(target_env = "gnu")]
 type PtraceRequest = libc::c_uint;
 #[cfg(not(target_env = "gnu"))]

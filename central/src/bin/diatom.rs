@@ -8,7 +8,7 @@ use diatom_central::cli::{parse_signal, Cli, Command};
 use diatom_central::cmd::{self, admin, chain, fail};
 
 /// musl's malloc unmaps every large block when freed: see
-/// `diatom_central::alloc` for why the static (musl) CLI keeps some.
+/// `diatom_central::alloc` for why the CLI's musl build keeps some.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOC: diatom_central::alloc::CachingAlloc = diatom_central::alloc::CachingAlloc;

@@ -115,7 +115,7 @@ fn locked_flags(src: &Path) -> libc::c_ulong {
         return 0;
     };
     // The kernel's ST_* bits (statfs(2)); nix names ST_RELATIME only for
-    // glibc, and the static CLI (which embeds a node) uses musl.
+    // glibc, and the CLI (which embeds a node) can be built against musl.
     let f = st.flags().bits();
     let mut out = 0;
     for (s, m) in [

@@ -64,7 +64,7 @@ pub(crate) fn take(pool: &Path, p: &Path) -> Option<io::Result<()>> {
 }
 
 /// `renameat2(from, to, RENAME_NOREPLACE)` as a raw system call: nix
-/// offers it only for glibc, and the static CLI (which embeds a node) is
+/// offers it only for glibc, and the CLI (which embeds a node) can be
 /// built against musl.
 fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
     use std::os::unix::ffi::OsStrExt;
