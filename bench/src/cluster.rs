@@ -82,6 +82,15 @@ impl Daemons {
         d
     }
 
+    /// Removes the state directories of the nodes before the current one
+    /// (their cache objects): the memory their page cache held goes back
+    /// to the kernel for the next run to reuse.
+    pub fn forget_old_nodes(&self) {
+        for seq in 1..self.node_seq {
+            let _ = std::fs::remove_dir_all(self.dir.join(format!("node{seq}")));
+        }
+    }
+
     /// (Re)starts the node with an empty state directory.
     pub fn new_node(&mut self) {
         if let Some(mut n) = self.node.take() {
