@@ -130,6 +130,11 @@ impl Node {
             }
         }
         let sandbox = NodeSandbox::new(&cfg.state_dir, cfg.job_uids)?;
+        sandbox.keep_spare_roots(
+            jobs_dir(&cfg.state_dir),
+            cache.job_dirs(),
+            cfg.slots as usize,
+        );
         let uts = nix::sys::utsname::uname().ok();
         let kernel = uts
             .map(|u| {
@@ -354,7 +359,7 @@ impl Node {
             start,
             net,
             cache: self.cache.clone(),
-            job_dir: self.cfg.state_dir.join("jobs").join(job.to_string()),
+            job_dir: jobs_dir(&self.cfg.state_dir).join(job.to_string()),
             run_as: uid.as_ref().map(|u| u.ids()),
             uid,
             sandbox: Arc::clone(&self.sandbox),
@@ -394,6 +399,11 @@ impl Node {
             }
         }
     }
+}
+
+/// The directory of the jobs' directories (each named by its job id).
+fn jobs_dir(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("jobs")
 }
 
 /// A job's end report on its way to central (see

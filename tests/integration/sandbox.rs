@@ -533,3 +533,87 @@ fn sandbox_a_start_without_launch_leaves_nothing() {
     );
     next_job_runs(&c, "a start without launch");
 }
+
+/// Every job's root holds exactly the same mounts with the same flags,
+/// whether it was made before the job (a spare root, given the job's
+/// directory at its start) or at its start (when no spare is ready, as
+/// for jobs that start together): the read-only root, its own directory
+/// read-write and no other job's, the cache read-only, `/sys` read-only,
+/// `/dev`, `/dev/shm` and its own `/proc`. Read from the node's kernel:
+/// `/proc` in a job is the node's.
+#[test]
+fn sandbox_every_job_root_is_the_same() {
+    if !require_root("sandbox_every_job_root_is_the_same") {
+        return;
+    }
+    let c = DiatomCluster::builder(1).name("sbroots").start();
+    let state = std::fs::canonicalize(c.dir().join("node1")).unwrap();
+    let state = state.to_str().unwrap().to_owned();
+    // (mount point, the flags that matter) of each mount, sorted; the
+    // job's own directory named `jobs/N`.
+    let mounts = |out: &Output| -> (Vec<String>, Vec<String>) {
+        assert_eq!(out.status.code(), Some(0), "{}", describe(out));
+        let mut job_dirs = Vec::new();
+        let mut got: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let mut point = f[4].to_owned();
+                if let Some(id) = point.strip_prefix(&format!("{state}/jobs/")) {
+                    job_dirs.push(id.to_owned());
+                    point = format!("{state}/jobs/N");
+                }
+                let opts: Vec<&str> = f[5]
+                    .split(',')
+                    .filter(|o| ["ro", "rw", "nosuid", "nodev", "noexec"].contains(o))
+                    .collect();
+                format!("{} {}", point, opts.join(","))
+            })
+            .collect();
+        got.sort();
+        (got, job_dirs)
+    };
+    let mut want: Vec<String> = [
+        "/ ro,nosuid,nodev".to_owned(),
+        format!("{state}/jobs/N rw,nosuid,nodev"),
+        format!("{state}/cache/objects ro,nosuid,nodev"),
+        format!("{state}/cache/tmp ro,nosuid,nodev"),
+        format!("{state}/cache/libsets ro,nosuid,nodev"),
+        "/sys ro,nosuid,nodev,noexec".to_owned(),
+        "/dev rw,nosuid,noexec".to_owned(),
+        "/dev/shm rw,nosuid,nodev".to_owned(),
+        "/proc rw,nosuid,nodev,noexec".to_owned(),
+    ]
+    .into();
+    want.sort();
+    let mut seen = Vec::new();
+    let mut check = |out: &Output| {
+        let (got, dirs) = mounts(out);
+        assert_eq!(got, want, "a job's mounts: {}", describe(out));
+        assert_eq!(dirs.len(), 1, "{}", describe(out));
+        assert!(!seen.contains(&dirs[0]), "two jobs with directory {dirs:?}");
+        seen.push(dirs[0].clone());
+    };
+    // One after the other: each gets a spare root made after the last.
+    for _ in 0..3 {
+        check(&exec(&c, &["/bin/cat", "/proc/self/mountinfo"]));
+    }
+    // Together: more than the spares made ahead.
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    exec(
+                        &c,
+                        &["/bin/sh", "-c", "sleep 0.2; cat /proc/self/mountinfo"],
+                    )
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for out in &outs {
+        check(out);
+    }
+    next_job_runs(&c, "jobs reading their mounts");
+}

@@ -28,7 +28,7 @@ use dscp_dicp::msg::job::Rlimits;
 use nix::unistd::Pid;
 
 use cgroup::{CgroupLimits, JobCgroup, Layout};
-use mounts::{MountPlan, RootSpec};
+use mounts::{ClaimedRoot, MountPlan, RootSpec, SpareRoot};
 
 /// What can go wrong setting up a job's sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +93,11 @@ pub struct NodeSandbox {
     /// The network, IPC and UTS namespaces made ahead for the next job
     /// (see [`NodeSandbox::refill`]).
     spare_ns: std::sync::Mutex<Option<SpareNamespaces>>,
+    /// Roots made ahead for the next jobs (see
+    /// [`NodeSandbox::keep_spare_roots`]).
+    spare_roots: Mutex<Vec<SpareRoot>>,
+    /// What they are made for, once the daemon has said.
+    root_template: std::sync::OnceLock<RootTemplate>,
     /// Wakes the refill thread (see [`NodeSandbox::refill`]); None until
     /// it runs, or when it could not be started.
     refiller: Option<crossbeam_channel::Sender<()>>,
@@ -122,6 +127,8 @@ impl NodeSandbox {
             spare: std::sync::Mutex::new(None),
             spare_seq: std::sync::atomic::AtomicU64::new(0),
             spare_ns: std::sync::Mutex::new(None),
+            spare_roots: Mutex::new(Vec::new()),
+            root_template: std::sync::OnceLock::new(),
             refiller: None,
         };
         if root {
@@ -227,10 +234,27 @@ impl NodeSandbox {
     /// UTS namespaces (~0.05 ms more in that clone, and their teardown
     /// in PID 1's exit).
     ///
+    /// And the spare roots (see [`NodeSandbox::keep_spare_roots`]), up
+    /// to one per slot: a root costs the copy of the daemon's mounts at
+    /// `unshare(CLONE_NEWNS)`, and the `pivot_root` and detach of the old
+    /// root wait for an RCU grace period, ~0.5-1 ms the job's start would
+    /// otherwise wait for.
+    ///
     /// No lock is held while a spare is made: a job that starts before
     /// its spare is ready makes its own (see [`NodeSandbox::job`]) rather
     /// than wait for the low-priority refill thread.
     fn refill_now(&self) {
+        if let Some(t) = self.root_template.get() {
+            while locked(&self.spare_roots).len() < t.count {
+                match self.make_spare_root(t) {
+                    Ok(root) => locked(&self.spare_roots).push(root),
+                    Err(e) => {
+                        log::debug!("no spare root: {e}");
+                        break;
+                    }
+                }
+            }
+        }
         if self.mode == Mode::Full && locked(&self.spare_ns).is_none() {
             match make_spare_namespaces() {
                 Ok(ns) => {
@@ -331,6 +355,7 @@ impl NodeSandbox {
         };
         let mut mntns = None;
         let mut root_ahead = None;
+        let mut spare_root = None;
         let (flags, plan) = match self.mode {
             Mode::Off => (None, None),
             Mode::Full | Mode::UserNamespace => {
@@ -357,25 +382,33 @@ impl NodeSandbox {
                 // PID 1 enters the root built ahead: no copy of the
                 // node's mounts to make and undo. It may start before the
                 // root is done, and then waits for it (RootAhead::send).
-                let plan = match prepared.map(RootAhead::new) {
-                    Some(Ok(root)) => {
+                let plan = match prepared.map(|p| p.0) {
+                    Some(Prepared::Spare(root)) => {
                         flags &= !libc::CLONE_NEWNS;
-                        let plan = MountPlan::enter_sent(
-                            &spec,
-                            root.theirs.as_raw_fd(),
-                            root.ours.as_raw_fd(),
-                        );
-                        root_ahead = Some(root);
+                        let plan = MountPlan::enter_spare(&spec, &root);
+                        spare_root = Some(root);
                         plan
                     }
-                    Some(Err(prepared)) => match prepared.take() {
-                        Some(ns) => {
+                    Some(Prepared::Building(b)) => match RootAhead::new(b) {
+                        Ok(root) => {
                             flags &= !libc::CLONE_NEWNS;
-                            let plan = MountPlan::enter(&spec, ns.as_raw_fd());
-                            mntns = Some(ns);
+                            let plan = MountPlan::enter_sent(
+                                &spec,
+                                root.theirs.as_raw_fd(),
+                                root.ours.as_raw_fd(),
+                            );
+                            root_ahead = Some(root);
                             plan
                         }
-                        None => MountPlan::new(&spec)?,
+                        Err(prepared) => match prepared.take() {
+                            Some(ns) => {
+                                flags &= !libc::CLONE_NEWNS;
+                                let plan = MountPlan::enter(&spec, ns.as_raw_fd());
+                                mntns = Some(ns);
+                                plan
+                            }
+                            None => MountPlan::new(&spec)?,
+                        },
                     },
                     None => MountPlan::new(&spec)?,
                 };
@@ -387,6 +420,7 @@ impl NodeSandbox {
             own_netns: spare_ns.is_some() || flags.is_some_and(|f| f & libc::CLONE_NEWNET != 0),
             namespaces_ahead: spare_ns,
             mntns,
+            spare_root,
             root_ahead,
             namespaces: flags,
             plan,
@@ -441,6 +475,9 @@ pub struct JobSandbox {
     /// The mount namespace with the job's root, when built ahead (kept
     /// open until PID 1 has entered it).
     pub mntns: Option<OwnedFd>,
+    /// The spare root with the job's directory, when one was ready (kept
+    /// until PID 1 has entered it).
+    pub spare_root: Option<ClaimedRoot>,
     /// The root still being built ahead, for PID 1 once it is done: the
     /// caller must [`RootAhead::send`] it once PID 1 exists (its
     /// `pre_init` waits for it).
@@ -487,16 +524,29 @@ pub fn capped_rlimits(asked: &Rlimits) -> [(libc::c_int, u64, u64); 3] {
     ]
 }
 
-/// A job's root being built ahead of its launch, on a thread of its own
-/// (see [`NodeSandbox::prepare_root`]).
+/// A job's root made ahead of its launch (see
+/// [`NodeSandbox::prepare_root`]).
 #[derive(Debug)]
-pub struct PreparedRoot(std::thread::JoinHandle<std::io::Result<Vec<OwnedFd>>>);
+pub struct PreparedRoot(Prepared);
 
-/// A root being built ahead (a [`PreparedRoot`]) and the socket on which
+#[derive(Debug)]
+enum Prepared {
+    /// A spare root, given to this job.
+    Spare(ClaimedRoot),
+    /// Being built for this job.
+    Building(Building),
+}
+
+/// A job's root being built on a thread of its own: the thread's result
+/// is the mount namespace.
+#[derive(Debug)]
+struct Building(std::thread::JoinHandle<std::io::Result<Vec<OwnedFd>>>);
+
+/// A root being built ahead (a [`Building`]) and the socket on which
 /// the job's PID 1 waits for it (see [`MountPlan::enter_sent`]).
 #[derive(Debug)]
 pub struct RootAhead {
-    prepared: Option<PreparedRoot>,
+    prepared: Option<Building>,
     /// The daemon's end.
     ours: OwnedFd,
     /// PID 1's end (it gets a copy at its clone).
@@ -506,7 +556,7 @@ pub struct RootAhead {
 impl RootAhead {
     /// The socket pair for `prepared` (it comes back when none can be
     /// made: the caller then waits for the root before PID 1 starts).
-    fn new(prepared: PreparedRoot) -> Result<Self, PreparedRoot> {
+    fn new(prepared: Building) -> Result<Self, Building> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         match socketpair(
             AddressFamily::Unix,
@@ -531,7 +581,7 @@ impl RootAhead {
     /// is told: its `pre_init` fails).
     pub fn send(&mut self) -> std::io::Result<()> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-        let ns = self.prepared.take().and_then(PreparedRoot::take);
+        let ns = self.prepared.take().and_then(Building::take);
         let fds: Vec<RawFd> = ns.iter().map(AsRawFd::as_raw_fd).collect();
         let rights = [ControlMessage::ScmRights(&fds)];
         let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
@@ -545,7 +595,7 @@ impl RootAhead {
     }
 }
 
-impl PreparedRoot {
+impl Building {
     /// The mount namespace holding the root, once built (None, logged,
     /// when it could not be: the job's PID 1 builds it as usual).
     fn take(self) -> Option<OwnedFd> {
@@ -560,17 +610,101 @@ impl PreparedRoot {
     }
 }
 
+/// What the node's spare roots are made for (see
+/// [`NodeSandbox::keep_spare_roots`]).
+#[derive(Debug)]
+struct RootTemplate {
+    jobs_dir: PathBuf,
+    read_only: Vec<PathBuf>,
+    count: usize,
+}
+
 impl NodeSandbox {
-    /// Starts building a job's root while the node waits for its launch
-    /// (a root node): a thread unshares its mount namespace and applies
-    /// [`MountPlan::prepare`], so that the job's PID 1 only enters it
-    /// and mounts `/proc`. `job_dir` is made here (the bind mount needs
-    /// it). None where the node builds roots otherwise.
+    /// Keeps `count` spare roots (one per job slot) for jobs whose
+    /// directories are in `jobs_dir` and who read `read_only`: made now
+    /// and after each job on the refill thread (see
+    /// [`NodeSandbox::refill_now`]), so that a job's start only binds its
+    /// own directory into one. Only where [`NodeSandbox::prepare_root`]
+    /// builds roots ahead; a second call changes nothing.
+    pub fn keep_spare_roots(&self, jobs_dir: PathBuf, read_only: Vec<PathBuf>, count: usize) {
+        if !self.roots_ahead() {
+            return;
+        }
+        let _ = self.root_template.set(RootTemplate {
+            jobs_dir,
+            read_only,
+            count,
+        });
+        self.refill();
+    }
+
+    /// Whether jobs' roots are made ahead of their launch: a root node
+    /// whose jobs get namespaces. Entering a mount namespace takes
+    /// `CAP_SYS_CHROOT` as well (a service unit may leave it out: PID 1
+    /// then builds the root).
+    fn roots_ahead(&self) -> bool {
+        self.mode == Mode::Full && mounts::has_capability(mounts::CAP_SYS_CHROOT)
+    }
+
+    /// Builds a spare root (see [`SpareRoot`]) on a thread that unshares
+    /// its mount namespace.
+    fn make_spare_root(&self, t: &RootTemplate) -> std::io::Result<SpareRoot> {
+        let spec = RootSpec {
+            mount_point: self.root_mount.clone(),
+            writable: vec![],
+            read_only: t.read_only.clone(),
+            tty: false,
+            user_namespace: false,
+            own_netns: true,
+            join: vec![],
+        };
+        let jobs_dir = t.jobs_dir.clone();
+        use nix::sched::CloneFlags;
+        in_new_namespace(
+            "root-maker",
+            CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS,
+            &["mnt"],
+            move |fds| {
+                let mnt = fds
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("no mount namespace"))?;
+                SpareRoot::build(&spec, &jobs_dir, mnt)
+            },
+        )?
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the root thread panicked")))
+    }
+
+    /// A spare root that fits the job, taken from the pool.
+    fn take_spare_root(&self, job_dir: &Path, read_only: &[PathBuf]) -> Option<SpareRoot> {
+        let mut roots = locked(&self.spare_roots);
+        let i = roots.iter().position(|r| r.fits(job_dir, read_only))?;
+        Some(roots.swap_remove(i))
+    }
+
+    /// Starts making a job's root while the node waits for its launch (a
+    /// root node): a spare root ([`NodeSandbox::keep_spare_roots`]) gets
+    /// the job's directory, else a thread unshares its mount namespace
+    /// and applies [`MountPlan::prepare`]. Either way the job's PID 1
+    /// only enters it and mounts `/proc`. `job_dir` is made here (the
+    /// bind mount needs it). None where the node builds roots otherwise.
     pub fn prepare_root(&self, job_dir: &Path, read_only: &[PathBuf]) -> Option<PreparedRoot> {
-        // Entering a mount namespace takes CAP_SYS_CHROOT as well (a
-        // service unit may leave it out: PID 1 then builds the root).
-        if self.mode != Mode::Full || !mounts::has_capability(mounts::CAP_SYS_CHROOT) {
+        if !self.roots_ahead() {
             return None;
+        }
+        if let Some(spare) = self.take_spare_root(job_dir, read_only) {
+            match spare.claim(job_dir) {
+                Ok(root) => return Some(PreparedRoot(Prepared::Spare(root))),
+                Err((spare, e)) => {
+                    // Kept for the next job: closing it would wait for
+                    // a grace period here.
+                    log::debug!("spare root not used: {e}");
+                    locked(&self.spare_roots).push(spare);
+                }
+            }
+        } else if self.root_template.get().is_some() {
+            log::debug!("no spare root ready: built at the job's start");
         }
         let spec = RootSpec {
             mount_point: self.root_mount.clone(),
@@ -590,18 +724,19 @@ impl NodeSandbox {
             "root-maker",
             CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS,
             &["mnt"],
-            move || {
+            move |fds| {
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o755)
                     .create(&spec.writable[0])?;
                 MountPlan::prepare(&spec)
                     .map_err(std::io::Error::other)?
-                    .apply()
+                    .apply()?;
+                Ok(fds)
             },
         );
         match built {
-            Ok(h) => Some(PreparedRoot(h)),
+            Ok(h) => Some(PreparedRoot(Prepared::Building(Building(h)))),
             Err(e) => {
                 log::debug!("no root ahead: {e}");
                 None
@@ -664,7 +799,10 @@ fn make_spare_namespaces() -> std::io::Result<SpareNamespaces> {
         "netns-maker",
         CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
         &["net", "ipc", "uts"],
-        mounts::loopback_up,
+        |fds| {
+            mounts::loopback_up()?;
+            Ok(fds)
+        },
     )?
     .join()
     .unwrap_or_else(|_| Err(std::io::Error::other("the namespace thread panicked")))?;
@@ -677,19 +815,19 @@ fn make_spare_namespaces() -> std::io::Result<SpareNamespaces> {
 
 /// Runs `setup` on a thread of its own that first unshares the namespaces
 /// of `flags` (a namespace is a thread's: the daemon's other threads stay
-/// where they are); the thread's result is a descriptor of each of its new
-/// namespaces named in `ns` (`net`, `mnt`, ...), opened before `setup`
-/// runs (a mount plan's pivot_root hides `/proc`), which keep them once
-/// the thread is gone.
-fn in_new_namespace(
+/// where they are). `setup` gets a descriptor of each of the thread's new
+/// namespaces named in `ns` (`net`, `mnt`, ...), opened before it runs (a
+/// mount plan's pivot_root hides `/proc`), which keep them once the
+/// thread is gone; the thread's result is `setup`'s.
+fn in_new_namespace<T: Send + 'static>(
     name: &str,
     flags: nix::sched::CloneFlags,
     ns: &'static [&'static str],
-    setup: impl FnOnce() -> std::io::Result<()> + Send + 'static,
-) -> std::io::Result<std::thread::JoinHandle<std::io::Result<Vec<OwnedFd>>>> {
+    setup: impl FnOnce(Vec<OwnedFd>) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<std::io::Result<T>>> {
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || -> std::io::Result<Vec<OwnedFd>> {
+        .spawn(move || -> std::io::Result<T> {
             nix::sched::unshare(flags)?;
             let fds = ns
                 .iter()
@@ -697,8 +835,7 @@ fn in_new_namespace(
                     std::fs::File::open(format!("/proc/thread-self/ns/{n}")).map(OwnedFd::from)
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
-            setup()?;
-            Ok(fds)
+            setup(fds)
         })
 }
 

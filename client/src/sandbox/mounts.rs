@@ -12,7 +12,9 @@
 //! calls on what the plan holds: the daemon is multi-threaded.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::SandboxError;
@@ -63,6 +65,13 @@ enum Op {
         sock: std::os::fd::RawFd,
         peer: std::os::fd::RawFd,
         ns: libc::c_int,
+    },
+    /// Attach the detached mount `tree` (an `open_tree` clone made in the
+    /// daemon's mount namespace) at `dst` of the mount namespace this
+    /// process is in: the job's directory into a spare root.
+    MoveMount {
+        tree: std::os::fd::RawFd,
+        dst: CString,
     },
 }
 
@@ -169,6 +178,30 @@ impl MountPlan {
                 ns: libc::CLONE_NEWNS,
             },
         )
+    }
+
+    /// PID 1's steps into a spare root (made before any job, see
+    /// [`SpareRoot`]) for `spec`: the namespaces made ahead, the spare's
+    /// mount namespace `mntns`, the job's directory `tree` (a detached
+    /// bind of it, see [`SpareRoot::claim`]) attached at `dst`, and then
+    /// as [`MountPlan::enter`].
+    pub fn enter_spare(spec: &RootSpec, root: &ClaimedRoot) -> Self {
+        let mut plan = Self::enter(spec, root.mntns.as_raw_fd());
+        // Right after the join of the mount namespace: the bind is made
+        // there.
+        let at = plan
+            .ops
+            .iter()
+            .position(|o| matches!(o, Op::Join(_, libc::CLONE_NEWNS)))
+            .map_or(0, |i| i + 1);
+        plan.ops.insert(
+            at,
+            Op::MoveMount {
+                tree: root.tree.as_raw_fd(),
+                dst: root.dst.clone(),
+            },
+        );
+        plan
     }
 
     fn entering(spec: &RootSpec, mount_namespace: Op) -> Self {
@@ -406,6 +439,14 @@ impl MountPlan {
                     }
                     Op::LoopbackUp => loopback_up()?,
                     Op::Join(fd, ns) => check(libc::setns(*fd, *ns))?,
+                    Op::MoveMount { tree, dst } => check(libc::syscall(
+                        libc::SYS_move_mount,
+                        *tree,
+                        c"".as_ptr(),
+                        libc::AT_FDCWD,
+                        dst.as_ptr(),
+                        MOVE_MOUNT_F_EMPTY_PATH,
+                    ) as libc::c_int)?,
                     Op::JoinSent { sock, peer, ns } => {
                         libc::close(*peer);
                         let fd = receive_fd(*sock)?;
@@ -418,6 +459,190 @@ impl MountPlan {
         }
         Ok(())
     }
+}
+
+/// A job's root made before any job asks for it (see
+/// `NodeSandbox::refill`): the mount namespace [`MountPlan::prepare`]
+/// builds for a job without a terminal, minus the job's directory, which
+/// [`SpareRoot::claim`] adds once the job is known. The root is read-only
+/// for everyone in it; the spare keeps a writable mount of its tmpfs that
+/// no namespace holds, through which the daemon makes the directory the
+/// job's is mounted on. Dropped unused, it leaves nothing: the namespace
+/// and its mounts end with the last descriptor.
+#[derive(Debug)]
+pub struct SpareRoot {
+    /// The mount namespace holding the root.
+    mntns: OwnedFd,
+    /// The writable, detached mount of the root's tmpfs.
+    tmpfs: OwnedFd,
+    /// The directory jobs' directories are in (made in the root).
+    jobs_dir: PathBuf,
+    /// The read-only directories bound in the root.
+    read_only: Vec<PathBuf>,
+}
+
+/// A spare root given to one job, with that job's directory ready to be
+/// attached (see [`MountPlan::enter_spare`]). Kept until the job's PID 1
+/// has entered it; the writable mount of its tmpfs goes with it (closing
+/// that detached mount waits for an RCU grace period: not at the start).
+#[derive(Debug)]
+pub struct ClaimedRoot {
+    mntns: OwnedFd,
+    /// A detached bind mount of the job's directory.
+    tree: OwnedFd,
+    /// Where it goes (the job directory's own path).
+    dst: CString,
+    _tmpfs: OwnedFd,
+}
+
+impl SpareRoot {
+    /// Builds a spare root for jobs whose directories are in `jobs_dir`
+    /// and who read `read_only`. Runs on a thread that has unshared its
+    /// mount namespace (`mntns` is that namespace): applies the plan of
+    /// `spec` (which must hold no writable directory), then keeps a
+    /// writable mount of the new root and makes `jobs_dir` in it.
+    pub fn build(spec: &RootSpec, jobs_dir: &Path, mntns: OwnedFd) -> std::io::Result<SpareRoot> {
+        MountPlan::prepare(spec)
+            .map_err(std::io::Error::other)?
+            .apply()?;
+        // The plan's last step made the root read-only: a clone of it,
+        // made writable, is a mount of the same tmpfs no one else sees.
+        let tmpfs = open_tree(c"/", OPEN_TREE_CLONE)?;
+        let attr = MountAttr {
+            attr_set: 0,
+            attr_clr: MOUNT_ATTR_RDONLY,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        set_mount_attr(&tmpfs, &attr)?;
+        let mut at = PathBuf::new();
+        for c in relative(jobs_dir).components() {
+            at.push(c);
+            mkdir_at(&tmpfs, &at)?;
+        }
+        Ok(SpareRoot {
+            mntns,
+            tmpfs,
+            jobs_dir: jobs_dir.to_path_buf(),
+            read_only: spec.read_only.clone(),
+        })
+    }
+
+    /// Whether this root fits a job with directory `job_dir` reading
+    /// `read_only`.
+    pub fn fits(&self, job_dir: &Path, read_only: &[PathBuf]) -> bool {
+        job_dir.parent() == Some(self.jobs_dir.as_path()) && self.read_only == read_only
+    }
+
+    /// Gives the root to the job whose directory is `job_dir` (made here
+    /// if needed): a detached bind of it (read-write, `nosuid`, `nodev`)
+    /// and the directory it is attached on, made in the root. What is
+    /// left is PID 1's ([`MountPlan::enter_spare`]).
+    pub fn claim(self, job_dir: &Path) -> Result<ClaimedRoot, (SpareRoot, std::io::Error)> {
+        let claimed = (|| {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(job_dir)?;
+            let dst = cstr(job_dir).map_err(std::io::Error::other)?;
+            let tree = open_tree(&dst, OPEN_TREE_CLONE)?;
+            let attr = MountAttr {
+                attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            set_mount_attr(&tree, &attr)?;
+            mkdir_at(&self.tmpfs, relative(job_dir))?;
+            Ok((tree, dst))
+        })();
+        match claimed {
+            Ok((tree, dst)) => Ok(ClaimedRoot {
+                mntns: self.mntns,
+                tree,
+                dst,
+                _tmpfs: self.tmpfs,
+            }),
+            Err(e) => Err((self, e)),
+        }
+    }
+}
+
+/// `p` without its leading `/`.
+fn relative(p: &Path) -> &Path {
+    p.strip_prefix("/").unwrap_or(p)
+}
+
+/// `open_tree(2)` flags (linux/mount.h).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// `move_mount(2)` flag: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+/// `mount_setattr(2)` attributes (linux/mount.h).
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `open_tree(AT_FDCWD, path, flags | OPEN_TREE_CLOEXEC)`: with
+/// `OPEN_TREE_CLONE` a detached copy of the mount at `path`.
+fn open_tree(path: &std::ffi::CStr, flags: libc::c_uint) -> std::io::Result<OwnedFd> {
+    // SAFETY: a raw system call on a NUL-terminated string; the
+    // descriptor it returns is ours.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags | libc::O_CLOEXEC as libc::c_uint,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd as std::os::fd::RawFd))
+    }
+}
+
+/// `mount_setattr` on the mount `fd` is (not its submounts).
+fn set_mount_attr(fd: &OwnedFd, attr: &MountAttr) -> std::io::Result<()> {
+    // SAFETY: a raw system call on our descriptor and a local value of
+    // the kernel's layout, passed with its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `mkdirat(dir, path, 0755)` (an existing directory is `AlreadyExists`).
+fn mkdir_at(dir: &OwnedFd, path: &Path) -> std::io::Result<()> {
+    let path = cstr(path).map_err(std::io::Error::other)?;
+    // SAFETY: a raw system call on our descriptor and a NUL-terminated
+    // string.
+    let r = unsafe { libc::mkdirat(dir.as_raw_fd(), path.as_ptr(), 0o755) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Receives one descriptor (`SCM_RIGHTS`) on `sock`; a message without
@@ -578,6 +803,47 @@ mod tests {
             assert_eq!(brings_lo_up(MountPlan::new(&s).unwrap()), want, "{s:?}");
             assert_eq!(brings_lo_up(MountPlan::enter(&s, 9)), want, "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_spare_root_gets_the_job_directory_before_proc() {
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let root = ClaimedRoot {
+            mntns: fd(),
+            tree: fd(),
+            dst: c"/state/jobs/7".to_owned(),
+            _tmpfs: fd(),
+        };
+        let spec = RootSpec {
+            mount_point: "/state/sandbox-root".into(),
+            writable: vec!["/state/jobs/7".into()],
+            read_only: vec![],
+            tty: false,
+            user_namespace: false,
+            own_netns: true,
+            join: vec![(7, libc::CLONE_NEWNET), (8, libc::CLONE_NEWIPC)],
+        };
+        let steps: Vec<String> = MountPlan::enter_spare(&spec, &root)
+            .ops
+            .iter()
+            .map(|o| match o {
+                Op::Join(_, ns) if *ns == libc::CLONE_NEWNS => "join mnt".to_owned(),
+                Op::Join(..) => "join".to_owned(),
+                Op::MoveMount { dst, .. } => format!("move {}", dst.to_string_lossy()),
+                Op::Mount { dst, .. } => format!("mount {}", dst.to_string_lossy()),
+                o => format!("{o:?}"),
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "join",
+                "join",
+                "join mnt",
+                "move /state/jobs/7",
+                "mount /proc"
+            ]
+        );
     }
 
     #[test]
