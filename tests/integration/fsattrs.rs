@@ -370,3 +370,63 @@ fn tmpfile_makes_an_unnamed_central_file_that_linkat_names() {
     assert!(l.status.success(), "local run: {}", describe(&l));
     assert_like_local(&r, &l, "O_TMPFILE as nobody");
 }
+
+/// Calls the node cannot serve faithfully, each with a central-only path:
+/// what each returns (the errno's name, or "ok").
+const REFUSED: &str = r#"
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+path = b"f"
+buf = ctypes.create_string_buffer(256)
+calls = {
+    "open_tree": (428, -100, path, 0),
+    "setxattrat": (463, -100, path, 0, b"user.a", buf, 32),
+    "getxattrat": (464, -100, path, 0, b"user.a", buf, 32),
+    "listxattrat": (465, -100, path, 0, buf, 256),
+    "removexattrat": (466, -100, path, 0, b"user.a"),
+    "open_tree_attr": (467, -100, path, 0, None, 0),
+    "file_getattr": (468, -100, path, buf, 32, 0),
+    "file_setattr": (469, -100, path, buf, 32, 0),
+}
+for name, args in calls.items():
+    r = libc.syscall(*args)
+    print(name, "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()])
+print("getxattr", os.getxattr("f", "user.a"))
+"#;
+
+#[test]
+fn calls_that_would_bypass_the_node_are_refused_with_enosys() {
+    if !require_root("calls_that_would_bypass_the_node_are_refused_with_enosys") {
+        return;
+    }
+    let f = Files::new("frefused");
+    put(&f.only("f"), b"data", 0o644);
+    let (p, name) = (
+        CString::new(f.only("f").as_os_str().as_encoded_bytes()).unwrap(),
+        CString::new("user.a").unwrap(),
+    );
+    // SAFETY: NUL-terminated strings, a 5-byte value.
+    let r = unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), b"alpha".as_ptr().cast(), 5, 0) };
+    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let c = f.cluster("frefused");
+    let r = remote(&c, &f.only, &["python3", "-c", REFUSED], RUN);
+    assert!(r.status.success(), "{}", describe(&r));
+    let text = String::from_utf8_lossy(&r.stdout);
+    for name in [
+        "open_tree",
+        "setxattrat",
+        "getxattrat",
+        "listxattrat",
+        "removexattrat",
+        "open_tree_attr",
+        "file_getattr",
+        "file_setattr",
+    ] {
+        assert!(
+            text.contains(&format!("{name} ENOSYS\n")),
+            "{name}:\n{text}"
+        );
+    }
+    // The older call the program falls back to is served.
+    assert!(text.contains("getxattr b'alpha'"), "{text}");
+}

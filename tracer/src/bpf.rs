@@ -6,12 +6,14 @@
 //!    architecture (a 32-bit `int 0x80` call would otherwise be matched
 //!    against 64-bit numbers),
 //! 2. kills it for x32 call numbers,
-//! 3. returns `SECCOMP_RET_TRACE` for subscribed calls (after the argument
+//! 3. returns `SECCOMP_RET_ERRNO` for refused calls (a `jeq` each: they
+//!    are few),
+//! 4. returns `SECCOMP_RET_TRACE` for subscribed calls (after the argument
 //!    test of a [`Rule::UnlessArgHasBits`], [`Rule::UnlessArgBelow`] or
 //!    [`Rule::OnlyArgIn`] member), and
-//! 4. `SECCOMP_RET_ALLOW` for the rest.
+//! 5. `SECCOMP_RET_ALLOW` for the rest.
 //!
-//! Step 3 is a balanced binary search over the sorted call numbers
+//! Step 4 is a balanced binary search over the sorted call numbers
 //! (`jge` pivots, leaves of at most [`LEAF`] `jeq` tests), so a call that is
 //! not subscribed costs about log2(n) + 4 instructions. Jumps that do not fit
 //! the 8-bit conditional offsets go through a `ja`.
@@ -63,6 +65,8 @@ pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
 pub const RET_TRACE: u32 = 0x7ff0_0000;
 /// `SECCOMP_RET_ALLOW`.
 pub const RET_ALLOW: u32 = 0x7fff_0000;
+/// `SECCOMP_RET_ERRNO`; the errno goes in the low 16 bits.
+pub const RET_ERRNO: u32 = 0x0005_0000;
 
 /// Builds one instruction.
 pub const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
@@ -83,6 +87,10 @@ pub fn compile(set: &SyscallSet) -> Result<Vec<Insn>, BpfError> {
         insn(JGE, 0, 1, X32_SYSCALL_BIT),
         ret(RET_KILL_PROCESS),
     ];
+    for &(nr, errno) in set.refused() {
+        prog.push(insn(JEQ, 0, 1, nr));
+        prog.push(ret(RET_ERRNO | u32::from(errno)));
+    }
     let entries: Vec<(u32, Vec<Rule>)> = set
         .iter()
         .map(|(s, _)| (s.id() as u32, set.rules(s.id() as u32)))
@@ -301,6 +309,31 @@ mod tests {
                 (RET, 0, 0, RET_TRACE),
             ]
         );
+    }
+
+    #[test]
+    fn refused_calls_come_first_and_return_their_errno() {
+        let mut s = SyscallSet::new();
+        s.insert(Sysno::openat); // 257
+        s.refuse(464, libc::ENOSYS).refuse(425, libc::EPERM);
+        let p = compile(&s).unwrap();
+        let body: Vec<_> = p[6..].iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        assert_eq!(
+            body,
+            vec![
+                (JEQ, 0, 1, 425),
+                (RET, 0, 0, RET_ERRNO | libc::EPERM as u32),
+                (JEQ, 0, 1, 464),
+                (RET, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+                (JEQ, 1, 0, 257), // openat -> ret TRACE
+                (RET, 0, 0, RET_ALLOW),
+                (RET, 0, 0, RET_TRACE),
+            ]
+        );
+        let arch = crate::arch::AUDIT_ARCH;
+        assert_eq!(run(&p, 464, arch, [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
+        assert_eq!(run(&p, 257, arch, [0; 6]), RET_TRACE);
+        assert_eq!(run(&p, 463, arch, [0; 6]), RET_ALLOW);
     }
 
     #[test]

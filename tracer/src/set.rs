@@ -56,6 +56,9 @@ pub struct SyscallSet {
     /// Further conditions of conditional members: the call also stops when
     /// one of these says so (see [`SyscallSet::also_stop`]).
     also: Vec<(u32, Rule)>,
+    /// Calls the filter answers with an error without a stop (see
+    /// [`SyscallSet::refuse`]): raw number and errno.
+    refused: Vec<(u32, u16)>,
 }
 
 impl Default for SyscallSet {
@@ -87,6 +90,7 @@ impl SyscallSet {
             bits: [0; MAX_NR / 64],
             rules: Vec::new(),
             also: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -100,6 +104,9 @@ impl SyscallSet {
     pub fn insert_rule(&mut self, nr: Sysno, rule: Rule) -> &mut Self {
         let n = nr.id() as u32;
         assert!((n as usize) < MAX_NR, "system call number {n} out of range");
+        if self.refused.iter().any(|(m, _)| *m == n) {
+            return self;
+        }
         if self.contains(n as u64) {
             if self.rule(n) == Rule::Always {
                 return self;
@@ -128,6 +135,31 @@ impl SyscallSet {
         self
     }
 
+    /// Makes the filter fail the raw call number `nr` with `errno`, without
+    /// a stop: for calls the tracer does not serve and that would act
+    /// behind its back, answered as a kernel without them would (`ENOSYS`).
+    /// A raw number, because such calls may be newer than [`Sysno`]. A
+    /// refused call is never a member (a refusal wins over a subscription).
+    pub fn refuse(&mut self, nr: u32, errno: i32) -> &mut Self {
+        assert!(
+            (nr as usize) < MAX_NR,
+            "system call number {nr} out of range"
+        );
+        let errno = u16::try_from(errno).expect("errno fits 16 bits");
+        self.bits[nr as usize / 64] &= !(1 << (nr % 64));
+        self.rules.retain(|(m, _)| *m != nr);
+        self.also.retain(|(m, _)| *m != nr);
+        self.refused.retain(|(m, _)| *m != nr);
+        self.refused.push((nr, errno));
+        self.refused.sort_unstable();
+        self
+    }
+
+    /// The refused calls and their errno, by number (see [`SyscallSet::refuse`]).
+    pub fn refused(&self) -> &[(u32, u16)] {
+        &self.refused
+    }
+
     /// Every rule of member `nr`: its own, then those added with
     /// [`SyscallSet::also_stop`] (only `[Always]` for an unconditional one).
     pub fn rules(&self, nr: u32) -> Vec<Rule> {
@@ -149,6 +181,9 @@ impl SyscallSet {
             if let Some(s) = Sysno::new(nr as usize) {
                 self.also_stop(s, rule);
             }
+        }
+        for &(nr, errno) in &other.refused {
+            self.refuse(nr, i32::from(errno));
         }
         self
     }
@@ -418,6 +453,23 @@ mod tests {
         assert_eq!(t.rules(Sysno::fcntl.id() as u32), [below, cmds]);
         t.insert(Sysno::fcntl);
         assert_eq!(t.rules(Sysno::fcntl.id() as u32), [Rule::Always]);
+    }
+
+    #[test]
+    fn a_refusal_wins_over_a_subscription_in_either_order() {
+        let mut s = SyscallSet::new();
+        s.insert(Sysno::io_uring_setup).refuse(464, libc::ENOSYS);
+        s.refuse(Sysno::io_uring_setup.id() as u32, libc::ENOSYS);
+        s.insert(Sysno::io_uring_setup);
+        assert!(!s.contains(Sysno::io_uring_setup.id() as u64));
+        assert_eq!(
+            s.refused(),
+            [(425, libc::ENOSYS as u16), (464, libc::ENOSYS as u16)]
+        );
+        let mut t = SyscallSet::new();
+        t.insert(Sysno::openat).extend_from(&s);
+        assert_eq!(t.refused(), s.refused());
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

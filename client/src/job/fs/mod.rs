@@ -326,6 +326,18 @@ fn bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
 }
 
+/// Calls that would reach the node's files behind the layer's back, so
+/// the filter fails them with `ENOSYS`, as a kernel without them would
+/// (programs fall back to the calls the layer serves): `open_tree` and
+/// `open_tree_attr` (an `O_PATH` descriptor of a path),
+/// and, newer than the `syscalls` crate, Linux 6.13's `setxattrat`,
+/// `getxattrat`, `listxattrat`, `removexattrat` (463-466),
+/// `open_tree_attr` (467) and 6.17's `file_getattr`, `file_setattr`
+/// (468, 469). docs/files.md "Refused". io_uring is not refused: the
+/// sandbox confines it, and its tests use it to check that
+/// (docs/security.md).
+const REFUSED: [u32; 8] = [Sysno::open_tree as u32, 463, 464, 465, 466, 467, 468, 469];
+
 impl FsLayer {
     /// A layer for one job: creates its mirror under `cfg.job_dir`.
     pub fn new(cfg: FsConfig, client: Box<dyn FsClient>, cache: Cache) -> std::io::Result<Self> {
@@ -459,6 +471,9 @@ impl FsLayer {
                 max: locks::LOCK_CMDS_END,
             },
         );
+        for nr in REFUSED {
+            s.refuse(nr, libc::ENOSYS);
+        }
         s
     }
 
