@@ -28,8 +28,14 @@ fn reuse_socket(local: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Central's own endpoint socket, bound with SO_REUSEADDR so home sockets
-/// may share its port.
+/// may share its port. SO_REUSEADDR would as well let a second central
+/// bind the same address and take its datagrams, so the address is first
+/// bound without it: a socket already there (another central) makes that
+/// fail with `AddrInUse`. A port of 0 becomes the one that bind got.
 pub fn bind_shared(local: SocketAddr) -> io::Result<UdpSocket> {
+    let probe = UdpSocket::bind(local)?;
+    let local = probe.local_addr()?;
+    drop(probe);
     reuse_socket(local)
 }
 
@@ -44,6 +50,18 @@ pub fn home_socket(central: SocketAddr, node: SocketAddr) -> io::Result<UdpSocke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_central_on_the_same_address_is_refused() {
+        let first = bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let at = first.local_addr().unwrap();
+        assert_ne!(at.port(), 0);
+        let second = bind_shared(at).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+        // Its homes still share the port.
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        home_socket(at, peer.local_addr().unwrap()).unwrap();
+    }
 
     #[test]
     fn a_connected_socket_gets_its_peers_datagrams() {
