@@ -29,12 +29,16 @@ fn run(flags: &CentralFlags) -> Result<(), String> {
         .map(http::bind)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let central = start_central(cfg.bind, &key, store).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => format!(
-            "cannot bind UDP {}: address in use (is another diatom-central running there?)",
-            cfg.bind
-        ),
-        _ => format!("cannot bind UDP {}: {e}", cfg.bind),
+    let central = start_central(cfg.bind, &key, store).map_err(|e| {
+        // The control socket is ours: leave no socket nobody serves.
+        let _ = std::fs::remove_file(&cfg.socket);
+        match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "cannot bind UDP {}: address in use (is another diatom-central running there?)",
+                cfg.bind
+            ),
+            _ => format!("cannot bind UDP {}: {e}", cfg.bind),
+        }
     })?;
     if let Some(listener) = http_listener {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
