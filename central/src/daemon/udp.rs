@@ -29,14 +29,31 @@ fn reuse_socket(local: SocketAddr) -> io::Result<UdpSocket> {
 
 /// Central's own endpoint socket, bound with SO_REUSEADDR so home sockets
 /// may share its port. SO_REUSEADDR would as well let a second central
-/// bind the same address and take its datagrams, so the address is first
-/// bound without it: a socket already there (another central) makes that
-/// fail with `AddrInUse`. A port of 0 becomes the one that bind got.
+/// bind the same address and take the first one's datagrams, so central
+/// also claims the address ([`claim`]): a second central's claim fails with
+/// `AddrInUse`. (A plain bind cannot tell: the home sockets of jobs that
+/// outlive a central restart hold the address too.)
 pub fn bind_shared(local: SocketAddr) -> io::Result<UdpSocket> {
-    let probe = UdpSocket::bind(local)?;
-    let local = probe.local_addr()?;
-    drop(probe);
-    reuse_socket(local)
+    let sock = reuse_socket(local)?;
+    claim(sock.local_addr()?)?;
+    Ok(sock)
+}
+
+/// Claims `addr` for this process until it exits: binds the abstract Unix
+/// socket `diatom-central/ADDR` (abstract names are per network
+/// namespace, as UDP ports are; the kernel frees the name when the
+/// process dies, even killed).
+fn claim(addr: SocketAddr) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    static HELD: std::sync::Mutex<Vec<std::os::unix::net::UnixDatagram>> =
+        std::sync::Mutex::new(Vec::new());
+    let name =
+        std::os::unix::net::SocketAddr::from_abstract_name(format!("diatom-central/{addr}"))?;
+    let held = std::os::unix::net::UnixDatagram::bind_addr(&name)?;
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(held);
+    Ok(())
 }
 
 /// A home's socket: the same local address as central's endpoint,
@@ -58,9 +75,15 @@ mod tests {
         assert_ne!(at.port(), 0);
         let second = bind_shared(at).unwrap_err();
         assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
-        // Its homes still share the port.
+        // Its homes still share the port, and a home socket alone (a job
+        // running across a restart of central) does not stop a central.
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        home_socket(at, peer.local_addr().unwrap()).unwrap();
+        let _home = home_socket(at, peer.local_addr().unwrap()).unwrap();
+        let alone = reuse_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let free = alone.local_addr().unwrap();
+        let _home = home_socket(free, peer.local_addr().unwrap()).unwrap();
+        drop(alone);
+        bind_shared(free).unwrap();
     }
 
     #[test]
