@@ -158,16 +158,19 @@ fn run_inner(
     control: &JobControl,
     report: Report<'_>,
 ) -> Result<JobEvent, String> {
+    let mut phases = Phases::new(std::time::Instant::now());
     // The job's root is built while the launch is on its way.
     let prepared = setup
         .sandbox
         .prepare_root(&setup.job_dir, &setup.cache.job_dirs());
+    phases.mark("ahead: root");
     // So are the threads that serve the job beside its tracer; they are
     // joined when it is over (or when it fails to start: their work never
     // comes, and they return).
     std::thread::scope(|s| {
         let helpers = Helpers::start(s, setup.job, &setup.net, control)?;
-        run_job(setup, control, report, prepared, helpers)
+        phases.mark("ahead: helpers");
+        run_job(setup, control, report, prepared, helpers, phases)
     })
 }
 
@@ -254,11 +257,11 @@ fn run_job(
     report: Report<'_>,
     prepared: Option<sandbox::PreparedRoot>,
     helpers: Helpers,
+    mut phases: Phases,
 ) -> Result<JobEvent, String> {
     let net = &setup.net;
     // Everything of the start the launch's contents do not change is done
     // while the launch is on its way (see `park_ahead`).
-    let mut phases = Phases::new(std::time::Instant::now());
     let ahead = park_ahead(setup, control, prepared, &mut phases);
     let (req, launch) = wait_launch(net, control)?;
     let t0 = std::time::Instant::now();

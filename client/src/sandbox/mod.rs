@@ -20,7 +20,6 @@ pub mod dynmods;
 pub mod mounts;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -725,10 +724,7 @@ impl NodeSandbox {
             CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS,
             &["mnt"],
             move |fds| {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o755)
-                    .create(&spec.writable[0])?;
+                crate::job::fs::make_dir_all(&spec.writable[0], &spec.writable[0])?;
                 MountPlan::prepare(&spec)
                     .map_err(std::io::Error::other)?
                     .apply()?;

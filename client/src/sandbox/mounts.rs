@@ -14,7 +14,6 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::SandboxError;
@@ -540,10 +539,10 @@ impl SpareRoot {
     /// left is PID 1's ([`MountPlan::enter_spare`]).
     pub fn claim(self, job_dir: &Path) -> Result<ClaimedRoot, (SpareRoot, std::io::Error)> {
         let claimed = (|| {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(job_dir)?;
+            // From the pool of spare directories where it has one: a
+            // rename, where a mkdir on ext4 may first search for a free
+            // inode (see job/fs/pool.rs).
+            crate::job::fs::make_dir_all(job_dir, job_dir)?;
             let dst = cstr(job_dir).map_err(std::io::Error::other)?;
             let tree = open_tree(&dst, OPEN_TREE_CLONE)?;
             let attr = MountAttr {
