@@ -22,7 +22,10 @@
 //! `lookups`, which a version-2 peer would fail to decode: a version-2
 //! datagram is dropped as `version` too, so a node and central of
 //! different versions never talk (the node stays down and `diatom status`
-//! counts the drops) rather than fail job by job.
+//! counts the drops) rather than fail job by job. Version 4 adds the
+//! file request `OpenDir` (answered `OpenedDir`), which a version-3 home
+//! would drop unanswered (the node's open would wait out its timeout): a
+//! version-3 datagram is dropped as `version` for the same reason.
 
 use crate::stats::DropReason;
 
@@ -30,7 +33,7 @@ use crate::stats::DropReason;
 pub const MAGIC: [u8; 3] = *b"DTM";
 /// The protocol version this crate speaks. Messages are bincode enums that
 /// may only grow by appending variants; anything incompatible bumps this.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Authentication tag length (GCM's full 128-bit tag).
@@ -160,9 +163,9 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(Header::decode(&bad), Err(DropReason::Magic));
         // Version 1 (XChaCha20-Poly1305, before per-sender subkeys), 2
-        // (launches without lookups) and any later one are refused before
-        // any key is looked up.
-        for v in [0, 1, 2, 4, 255] {
+        // (launches without lookups), 3 (no `OpenDir`) and any later one
+        // are refused before any key is looked up.
+        for v in [0, 1, 2, 3, 5, 255] {
             let mut bad = d.clone();
             bad[3] = v;
             assert_eq!(Header::decode(&bad), Err(DropReason::Version));

@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use diatom_tests::central_files::*;
 use diatom_tests::cluster::{
-    chown, describe, pseudo_random, set_mode, show, text, DiatomCluster, Feed, Spawned, NOBODY,
+    chown, describe, job_ids, pseudo_random, set_mode, show, text, DiatomCluster, Feed, Spawned,
+    NOBODY,
 };
 use diatom_tests::testdir::TestDir;
 use diatom_tests::{assert_static, require_root, static_client};
@@ -515,6 +516,122 @@ fn files_errors_as_nobody() {
     assert!(!f.only("root-dir/new").exists());
     assert_eq!(std::fs::read(f.only("secret")).unwrap(), b"root only\n");
     assert!(f.only("dir").is_dir());
+}
+
+/// A tree walk (`find`) reads most directories from listings the home
+/// read ahead (one `OpenDir` lists many directories), and still prints
+/// what `find` prints on central, as root and as `nobody` (who meets a
+/// directory it may not read, and one it may search but not read).
+#[test]
+fn files_tree_walk_read_ahead_matches_local() {
+    if !require_root("files_tree_walk_read_ahead_matches_local") {
+        return;
+    }
+    let f = Files::new("fwalk");
+    let t = f.only("walk");
+    for i in 0..40 {
+        for j in 0..3 {
+            put(
+                &t.join(format!("w/s{i:02}/t{j}/u/f")),
+                format!("{i} {j}\n").as_bytes(),
+                0o644,
+            );
+        }
+    }
+    put(&t.join("deep/a/b/c/d/e/f/g/h"), b"deep\n", 0o644);
+    put(&t.join("closed/sub/x"), b"x\n", 0o644);
+    set_mode(&t.join("closed"), 0o700);
+    put(&t.join("search-only/sub/y"), b"y\n", 0o644);
+    set_mode(&t.join("search-only"), 0o711);
+    std::os::unix::fs::symlink("w/s00", t.join("to-s00")).unwrap();
+    let c = f.cluster("fwalk");
+    let abs = t.display().to_string();
+    let walk = ["sh", "-c", "find \"$0\" -ls | sort -k11", &abs];
+    let (out, job) = c.exec_job(exec_args(&walk).into_iter().skip(1));
+    let local = local_in(c.dir(), &walk, None, RUN);
+    assert!(local.status.success(), "local: {}", describe(&local));
+    assert_like_local(&out, &local, "find -ls as root");
+    let counters = &job["counters"];
+    let used = counters["listings_ahead_used"].as_u64().unwrap_or(0);
+    let asked = counters["calls.Open"].as_u64().unwrap_or(0)
+        + counters["calls.OpenDir"].as_u64().unwrap_or(0);
+    // 176 directories: most opened without asking the home.
+    assert!(
+        used >= 100 && asked < used,
+        "directories opened from listings read ahead: {counters}"
+    );
+    // As nobody: `closed` and `search-only` cannot be listed (EACCES at
+    // their open), on central as through the job.
+    let cwd = c.dir().to_path_buf();
+    let out = remote_as(&c, NOBODY, &cwd, &walk);
+    let local = local_in(&cwd, &walk, Some(NOBODY), RUN);
+    assert!(
+        text(&local.stderr).contains("Permission denied"),
+        "test setup: {}",
+        describe(&local)
+    );
+    assert_like_local(&out, &local, "find -ls as nobody");
+}
+
+/// A listing read ahead is valid for `FsConfig::meta_ttl` (2 s) from the
+/// question that brought it: a directory changed on central after its
+/// listing was read ahead, and opened more than 2 s later, is seen changed.
+#[test]
+fn files_listing_read_ahead_expires() {
+    if !require_root("files_listing_read_ahead_expires") {
+        return;
+    }
+    let f = Files::new("fahead");
+    let t = f.only("t");
+    put(&t.join("a/b/c/old"), b"old\n", 0o644);
+    let c = f.cluster("fahead");
+    let before = job_ids(&c.ps_json(true));
+    // `ls t/a/b` is a walk's step (t and t/a were listed): its open reads
+    // ahead the listing of t/a/b/c.
+    let mut cmd = c.diatom_cmd(exec_args(&[
+        "sh",
+        "-c",
+        "ls t >/dev/null; ls t/a >/dev/null; ls t/a/b; read go; sleep 3; ls t/a/b/c",
+    ]));
+    cmd.current_dir(&f.only);
+    let mut job = Spawned::spawn(cmd, Feed::Pipe);
+    let deadline = Instant::now() + RUN;
+    while job.stdout_arrival(b"c\n").is_none() {
+        assert!(
+            Instant::now() < deadline && job.try_wait().is_none(),
+            "the job did not list t/a/b: stdout {} stderr {}",
+            show(&job.stdout_so_far()),
+            show(&job.stderr_so_far())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(t.join("a/b/c/old")).unwrap();
+    put(&t.join("a/b/c/new"), b"new\n", 0o644);
+    job.stdin().unwrap().write_all(b"go\n").unwrap();
+    job.close_stdin();
+    let out = job.wait_or_panic(RUN, &format!("daemon logs in {}", c.dir().display()));
+    assert!(
+        out.status.success() && out.stdout == b"c\nnew\n" && out.stderr.is_empty(),
+        "a directory changed on central more than meta_ttl after its listing \
+         was read ahead should be seen changed: {}",
+        describe(&out)
+    );
+    // And the listing really had been read ahead.
+    let after = c.ps_json(true);
+    let job = after
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|j| {
+            j.get("id")
+                .is_some_and(|id| !before.contains(&id.to_string()))
+        })
+        .expect("the job in `ps --all --json`");
+    assert!(
+        job["counters"]["listings_ahead"].as_u64().unwrap_or(0) >= 1,
+        "no listing was read ahead: {}",
+        job["counters"]
+    );
 }
 
 #[test]

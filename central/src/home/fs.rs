@@ -53,6 +53,19 @@
 //! silently shortened listing would make `find`, `rm -r` or a build see a
 //! different tree than central has.
 //!
+//! # Reading ahead while the job walks a tree
+//! `OpenDir` (the node sends it instead of `Open` when the job is walking
+//! a tree) opens as `Open` does; for a directory it also lists, as the
+//! caller, the directories the job is likely to open next: the
+//! directory's subdirectories, then the `also` directories the node
+//! names, then the next level of each, breadth first. Each is opened
+//! without following a final symlink (so its path is canonical) and left
+//! out when the caller may not read it, or when it would not fit. A reply
+//! holds at most [`AHEAD_DIRS`] such listings and about [`AHEAD_BYTES`]
+//! encoded, and the home stops reading ahead after [`AHEAD_TIME`] (a slow
+//! central file system must not hold the job's open for long): reading
+//! ahead saves round trips, it never delays an open by more than that.
+//!
 //! # Locks
 //! `Lock` and `Unlock` take and drop advisory locks on the real central
 //! files, one open file description per lock owner ([`locks`]); they never
@@ -77,7 +90,7 @@ pub mod xattr;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use dscp_dicp::msg::fs::{DirEntry, FileStat, Handle, Request, Response};
+use dscp_dicp::msg::fs::{DirEntry, FileStat, Handle, Listing, Request, Response};
 use dscp_dicp::msg::job::FileStamp;
 use dscp_dicp::msg::Blob;
 
@@ -95,6 +108,29 @@ pub const MAX_DIR_ENTRIES: usize = 200_000;
 pub const MAX_DIR_BYTES: usize = 40 << 20;
 /// Encoded size of an entry beyond its name and link, at most.
 const DIR_ENTRY_OVERHEAD: usize = 128;
+/// Most listings one `OpenDir` reply reads ahead.
+pub const AHEAD_DIRS: usize = 256;
+/// Most estimated encoded bytes of the listings one `OpenDir` reply reads
+/// ahead (a few hundred datagrams: one reply, fragmented, in one window).
+pub const AHEAD_BYTES: usize = 512 << 10;
+/// How long one `OpenDir` reads ahead at most.
+pub const AHEAD_TIME: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The bounds of one read-ahead ([`read_ahead`]).
+#[derive(Debug, Clone, Copy)]
+struct AheadLimits {
+    dirs: usize,
+    bytes: usize,
+    time: std::time::Duration,
+}
+
+impl AheadLimits {
+    const REPLY: AheadLimits = AheadLimits {
+        dirs: AHEAD_DIRS,
+        bytes: AHEAD_BYTES,
+        time: AHEAD_TIME,
+    };
+}
 
 /// Performs a job's file requests on central as the caller; one per job.
 /// Dropping it closes every write handle still open (the job ended).
@@ -257,6 +293,9 @@ impl FileService {
             Request::Exec { path, argv, envp } => {
                 return exec::exec(self.resolver, &path, &argv, &envp)
             }
+            Request::OpenDir { path, flags, also } => {
+                self.open_dir(&path, flags, &also, AheadLimits::REPLY)
+            }
         };
         res.unwrap_or_else(Response::Errno)
     }
@@ -283,6 +322,41 @@ impl FileService {
     fn open(&mut self, path: &[u8], flags: i32, mode: u32) -> SysResult<Response> {
         let p = sys::abs_path(path)?;
         self.open_with(path, flags, |oflags| sys::open(&p, oflags, mode))
+    }
+
+    /// `OpenDir`: a read-only open; a directory's answer also carries
+    /// the listings [`read_ahead`] finds within `limits`.
+    fn open_dir(
+        &mut self,
+        path: &[u8],
+        flags: i32,
+        also: &[Blob],
+        limits: AheadLimits,
+    ) -> SysResult<Response> {
+        // (O_TMPFILE includes O_DIRECTORY's bit.)
+        if flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_PATH) != 0
+            || flags & libc::O_TMPFILE == libc::O_TMPFILE
+        {
+            return Err(libc::EINVAL);
+        }
+        match self.open(path, flags, 0)? {
+            Response::Opened {
+                canonical,
+                stat,
+                handle: None,
+                listing: Some(listing),
+            } => {
+                let ahead = read_ahead(&canonical, &listing, also, limits);
+                Ok(Response::OpenedDir {
+                    canonical,
+                    stat,
+                    listing,
+                    ahead,
+                })
+            }
+            other => Ok(other),
+        }
     }
 
     /// `openat2(dir, path, flags, mode, resolve)`: the kernel applies the
@@ -486,12 +560,96 @@ pub fn read_reply(
 /// The entries of a directory, or `EOVERFLOW` past `max_entries` entries
 /// or `max_bytes` estimated bytes.
 fn read_dir(path: &[u8], max_entries: usize, max_bytes: usize) -> SysResult<Vec<DirEntry>> {
+    list(path, 0, max_entries, max_bytes).map(|(_, entries, _)| entries)
+}
+
+/// The subdirectories (not symlinks to one) of directory `dir` by its
+/// listing.
+fn subdirs<'a>(dir: &'a [u8], entries: &'a [DirEntry]) -> impl Iterator<Item = Vec<u8>> + 'a {
+    entries
+        .iter()
+        .filter(|e| {
+            e.stat
+                .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFDIR)
+        })
+        .map(move |e| {
+            let mut p = dir.to_vec();
+            if !p.ends_with(b"/") {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&e.name);
+            p
+        })
+}
+
+/// The listings an `OpenDir` of `dir` (listed as `listing`) reads ahead:
+/// `dir`'s subdirectories, then `also` (absolute paths only), then the
+/// next level of each, breadth first, as the caller; a directory that
+/// cannot be opened without following a symlink, or read, or that would
+/// overflow the byte budget, is left out. Stops at `limits`.
+fn read_ahead(
+    dir: &[u8],
+    listing: &[DirEntry],
+    also: &[Blob],
+    limits: AheadLimits,
+) -> Vec<Listing> {
+    let start = std::time::Instant::now();
+    let mut queue: std::collections::VecDeque<Vec<u8>> = subdirs(dir, listing).collect();
+    queue.extend(
+        also.iter()
+            .filter(|p| p.first() == Some(&b'/') && p[..] != *dir)
+            .take(limits.dirs)
+            .map(|p| p.0.clone()),
+    );
+    let mut seen: std::collections::HashSet<Vec<u8>> = queue.iter().cloned().collect();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(d) = queue.pop_front() {
+        if out.len() >= limits.dirs || start.elapsed() >= limits.time {
+            break;
+        }
+        let Some(room) = limits
+            .bytes
+            .checked_sub(bytes + d.len() + DIR_ENTRY_OVERHEAD)
+        else {
+            break;
+        };
+        let Ok((stat, entries, used)) = list(&d, libc::O_NOFOLLOW, MAX_DIR_ENTRIES, room) else {
+            continue;
+        };
+        bytes += d.len() + DIR_ENTRY_OVERHEAD + used;
+        // The queue never holds more than can still be listed.
+        for sub in subdirs(&d, &entries) {
+            if queue.len() + out.len() < limits.dirs && !seen.contains(&sub) {
+                seen.insert(sub.clone());
+                queue.push_back(sub);
+            }
+        }
+        out.push(Listing {
+            path: Blob(d),
+            stat,
+            entries,
+        });
+    }
+    out
+}
+
+/// `fstat` and entries of directory `path` (opened with `O_RDONLY |
+/// O_DIRECTORY` and `extra` flags) and their estimated encoded bytes, or
+/// `EOVERFLOW` past `max_entries` entries or `max_bytes` bytes.
+fn list(
+    path: &[u8],
+    extra: i32,
+    max_entries: usize,
+    max_bytes: usize,
+) -> SysResult<(FileStat, Vec<DirEntry>, usize)> {
     let p = sys::abs_path(path)?;
     let fd = sys::open(
         &p,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK | extra,
         0,
     )?;
+    let stat = sys::fstat(&fd)?;
     let mut dir = sys::Dir::from_fd(fd)?;
     let dfd = dir.fd();
     let mut entries = Vec::new();
@@ -522,7 +680,7 @@ fn read_dir(path: &[u8], max_entries: usize, max_bytes: usize) -> SysResult<Vec<
             no_xattrs,
         });
     }
-    Ok(entries)
+    Ok((stat, entries, bytes))
 }
 
 fn rename(from: &[u8], to: &[u8], flags: u32) -> SysResult<Response> {

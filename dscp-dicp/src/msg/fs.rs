@@ -319,6 +319,24 @@ pub enum Request {
         /// The environment as the program passed it.
         envp: Vec<Blob>,
     },
+    /// A read-only [`Request::Open`] (no `O_PATH`) made while the job walks
+    /// a tree: a directory is answered [`Response::OpenedDir`], with its
+    /// listing and, within the home's bounds, the listings of directories
+    /// the job is likely to open next (its subdirectories, those of `also`,
+    /// then the next level), so walking a tree costs a round trip per many
+    /// directories rather than one per directory; anything else is answered
+    /// as `Open` is. A home that predates it answers
+    /// [`super::ErrorKind::Unsupported`] and the node asks `Open` again.
+    OpenDir {
+        /// Absolute central path.
+        path: Blob,
+        /// `O_*` flags as the program passed them (read-only).
+        flags: i32,
+        /// More directories (absolute canonical central paths) to list
+        /// after `path`'s subdirectories: the node's guess of what comes
+        /// next, e.g. the siblings of `path` it has not listed yet.
+        also: Vec<Blob>,
+    },
 }
 
 /// File metadata, as `struct stat` has it.
@@ -440,6 +458,31 @@ pub enum Response {
     Lock(Option<RangeLock>),
     /// The call failed with this errno (central's).
     Errno(i32),
+    /// [`Request::OpenDir`] of a directory: what [`Response::Opened`]
+    /// would say, plus the listings the home read ahead.
+    OpenedDir {
+        /// The path with every symlink resolved.
+        canonical: Blob,
+        /// Metadata at open.
+        stat: FileStat,
+        /// The directory's listing.
+        listing: Vec<DirEntry>,
+        /// Listings of other directories, read as the caller just after
+        /// `listing` (a directory the caller may not read is left out).
+        ahead: Vec<Listing>,
+    },
+}
+
+/// A directory listing read ahead ([`Response::OpenedDir`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Absolute canonical central path of the directory (its parent's
+    /// canonical path and its name: never through a symlink).
+    pub path: Blob,
+    /// `fstat` of the directory as the home opened it.
+    pub stat: FileStat,
+    /// Its entries, as [`Request::ReadDir`] would answer them.
+    pub entries: Vec<DirEntry>,
 }
 
 // A `Read` answer is the bulk of a fetch: [`data_header`] and [`data_span`]

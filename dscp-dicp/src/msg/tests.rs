@@ -135,6 +135,11 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             argv: vec!["sh".into()],
             envp: vec![],
         }),
+        Request::Fs(fs::Request::OpenDir {
+            path: "/usr/share".into(),
+            flags: libc::O_DIRECTORY,
+            also: vec!["/usr/lib".into()],
+        }),
         Request::Net(net::Request::Connect {
             stream: 1,
             to: net::Addr::Inet("[::1]:80".parse().unwrap()),
@@ -164,6 +169,21 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             len: 5,
             pid: -1,
         }))),
+        Response::Fs(fs::Response::OpenedDir {
+            canonical: "/usr/share".into(),
+            stat: fs::FileStat::default(),
+            listing: vec![fs::DirEntry {
+                name: "doc".into(),
+                stat: Some(fs::FileStat::default()),
+                link: None,
+                no_xattrs: false,
+            }],
+            ahead: vec![fs::Listing {
+                path: "/usr/share/doc".into(),
+                stat: fs::FileStat::default(),
+                entries: vec![],
+            }],
+        }),
         Response::Fs(fs::Response::Dir(vec![fs::DirEntry {
             name: "a".into(),
             stat: Some(fs::FileStat::default()),

@@ -1437,3 +1437,150 @@ fn openat2_applies_resolve_flags_from_its_directory() {
     opened(s.handle(open2("up/d/f", 0)));
     assert_eq!(errno(s.handle(open2("f", 1 << 40))), libc::EINVAL);
 }
+
+/// The paths of an `OpenDir` answer's listings read ahead.
+#[track_caller]
+fn ahead_of(r: Response) -> Vec<Vec<u8>> {
+    match r {
+        Response::OpenedDir { ahead, .. } => ahead.into_iter().map(|l| l.path.0).collect(),
+        other => panic!("expected OpenedDir, got {other:?}"),
+    }
+}
+
+#[test]
+fn open_dir_reads_ahead_breadth_first_within_its_bounds() {
+    let t = TempDir::new();
+    for d in ["d/a/a1/a2", "d/b", "o/o1"] {
+        std::fs::create_dir_all(t.path(d)).expect("mkdir");
+    }
+    write(&t.path("d/f"), b"file", 0o644);
+    write(&t.path("d/a/x"), b"x", 0o644);
+    std::os::unix::fs::symlink("a", t.path("d/link")).expect("symlink");
+    let mut s = FileService::new();
+    let p = |rel: &str| t.blob(rel).0;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    let also = vec![t.blob("o"), Blob::from("relative"), t.blob("d/link")];
+    let big = AheadLimits {
+        dirs: 100,
+        bytes: 1 << 20,
+        time: std::time::Duration::from_secs(60),
+    };
+    let r = s.open_dir(&p("d"), flags, &also, big).expect("open_dir");
+    let Response::OpenedDir {
+        canonical,
+        stat,
+        listing,
+        ahead,
+    } = r.clone()
+    else {
+        panic!("expected OpenedDir, got {r:?}");
+    };
+    // What `Open` answers, with the same listing.
+    let (c, st, _) = opened(s.handle(R::Open {
+        path: t.blob("d"),
+        flags,
+        mode: 0,
+    }));
+    assert_eq!((canonical.0, stat.ino), (c, st.ino));
+    assert_eq!(listing.len(), 4);
+    // The subdirectories, then `also` (a relative path and a symlink are
+    // left out), then the next level, breadth first.
+    let paths: Vec<Vec<u8>> = ahead.iter().map(|l| l.path.0.clone()).collect();
+    let mut first: Vec<Vec<u8>> = paths[..2].to_vec();
+    first.sort();
+    assert_eq!(first, [p("d/a"), p("d/b")]);
+    assert_eq!(paths[2..], [p("o"), p("d/a/a1"), p("o/o1"), p("d/a/a1/a2")]);
+    for l in &ahead {
+        let mut names: Vec<Vec<u8>> = l.entries.iter().map(|e| e.name.0.clone()).collect();
+        names.sort();
+        let mut want: Vec<Vec<u8>> = read_dir(&l.path, 100, 1 << 20)
+            .expect("read_dir")
+            .into_iter()
+            .map(|e| e.name.0)
+            .collect();
+        want.sort();
+        assert_eq!(names, want);
+        let st = stat_of(s.handle(R::Stat {
+            path: l.path.clone(),
+            follow: false,
+        }));
+        assert_eq!((l.stat.ino, l.stat.mode), (st.ino, st.mode));
+    }
+    // The bounds: directories, bytes (a listing that does not fit is left
+    // out, a smaller one after it still comes), time.
+    let two = AheadLimits { dirs: 2, ..big };
+    assert_eq!(
+        ahead_of(s.open_dir(&p("d"), flags, &also, two).expect("two")).len(),
+        2
+    );
+    let a_bytes = p("d/a").len() + 2 * DIR_ENTRY_OVERHEAD + 1 + 2;
+    let small = AheadLimits {
+        bytes: a_bytes,
+        ..big
+    };
+    let got = ahead_of(s.open_dir(&p("d"), flags, &[], small).expect("small"));
+    assert!(got.len() <= 1 && !got.contains(&p("d/a/a1")), "{got:?}");
+    let none = AheadLimits {
+        time: std::time::Duration::ZERO,
+        ..big
+    };
+    assert!(ahead_of(s.open_dir(&p("d"), flags, &also, none).expect("none")).is_empty());
+    // Through the request, with the reply's own bounds.
+    let r = s.handle(R::OpenDir {
+        path: t.blob("d"),
+        flags,
+        also: vec![],
+    });
+    assert_eq!(ahead_of(r).len(), 4);
+    // A file is answered as `Open` answers it; a write or O_PATH is refused.
+    assert!(matches!(
+        s.handle(R::OpenDir {
+            path: t.blob("d/f"),
+            flags: libc::O_RDONLY,
+            also: vec![],
+        }),
+        Response::Opened { listing: None, .. }
+    ));
+    for bad in [libc::O_WRONLY, libc::O_RDONLY | libc::O_CREAT, libc::O_PATH] {
+        assert_eq!(
+            s.handle(R::OpenDir {
+                path: t.blob("d"),
+                flags: bad,
+                also: vec![],
+            }),
+            Response::Errno(libc::EINVAL)
+        );
+    }
+}
+
+#[test]
+fn open_dir_reads_ahead_only_what_the_caller_may_read() {
+    if !require_root("open_dir_reads_ahead_only_what_the_caller_may_read") {
+        return;
+    }
+    let t = TempDir::new();
+    for d in ["d/open/inner", "d/closed/inner", "d/search-only", "other"] {
+        std::fs::create_dir_all(t.path(d)).expect("mkdir");
+    }
+    let mode = |rel: &str, m: u32| {
+        std::fs::set_permissions(t.path(rel), std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    mode("d/closed", 0o700);
+    mode("d/search-only", 0o711);
+    mode("other", 0o700);
+    let (d, other) = (t.blob("d"), t.blob("other"));
+    let got = as_nobody(move || {
+        let mut s = FileService::new();
+        vec![(
+            "d".into(),
+            s.handle(R::OpenDir {
+                path: d,
+                flags: libc::O_RDONLY | libc::O_DIRECTORY,
+                also: vec![other],
+            }),
+        )]
+    });
+    let mut paths = ahead_of(got[0].1.clone());
+    paths.sort();
+    assert_eq!(paths, [t.blob("d/open").0, t.blob("d/open/inner").0]);
+}

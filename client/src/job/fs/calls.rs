@@ -33,6 +33,30 @@ pub(crate) enum OpenKind {
     Creat,
 }
 
+/// Open flags under which a listing read ahead answers a directory's
+/// open, or `OpenDir` is asked: read-only, and nothing the home's open
+/// could refuse where the read-ahead's did not (`O_NOATIME`, say).
+/// `0o100000` is the kernel's `O_LARGEFILE` (libc's is 0 on x86_64).
+const AHEAD_FLAGS: i32 = libc::O_DIRECTORY
+    | libc::O_NOFOLLOW
+    | libc::O_CLOEXEC
+    | libc::O_NONBLOCK
+    | libc::O_NOCTTY
+    | 0o100000;
+/// Most sibling directories an `OpenDir` asks the home to list too.
+const AHEAD_ALSO: usize = 128;
+
+/// The home's answer to a read-only open ([`FsLayer::ask_open_read`]).
+struct ReadOpen {
+    canonical: Vec<u8>,
+    stat: FileStat,
+    handle: Option<u64>,
+    listing: Option<Vec<DirEntry>>,
+    /// When the answer was asked for (or the listing read ahead arrived):
+    /// the listing's validity runs from here.
+    at: std::time::Instant,
+}
+
 /// Where a stat-like call wants its answer.
 #[derive(Debug, Clone, Copy)]
 enum Out {
@@ -436,16 +460,13 @@ impl FsLayer {
     /// central path when that file is still arriving.
     fn open_read(&mut self, c: &[u8], flags: i32) -> Result<(Vec<u8>, Option<Vec<u8>>), Errno> {
         for _ in 0..3 {
-            let req = self.open_request(c, flags, 0);
-            let Response::Opened {
+            let ReadOpen {
                 canonical,
                 stat,
                 handle,
                 listing,
-            } = self.ask(req)?
-            else {
-                return Err(Errno::EIO);
-            };
+                at,
+            } = self.ask_open_read(c, flags)?;
             if let Some(h) = handle {
                 let _ = self.ask(Request::Close { handle: h });
             }
@@ -458,9 +479,9 @@ impl FsLayer {
             self.opened.insert(canon.clone(), stat);
             match file_type(stat.mode) {
                 libc::S_IFDIR => {
-                    self.meta.put(&canon, stat, None);
+                    self.meta.put_at(&canon, stat, None, at);
                     match listing {
-                        Some(entries) => self.apply_listing(&canon, &entries)?,
+                        Some(entries) => self.apply_listing(&canon, &entries, at)?,
                         None => self.list_dir(&canon)?,
                     }
                     return Ok((node, None));
@@ -518,30 +539,106 @@ impl FsLayer {
         Err(Errno::ESTALE)
     }
 
+    /// The home's answer to a read-only open of central `c`: a listing
+    /// read ahead when one is valid (no round trip), else `OpenDir` while
+    /// the job walks a tree through a directory the node knows, else
+    /// `Open` (see `meta`'s module docs).
+    fn ask_open_read(&mut self, c: &[u8], flags: i32) -> Result<ReadOpen, Errno> {
+        let plain = self.resolving.is_none() && flags & !AHEAD_FLAGS == 0;
+        if plain {
+            if let Some(a) = self.meta.take_ahead(c) {
+                self.note_ahead(0, 1);
+                return Ok(ReadOpen {
+                    canonical: c.to_vec(),
+                    stat: a.stat,
+                    handle: None,
+                    listing: Some(a.entries),
+                    at: a.at,
+                });
+            }
+        }
+        let dir = matches!(self.meta.known(c), Known::Entry(m) if file_type(m.stat.mode) == libc::S_IFDIR);
+        let req = if plain && dir && self.meta.walking(c) {
+            Request::OpenDir {
+                path: Blob(c.to_vec()),
+                flags,
+                also: self
+                    .meta
+                    .siblings_to_list(c, AHEAD_ALSO)
+                    .into_iter()
+                    .map(Blob)
+                    .collect(),
+            }
+        } else {
+            self.open_request(c, flags, 0)
+        };
+        // Validity runs from the question: the home listed after it.
+        let at = std::time::Instant::now();
+        match self.ask(req)? {
+            Response::Opened {
+                canonical,
+                stat,
+                handle,
+                listing,
+            } => Ok(ReadOpen {
+                canonical: canonical.0,
+                stat,
+                handle,
+                listing,
+                at,
+            }),
+            Response::OpenedDir {
+                canonical,
+                stat,
+                listing,
+                ahead,
+            } => {
+                let kept = self.meta.put_ahead(ahead, at);
+                self.note_ahead(kept as u64, 0);
+                Ok(ReadOpen {
+                    canonical: canonical.0,
+                    stat,
+                    handle: None,
+                    listing: Some(listing),
+                    at,
+                })
+            }
+            _ => Err(Errno::EIO),
+        }
+    }
+
     /// Lists central directory `c` into the mirror and the metadata cache.
     pub(crate) fn list_dir(&mut self, c: &[u8]) -> Result<(), Errno> {
+        let at = std::time::Instant::now();
         let Response::Dir(entries) = self.ask(Request::ReadDir {
             path: Blob(c.to_vec()),
         })?
         else {
             return Err(Errno::EIO);
         };
-        self.apply_listing(c, &entries)
+        self.apply_listing(c, &entries, at)
     }
 
-    /// Puts a listing of central directory `c` (from `ReadDir`, or with
-    /// its open) in the mirror and the metadata cache.
-    fn apply_listing(&mut self, c: &[u8], entries: &[DirEntry]) -> Result<(), Errno> {
+    /// Puts a listing of central directory `c` (from `ReadDir`, with its
+    /// open, or read ahead), made after `at`, in the mirror and the
+    /// metadata cache.
+    fn apply_listing(
+        &mut self,
+        c: &[u8],
+        entries: &[DirEntry],
+        at: std::time::Instant,
+    ) -> Result<(), Errno> {
         self.mirror.populate(c, entries).map_err(|e| {
             log::warn!("mirror of {}: {e}", String::from_utf8_lossy(c));
             io_errno(&e)
         })?;
-        self.meta.put_listing(
+        self.meta.put_listing_at(
             c,
             entries.iter().filter_map(|e| {
                 let link = e.link.clone().map(|l| l.0);
                 Some((&e.name[..], e.stat?, link, e.no_xattrs))
             }),
+            at,
         );
         Ok(())
     }

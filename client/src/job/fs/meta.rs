@@ -18,11 +18,23 @@
 //! home's `lstat` of paths the program is known to ask about first, made
 //! just before it sent the launch, held under the same validity from the
 //! launch's arrival.
+//!
+//! Listings read ahead ([`MetaCache::put_ahead`]: the home's answer to an
+//! `OpenDir` carries the listings of directories the job is likely to open
+//! next) wait here, by canonical central path, for the job's open of that
+//! directory ([`MetaCache::take_ahead`]), which then needs no round trip.
+//! They are valid for [`MetaCache::ttl`] from their arrival, and forgotten
+//! when the directory is listed again, when a newer listing of its parent
+//! shows it changed (another inode or times), and at any change the job
+//! makes in it or to it. A job is taken to walk a tree
+//! ([`MetaCache::walking`]) when it opens a directory whose parent and
+//! grandparent it listed within the validity: only then is reading ahead
+//! worth its cost.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dscp_dicp::msg::fs::{FileStat, StatFs};
+use dscp_dicp::msg::fs::{DirEntry, FileStat, Listing, StatFs};
 use dscp_dicp::msg::job::{Lookup, MAX_LOOKUPS};
 use dscp_dicp::msg::Blob;
 
@@ -51,11 +63,31 @@ pub(crate) enum Known<'a> {
     Unknown,
 }
 
+/// A directory's listing read ahead by the home, waiting for its open.
+#[derive(Debug, Clone)]
+pub(crate) struct Ahead {
+    /// `fstat` of the directory as the home opened it.
+    pub stat: FileStat,
+    /// Its entries.
+    pub entries: Vec<DirEntry>,
+    /// When it was asked for: the listing's validity starts here.
+    pub at: Instant,
+}
+
+/// Most listings read ahead kept at once; past it, expired ones are
+/// dropped, and then new ones are refused (a job walking faster than the
+/// validity allows never holds more).
+const AHEAD_KEEP: usize = 16_384;
+
 /// Entries by clean central path, and when each directory was listed.
 #[derive(Debug)]
 pub(crate) struct MetaCache {
     entries: HashMap<Vec<u8>, Meta>,
     listed: HashMap<Vec<u8>, Instant>,
+    /// The subdirectories (names) of each listed directory.
+    subdirs: HashMap<Vec<u8>, Vec<Vec<u8>>>,
+    /// Listings read ahead, by canonical central path.
+    ahead: HashMap<Vec<u8>, Ahead>,
     /// `stat` (following symlinks) answers by path.
     followed: HashMap<Vec<u8>, (FileStat, Instant)>,
     /// Paths central answered `ENOENT` for, and whether symlinks were
@@ -70,6 +102,8 @@ impl MetaCache {
         Self {
             entries: HashMap::new(),
             listed: HashMap::new(),
+            subdirs: HashMap::new(),
+            ahead: HashMap::new(),
             followed: HashMap::new(),
             missing: HashMap::new(),
             ttl,
@@ -146,33 +180,160 @@ impl MetaCache {
         Known::Unknown
     }
 
-    /// Records the listing of directory `dir` (clean): its entries replace
-    /// whatever was known below it, one level deep.
+    /// Records the listing of directory `dir` (clean), made now: its
+    /// entries replace whatever was known below it, one level deep.
+    #[cfg(test)]
     pub(crate) fn put_listing<'a>(
         &mut self,
         dir: &[u8],
         entries: impl Iterator<Item = (&'a [u8], FileStat, Option<Vec<u8>>, bool)>,
     ) {
+        self.put_listing_at(dir, entries, Instant::now());
+    }
+
+    /// Records the listing of directory `dir` (clean) that arrived `at`
+    /// (now, or when a listing read ahead arrived): valid until `at` plus
+    /// the validity. A listing read ahead of `dir`, or of a subdirectory
+    /// whose inode or times differ from this listing's, is forgotten.
+    pub(crate) fn put_listing_at<'a>(
+        &mut self,
+        dir: &[u8],
+        entries: impl Iterator<Item = (&'a [u8], FileStat, Option<Vec<u8>>, bool)>,
+        at: Instant,
+    ) {
+        self.ahead.remove(dir);
         if self.ttl.is_zero() {
             return;
         }
-        let now = Instant::now();
+        let mut subdirs = Vec::new();
         for (name, stat, link, no_xattrs) in entries {
+            let path = paths::join(dir, name);
+            if file_type(stat.mode) == libc::S_IFDIR {
+                subdirs.push(name.to_vec());
+                let same = |a: &Ahead| {
+                    (a.stat.ino, a.stat.dev, a.stat.mtime_ns, a.stat.ctime_ns)
+                        == (stat.ino, stat.dev, stat.mtime_ns, stat.ctime_ns)
+                };
+                if self.ahead.get(&path).is_some_and(|a| !same(a)) {
+                    self.ahead.remove(&path);
+                }
+            }
             self.entries.insert(
-                paths::join(dir, name),
+                path,
                 Meta {
                     stat,
                     link,
                     no_xattrs,
-                    at: now,
+                    at,
                 },
             );
         }
-        self.listed.insert(dir.to_vec(), now);
+        self.listed.insert(dir.to_vec(), at);
+        self.subdirs.insert(dir.to_vec(), subdirs);
+    }
+
+    /// Whether directory `dir` was listed within the validity.
+    fn listed_fresh(&self, dir: &[u8], now: Instant) -> bool {
+        self.listed
+            .get(dir)
+            .is_some_and(|at| now.duration_since(*at) < self.ttl)
+    }
+
+    /// Whether an open of the clean directory path `dir` looks like a step
+    /// of a tree walk: its parent and grandparent were listed within the
+    /// validity.
+    pub(crate) fn walking(&self, dir: &[u8]) -> bool {
+        if self.ttl.is_zero() {
+            return false;
+        }
+        let now = Instant::now();
+        let Some((parent, _)) = paths::split(dir) else {
+            return false;
+        };
+        let Some((grand, _)) = paths::split(parent) else {
+            return false;
+        };
+        self.listed_fresh(parent, now) && self.listed_fresh(grand, now)
+    }
+
+    /// Up to `max` subdirectories of the clean path `dir`'s parent (by
+    /// its listing within the validity), other than `dir`, neither listed
+    /// nor read ahead within the validity: what a walk opens after `dir`.
+    pub(crate) fn siblings_to_list(&self, dir: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let now = Instant::now();
+        let Some((parent, _)) = paths::split(dir) else {
+            return Vec::new();
+        };
+        if !self.listed_fresh(parent, now) {
+            return Vec::new();
+        }
+        let Some(names) = self.subdirs.get(parent) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .map(|n| paths::join(parent, n))
+            .filter(|p| {
+                p != dir
+                    && !self.listed_fresh(p, now)
+                    && self
+                        .ahead
+                        .get(p)
+                        .is_none_or(|a| now.duration_since(a.at) >= self.ttl)
+            })
+            .take(max)
+            .collect()
+    }
+
+    /// Keeps the listings the home read ahead after `at` (clean paths
+    /// only; see the module docs); returns how many were kept.
+    pub(crate) fn put_ahead(&mut self, listings: Vec<Listing>, at: Instant) -> usize {
+        if self.ttl.is_zero() {
+            return 0;
+        }
+        let now = Instant::now();
+        if self.ahead.len() + listings.len() > AHEAD_KEEP {
+            let ttl = self.ttl;
+            self.ahead.retain(|_, a| now.duration_since(a.at) < ttl);
+        }
+        let mut kept = 0;
+        for l in listings {
+            if !paths::is_clean(&l.path) || self.ahead.len() >= AHEAD_KEEP {
+                continue;
+            }
+            self.ahead.insert(
+                l.path.0,
+                Ahead {
+                    stat: l.stat,
+                    entries: l.entries,
+                    at,
+                },
+            );
+            kept += 1;
+        }
+        kept
+    }
+
+    /// The listing read ahead of the clean directory path `dir`, if one
+    /// is valid; it is used once (the open lists `dir` with it).
+    pub(crate) fn take_ahead(&mut self, dir: &[u8]) -> Option<Ahead> {
+        let a = self.ahead.remove(dir)?;
+        (Instant::now().duration_since(a.at) < self.ttl).then_some(a)
     }
 
     /// Records one entry's `lstat` (from a forwarded call or an open).
     pub(crate) fn put(&mut self, path: &[u8], stat: FileStat, link: Option<Vec<u8>>) {
+        self.put_at(path, stat, link, Instant::now());
+    }
+
+    /// Records one entry's `lstat` learnt `at`.
+    pub(crate) fn put_at(
+        &mut self,
+        path: &[u8],
+        stat: FileStat,
+        link: Option<Vec<u8>>,
+        at: Instant,
+    ) {
         if self.ttl.is_zero() || !paths::is_clean(path) {
             return;
         }
@@ -182,7 +343,7 @@ impl MetaCache {
                 stat,
                 link,
                 no_xattrs: false,
-                at: Instant::now(),
+                at,
             },
         );
     }
@@ -216,13 +377,16 @@ impl MetaCache {
         self.missing.clear();
         self.entries.remove(&path);
         self.listed.remove(&path);
+        self.ahead.remove(&path);
         if tree {
             self.entries.retain(|k, _| !paths::is_under(k, &path));
             self.listed.retain(|k, _| !paths::is_under(k, &path));
+            self.ahead.retain(|k, _| !paths::is_under(k, &path));
         }
         if let Some((parent, _)) = paths::split(&path) {
             self.entries.remove(parent);
             self.listed.remove(parent);
+            self.ahead.remove(parent);
         }
     }
 }
@@ -368,6 +532,103 @@ mod tests {
             std::mem::size_of::<KernelStatfs>(),
             std::mem::size_of::<libc::statfs>()
         );
+    }
+
+    fn dir_stat(ino: u64) -> FileStat {
+        FileStat {
+            ino,
+            mode: libc::S_IFDIR | 0o755,
+            ..Default::default()
+        }
+    }
+
+    fn listing(path: &str, ino: u64, names: &[&str]) -> Listing {
+        Listing {
+            path: Blob::from(path),
+            stat: dir_stat(ino),
+            entries: names
+                .iter()
+                .map(|n| dscp_dicp::msg::fs::DirEntry {
+                    name: Blob::from(*n),
+                    stat: Some(dir_stat(7)),
+                    link: None,
+                    no_xattrs: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn listings_read_ahead_are_used_once_until_they_expire_or_change() {
+        let ttl = Duration::from_secs(60);
+        let mut c = MetaCache::new(ttl);
+        let now = Instant::now();
+        let kept = c.put_ahead(
+            vec![
+                listing("/t/a", 1, &["x"]),
+                listing("/t/b", 2, &[]),
+                listing("/t/c", 3, &[]),
+                listing("/t/d", 4, &[]),
+                listing("/t/../e", 5, &[]),
+            ],
+            now,
+        );
+        assert_eq!(kept, 4, "a path that is not clean is not kept");
+        let a = c.take_ahead(b"/t/a").unwrap();
+        assert_eq!((a.stat.ino, a.entries.len(), a.at), (1, 1, now));
+        assert!(c.take_ahead(b"/t/a").is_none(), "used once");
+        // A newer listing of the directory itself, or of its parent
+        // showing it changed, replaces it; the same stat keeps it.
+        c.put_listing(b"/t/b", std::iter::empty());
+        assert!(c.take_ahead(b"/t/b").is_none());
+        c.put_listing(
+            b"/t",
+            [
+                (&b"c"[..], dir_stat(3), None, false),
+                (&b"d"[..], dir_stat(40), None, false),
+            ]
+            .into_iter(),
+        );
+        assert!(c.take_ahead(b"/t/d").is_none(), "another inode");
+        assert!(c.take_ahead(b"/t/c").is_some(), "the same directory");
+        // Any change the job makes in it, to it or above it forgets it.
+        c.put_ahead(vec![listing("/u/a", 1, &[]), listing("/u/b", 2, &[])], now);
+        c.put_ahead(vec![listing("/v/a", 1, &[])], now);
+        c.invalidate(b"/u/a/new", false);
+        assert!(c.take_ahead(b"/u/a").is_none());
+        c.invalidate(b"/u/b", false);
+        assert!(c.take_ahead(b"/u/b").is_none());
+        c.invalidate(b"/v", true);
+        assert!(c.take_ahead(b"/v/a").is_none());
+        // Older than the validity: not used.
+        let old = now.checked_sub(ttl + Duration::from_millis(1)).unwrap();
+        c.put_ahead(vec![listing("/w/a", 1, &[])], old);
+        assert!(c.take_ahead(b"/w/a").is_none());
+        // No validity, nothing kept.
+        let mut z = MetaCache::new(Duration::ZERO);
+        assert_eq!(z.put_ahead(vec![listing("/t/a", 1, &[])], now), 0);
+        assert!(z.take_ahead(b"/t/a").is_none());
+    }
+
+    #[test]
+    fn a_walk_is_an_open_below_two_listed_levels_and_names_unlisted_siblings() {
+        let mut c = MetaCache::new(Duration::from_secs(60));
+        let d = |n: &'static str| (n.as_bytes(), dir_stat(1), None, false);
+        c.put_listing(b"/r", [d("t")].into_iter());
+        assert!(!c.walking(b"/r/t/a"), "the parent is not listed");
+        c.put_listing(b"/r/t", [d("a"), d("b"), d("c"), d("d")].into_iter());
+        assert!(c.walking(b"/r/t/a"));
+        assert!(!c.walking(b"/r/t") && !c.walking(b"/"));
+        c.put_listing(b"/r/t/b", std::iter::empty());
+        c.put_ahead(vec![listing("/r/t/c", 1, &[])], Instant::now());
+        assert_eq!(c.siblings_to_list(b"/r/t/a", 10), vec![b"/r/t/d".to_vec()]);
+        assert_eq!(
+            c.siblings_to_list(b"/r/t/x", 1),
+            vec![b"/r/t/a".to_vec()],
+            "at most as many as asked"
+        );
+        c.invalidate(b"/r/t/y", false);
+        assert!(!c.walking(b"/r/t/a") && c.siblings_to_list(b"/r/t/a", 10).is_empty());
     }
 
     #[test]

@@ -515,6 +515,11 @@ impl FsLayer {
             let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             log::debug!("file layer: stops {}", s.stops);
             log::debug!("file layer: requests {}", s.requests);
+            log::debug!(
+                "file layer: listings read ahead {}, opens served by them {}",
+                s.listings_ahead,
+                s.listings_ahead_used
+            );
         }
         errors
     }
@@ -539,6 +544,17 @@ impl FsLayer {
         s.cache_hits += hits;
         s.cache_misses += misses;
         s.bytes_read += bytes;
+    }
+
+    /// Counts listings read ahead (`received` kept) and opens they served
+    /// (`used`).
+    fn note_ahead(&self, received: u64, used: u64) {
+        let mut s = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.listings_ahead += received;
+        s.listings_ahead_used += used;
     }
 
     /// The central program process `pid` runs when the layer exec'd it

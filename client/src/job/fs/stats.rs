@@ -59,6 +59,11 @@ pub(crate) struct Stats {
     pub cache_hits: u64,
     /// Files whose content had to be fetched from the home.
     pub cache_misses: u64,
+    /// Directory listings the home read ahead (`OpenDir` answers).
+    pub listings_ahead: u64,
+    /// Opens of a directory answered by a listing read ahead, without
+    /// asking the home.
+    pub listings_ahead_used: u64,
 }
 
 impl Stats {
@@ -78,6 +83,8 @@ impl Stats {
         c.insert("bytes_written".into(), self.bytes_written);
         c.insert("cache_hits".into(), self.cache_hits);
         c.insert("cache_misses".into(), self.cache_misses);
+        c.insert("listings_ahead".into(), self.listings_ahead);
+        c.insert("listings_ahead_used".into(), self.listings_ahead_used);
         c
     }
 
@@ -138,6 +145,7 @@ fn kind(r: &Request) -> &'static str {
         Request::RemoveXattr { .. } => "RemoveXattr",
         Request::Lock { .. } => "Lock",
         Request::Unlock { .. } => "Unlock",
+        Request::OpenDir { .. } => "OpenDir",
     }
 }
 

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use dscp_dicp::msg::fs::{DirEntry, FileStat, Request, Response, StatFs};
+use dscp_dicp::msg::fs::{DirEntry, FileStat, Listing, Request, Response, StatFs};
 use dscp_dicp::msg::job::ExecImage;
 use dscp_dicp::msg::Blob;
 
@@ -92,6 +92,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Write { .. } => "Write",
         Request::Close { .. } => "Close",
         Request::Exec { .. } => "Exec",
+        Request::OpenDir { .. } => "OpenDir",
         _ => "other",
     }
 }
@@ -258,6 +259,59 @@ impl FakeHome {
                     stat: stat_of(&m),
                     handle,
                     listing: None,
+                })
+            }
+            Request::OpenDir { path, flags, also } => {
+                // Open, then one level of listings read ahead (the home's
+                // bounds and breadth are central's unit tests' business).
+                let opened = self.serve(Request::Open {
+                    path,
+                    flags,
+                    mode: 0,
+                })?;
+                let Response::Opened {
+                    canonical, stat, ..
+                } = &opened
+                else {
+                    return Ok(opened);
+                };
+                if stat.mode & libc::S_IFMT != libc::S_IFDIR {
+                    return Ok(opened);
+                }
+                let list = |p: &[u8]| match self.serve(Request::ReadDir {
+                    path: Blob(p.to_vec()),
+                }) {
+                    Ok(Response::Dir(d)) => Ok(d),
+                    Ok(_) => Err(libc::EIO),
+                    Err(e) => Err(e),
+                };
+                let listing = list(canonical)?;
+                let subdirs = listing
+                    .iter()
+                    .filter(|e| {
+                        e.stat
+                            .is_some_and(|s| s.mode & libc::S_IFMT == libc::S_IFDIR)
+                    })
+                    .map(|e| [&canonical[..], b"/", &e.name[..]].concat());
+                let mut ahead = Vec::new();
+                for d in subdirs.chain(also.into_iter().map(|b| b.0)) {
+                    let (Ok(entries), Ok(m)) = (
+                        list(&d),
+                        std::fs::metadata(std::ffi::OsStr::from_bytes(&self.real(&d)?)),
+                    ) else {
+                        continue;
+                    };
+                    ahead.push(Listing {
+                        path: Blob(d),
+                        stat: stat_of(&m),
+                        entries,
+                    });
+                }
+                Ok(Response::OpenedDir {
+                    canonical: canonical.clone(),
+                    stat: *stat,
+                    listing,
+                    ahead,
                 })
             }
             Request::Read {

@@ -30,6 +30,8 @@ struct Run {
     home: Arc<FakeHome>,
     /// The file layer's stops.
     stops: u64,
+    /// The file layer's counters.
+    counters: std::collections::BTreeMap<String, u64>,
 }
 
 impl Env {
@@ -114,7 +116,8 @@ impl Env {
         let status = t.run_mut().unwrap();
         let errors = t.handler_mut().fs_mut().unwrap().finish();
         assert!(errors.is_empty(), "write-back errors: {errors:?}");
-        let stops = t.handler_mut().fs_mut().unwrap().counters()["stops"];
+        let counters = t.handler_mut().fs_mut().unwrap().counters();
+        let stops = counters["stops"];
         drop(t);
         drop((out, err));
         let _ = std::fs::remove_dir_all(&job_dir);
@@ -124,6 +127,7 @@ impl Env {
             err: std::fs::read_to_string(&err_path).unwrap(),
             home,
             stops,
+            counters,
         }
     }
 
@@ -332,6 +336,47 @@ fn ls_la_and_find_match_the_real_tree() {
         .map(|l| format!("/central/tree{}\n", &l[1..]))
         .collect();
     assert_eq!(r.out, want);
+}
+
+#[test]
+fn a_walk_opens_directories_from_listings_read_ahead() {
+    let mut env = Env::new("walk");
+    let tree = env.c.join("tree");
+    make_tree(&tree);
+    for i in 0..20 {
+        for j in 0..3 {
+            write(&tree.join(format!("w/s{i:02}/t{j}/f")), b"x\n");
+        }
+    }
+    let script = "find . -printf '%p %y %s %m %n %l %T@\\n' | sort";
+    let want = env.native(&tree, script);
+    let r = env.run("/central/tree", script);
+    assert_eq!((r.err.as_str(), r.out.as_str()), ("", want.as_str()));
+    let dirs = want
+        .lines()
+        .filter(|l| l.split(' ').nth(1) == Some("d"))
+        .count() as u64;
+    let seen = r.home.seen.lock().unwrap().clone();
+    let asked = seen
+        .iter()
+        .filter(|k| **k == "Open" || **k == "OpenDir")
+        .count() as u64;
+    let used = r.counters["listings_ahead_used"];
+    assert!(seen.contains(&"OpenDir"), "{seen:?}");
+    assert!(
+        used > dirs / 2,
+        "{used} of {dirs} directories from listings read ahead"
+    );
+    assert!(
+        asked + used >= dirs && asked < dirs / 2,
+        "{asked} opens asked for {dirs} directories"
+    );
+    // Without a validity nothing is kept, so every open asks.
+    let r = env.run_with("/central/tree", script, env.home(None), |c| {
+        c.meta_ttl = Duration::ZERO
+    });
+    assert_eq!(r.out, want);
+    assert_eq!(r.counters["listings_ahead_used"], 0);
 }
 
 #[test]
