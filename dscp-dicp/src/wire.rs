@@ -149,7 +149,7 @@ mod tests {
         }
         let enc = sample().encode();
         assert_eq!(&enc[..3], b"DTM");
-        assert_eq!(enc[3], 3);
+        assert_eq!(enc[3], VERSION);
         assert_eq!(enc[24], 42);
     }
 
