@@ -243,6 +243,20 @@ impl NodeSandbox {
     /// its spare is ready makes its own (see [`NodeSandbox::job`]) rather
     /// than wait for the low-priority refill thread.
     fn refill_now(&self) {
+        if self.mode == Mode::Full && locked(&self.spare_ns).is_none() {
+            match make_spare_namespaces() {
+                Ok(ns) => {
+                    // A second set (a refill asked for again meanwhile)
+                    // is simply closed.
+                    locked(&self.spare_ns).get_or_insert(ns);
+                }
+                Err(e) => log::debug!("no spare namespaces: {e}"),
+            }
+        }
+        self.refill_cgroup();
+        // Last: there is one root per slot, so the next job most likely
+        // finds one made earlier, but only one set of namespaces and one
+        // cgroup.
         if let Some(t) = self.root_template.get() {
             while locked(&self.spare_roots).len() < t.count {
                 match self.make_spare_root(t) {
@@ -254,16 +268,10 @@ impl NodeSandbox {
                 }
             }
         }
-        if self.mode == Mode::Full && locked(&self.spare_ns).is_none() {
-            match make_spare_namespaces() {
-                Ok(ns) => {
-                    // A second set (a refill asked for again meanwhile)
-                    // is simply closed.
-                    locked(&self.spare_ns).get_or_insert(ns);
-                }
-                Err(e) => log::debug!("no spare namespaces: {e}"),
-            }
-        }
+    }
+
+    /// The spare cgroup of [`NodeSandbox::refill_now`].
+    fn refill_cgroup(&self) {
         let Some(layout) = &self.cgroups else {
             return;
         };
