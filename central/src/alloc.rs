@@ -1,20 +1,33 @@
-//! The musl CLI's allocator: the system's, plus a few freed large blocks
+//! The musl CLI's allocator: Doug Lea's malloc (the `dlmalloc` crate, a
+//! Rust port) for small and medium blocks, plus a few freed large blocks
 //! kept mapped for the next allocation of their size.
 //!
 //! The CLI can be built against musl (`make static-cli CLI_LIBC=musl`:
 //! it starts in ~0.5 ms where glibc's start probes the CPU for ~0.6 ms in
-//! a VM). musl's malloc maps every large block and unmaps it when freed,
-//! so the home's file reads (a fresh buffer of up to 16 MiB per `Read`,
-//! freed by the endpoint's thread once sent) page-faulted and zeroed every
-//! byte again, far slower than with glibc's malloc, which keeps freed
-//! memory in its heap. mimalloc fixed that but cost every `diatom exec`
-//! its own start (arena reservation, per-thread heaps).
-//! Here blocks of [`BIG`] bytes and more are mapped directly, in sizes
+//! a VM). musl's own malloc (mallocng) gives memory back eagerly: a group
+//! of slots is unmapped as soon as its last slot is freed, so the home,
+//! which allocates and frees a ~64 KiB datagram buffer per packet and
+//! short-lived vectors per request, mapped, page-faulted and unmapped
+//! memory all the time (~280 mmap/munmap per `python3 -c pass`, each
+//! unmap of a multi-threaded process a TLB shootdown across CPUs, costly
+//! in a VM). dlmalloc, like glibc's malloc (its descendant), keeps freed
+//! chunks in bins for reuse and gives back only a large free top (2 MiB).
+//! mimalloc did that too but cost every `diatom exec` its own start
+//! (arena reservation, per-thread heaps); dlmalloc starts with nothing.
+//! Its one heap sits behind one lock: the home's few threads rarely meet
+//! there.
+//!
+//! Blocks of [`BIG`] bytes and more are mapped directly, in sizes
 //! rounded up to [`CLASS`], and up to [`KEPT_BYTES`] of freed ones wait for
-//! the next request of the same rounded size; everything else is musl's.
+//! the next request of the same rounded size (the home's file reads: a
+//! fresh buffer of up to 16 MiB per `Read`, freed by the endpoint's thread
+//! once sent); mapping them apart keeps such buffers from fragmenting the
+//! heap, and a kept one needs no page faults again.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::{Mutex, PoisonError};
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use dlmalloc::Dlmalloc;
 
 /// Allocations from this size on are mapped here.
 pub const BIG: usize = 256 << 10;
@@ -25,7 +38,7 @@ pub const CLASS: usize = 256 << 10;
 pub const KEPT_BYTES: usize = 256 << 20;
 /// Most freed blocks kept.
 const KEPT_BLOCKS: usize = 32;
-/// Mapped blocks are page-aligned: larger alignments go to the system.
+/// Mapped blocks are page-aligned: larger alignments go to the heap.
 const PAGE: usize = 4096;
 
 /// The allocator (`#[global_allocator]` of the static CLI).
@@ -46,11 +59,21 @@ static KEPT: Mutex<Kept> = Mutex::new(Kept {
     bytes: 0,
 });
 
-fn kept() -> std::sync::MutexGuard<'static, Kept> {
+fn kept() -> MutexGuard<'static, Kept> {
     KEPT.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The mapped size for `layout`, or `None` when the system serves it.
+/// The heap of every block that is not mapped apart. dlmalloc takes its
+/// memory from the system in mappings of 64 KiB and more.
+static HEAP: Mutex<Dlmalloc> = Mutex::new(Dlmalloc::new());
+
+fn heap() -> MutexGuard<'static, Dlmalloc> {
+    // dlmalloc does not panic while it holds the lock (its checks are
+    // debug assertions), so a poisoned lock still guards a sound heap.
+    HEAP.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The mapped size for `layout`, or `None` when the heap serves it.
 fn mapped_size(layout: Layout) -> Option<usize> {
     if layout.size() < BIG || layout.align() > PAGE {
         return None;
@@ -112,15 +135,16 @@ impl CachingAlloc {
 }
 
 // SAFETY: blocks come from `mmap` (page-aligned, at least the rounded
-// size) or from the system allocator, and each goes back the way it came:
+// size) or from the heap, and each goes back the way it came:
 // `mapped_size` decides by the layout alone, which the caller passes
 // unchanged to `dealloc` and `realloc`.
 unsafe impl GlobalAlloc for CachingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match mapped_size(layout) {
             Some(size) => Self::block(size).0,
-            // SAFETY: the caller's contract, passed on.
-            None => unsafe { System.alloc(layout) },
+            // SAFETY: the caller's contract, passed on (dlmalloc's
+            // `malloc` honours any power-of-two alignment).
+            None => unsafe { heap().malloc(layout.size(), layout.align()) },
         }
     }
 
@@ -135,7 +159,7 @@ unsafe impl GlobalAlloc for CachingAlloc {
                 p
             }
             // SAFETY: the caller's contract, passed on.
-            None => unsafe { System.alloc_zeroed(layout) },
+            None => unsafe { heap().calloc(layout.size(), layout.align()) },
         }
     }
 
@@ -147,8 +171,9 @@ unsafe impl GlobalAlloc for CachingAlloc {
                     unsafe { libc::munmap(ptr.cast(), size) };
                 }
             }
-            // SAFETY: the caller's contract, passed on.
-            None => unsafe { System.dealloc(ptr, layout) },
+            // SAFETY: the caller's contract, passed on: `ptr` came from
+            // the heap with this layout.
+            None => unsafe { heap().free(ptr, layout.size(), layout.align()) },
         }
     }
 
@@ -157,8 +182,8 @@ unsafe impl GlobalAlloc for CachingAlloc {
             return std::ptr::null_mut();
         };
         match (mapped_size(layout), mapped_size(new_layout)) {
-            // SAFETY: both the system's: the caller's contract, passed on.
-            (None, None) => unsafe { System.realloc(ptr, layout, new_size) },
+            // SAFETY: both the heap's: the caller's contract, passed on.
+            (None, None) => unsafe { heap().realloc(ptr, layout.size(), layout.align(), new_size) },
             // The block already has room.
             (Some(old), Some(new)) if old == new => ptr,
             _ => {
@@ -186,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn small_and_overaligned_blocks_are_the_systems() {
+    fn small_and_overaligned_blocks_are_the_heaps() {
         assert_eq!(mapped_size(layout(BIG - 1)), None);
         assert_eq!(
             mapped_size(Layout::from_size_align(BIG, 2 * PAGE).unwrap()),
@@ -242,6 +267,54 @@ mod tests {
             let s = a.realloc(r, layout(big + 100), 500);
             assert!(check(s, 500));
             a.dealloc(s, layout(500));
+        }
+    }
+
+    #[test]
+    fn heap_blocks_are_aligned_zeroed_when_asked_and_shared_by_threads() {
+        let a = CachingAlloc;
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let a = CachingAlloc;
+                    for round in 0..200usize {
+                        let size = 1 + (round * 997 + usize::from(t) * 131) % (BIG - 1);
+                        let align = 1usize << (round % 14);
+                        let l = Layout::from_size_align(size, align).unwrap();
+                        unsafe {
+                            let p = if round % 2 == 0 {
+                                a.alloc(l)
+                            } else {
+                                a.alloc_zeroed(l)
+                            };
+                            assert!(!p.is_null());
+                            assert_eq!(p as usize % align, 0);
+                            let s = std::slice::from_raw_parts_mut(p, size);
+                            if round % 2 == 1 {
+                                assert!(s.iter().all(|&b| b == 0), "zeroed");
+                            }
+                            s.fill(t);
+                            let q = a.realloc(p, l, size * 2);
+                            assert!(!q.is_null());
+                            let s = std::slice::from_raw_parts(q, size);
+                            assert!(s.iter().all(|&b| b == t), "kept by realloc");
+                            a.dealloc(q, Layout::from_size_align(size * 2, align).unwrap());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // A freed small block is reused rather than given back.
+        let l = layout(3000);
+        unsafe {
+            let p = a.alloc(l);
+            a.dealloc(p, l);
+            let q = a.alloc(l);
+            assert_eq!(q, p);
+            a.dealloc(q, l);
         }
     }
 
