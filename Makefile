@@ -22,26 +22,37 @@ STATIC_TARGET ?= x86_64-unknown-linux-gnu
 static-client:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p diatom-client --target $(STATIC_TARGET)
 
-# The CLI, statically linked against glibc, in $(TARGET_DIR)/static/diatom
-# (what `make install` installs): every `diatom exec` starts ~0.5 ms
-# sooner than the dynamically linked one. It never asks NSS (see user_name
-# in central/src/daemon/core.rs). `make static-cli CLI_LIBC=musl` builds
-# it against musl instead (`rustup target add x86_64-unknown-linux-musl`,
-# musl-gcc from musl-tools): it starts in ~0.5 ms instead of ~1.1 ms
-# (glibc's start probes the CPU with CPUID, a VM exit each), but its home
-# serves files slower (cold reads ~40 % slower, `python3 -c pass` ~2 ms
-# slower: BENCHMARKS.md), so it is not the default.
-CLI_LIBC ?= gnu
+# The CLI, statically linked, in $(TARGET_DIR)/static/diatom (what `make
+# install` installs): every `diatom exec` starts sooner than with a
+# dynamically linked one. It never asks NSS (see user_name in
+# central/src/daemon/core.rs). By default it is built against musl
+# (`rustup target add x86_64-unknown-linux-musl`, musl-gcc from Debian's
+# musl-tools): it starts in ~0.5 ms where glibc's start probes the CPU
+# with CPUID (a VM exit each) for ~0.6 ms more, and with its own allocator
+# (central/src/alloc.rs) its home serves files and output as fast as the
+# glibc one (BENCHMARKS.md, "The CLI against musl"). `make static-cli
+# CLI_LIBC=gnu` builds it against glibc; without the musl target or
+# musl-gcc the default falls back to glibc, and says so.
+CLI_LIBC ?= auto
 MUSL_TARGET := x86_64-unknown-linux-musl
 static-cli:
 	@mkdir -p $(TARGET_DIR)/static
-ifeq ($(CLI_LIBC),musl)
-	$(CARGO) build --release -p diatom-central --bin diatom --target $(MUSL_TARGET)
-	cp -f $(TARGET_DIR)/$(MUSL_TARGET)/release/diatom $(TARGET_DIR)/static/diatom
-else
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p diatom-central --bin diatom --target $(STATIC_TARGET)
-	cp -f $(TARGET_DIR)/$(STATIC_TARGET)/release/diatom $(TARGET_DIR)/static/diatom
-endif
+	@libc=$(CLI_LIBC); \
+	if [ "$$libc" = auto ]; then \
+	  if [ -d "$$(rustc --print target-libdir --target $(MUSL_TARGET) 2>/dev/null)" ] && command -v musl-gcc >/dev/null; then \
+	    libc=musl; \
+	  else \
+	    libc=gnu; \
+	    echo "make static-cli: no $(MUSL_TARGET) target (rustup) or no musl-gcc (musl-tools): building the CLI against glibc" >&2; \
+	  fi; \
+	fi; \
+	case $$libc in \
+	  musl) set -x; $(CARGO) build --release -p diatom-central --bin diatom --target $(MUSL_TARGET) && \
+	        cp -f $(TARGET_DIR)/$(MUSL_TARGET)/release/diatom $(TARGET_DIR)/static/diatom ;; \
+	  gnu) set -x; RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p diatom-central --bin diatom --target $(STATIC_TARGET) && \
+	        cp -f $(TARGET_DIR)/$(STATIC_TARGET)/release/diatom $(TARGET_DIR)/static/diatom ;; \
+	  *) echo "make static-cli: CLI_LIBC is musl, gnu or auto, not '$$libc'" >&2; exit 2 ;; \
+	esac
 
 # The integration tests run the workspace's binaries (and the static node
 # daemon and CLI), so build them first.
