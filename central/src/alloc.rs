@@ -2,9 +2,9 @@
 //! Rust port) for small and medium blocks, plus a few freed large blocks
 //! kept mapped for the next allocation of their size.
 //!
-//! The CLI can be built against musl (`make static-cli CLI_LIBC=musl`:
-//! it starts in ~0.5 ms where glibc's start probes the CPU for ~0.6 ms in
-//! a VM). musl's own malloc (mallocng) gives memory back eagerly: a group
+//! `make static-cli` builds the CLI against musl (`CLI_LIBC=gnu` for
+//! glibc): it starts in ~0.5 ms where glibc's start probes the CPU for
+//! ~0.6 ms more in a VM. musl's own malloc (mallocng) gives memory back eagerly: a group
 //! of slots is unmapped as soon as its last slot is freed, so the home,
 //! which allocates and frees a ~64 KiB datagram buffer per packet and
 //! short-lived vectors per request, mapped, page-faulted and unmapped

@@ -7,8 +7,9 @@ use clap::Parser;
 use diatom_central::cli::{parse_signal, Cli, Command};
 use diatom_central::cmd::{self, admin, chain, fail};
 
-/// musl's malloc unmaps every large block when freed: see
-/// `diatom_central::alloc` for why the CLI's musl build keeps some.
+/// musl's malloc gives freed memory back to the system at once, and the
+/// home allocates and frees all the time: see `diatom_central::alloc` for
+/// what the CLI's musl build (the default) uses instead.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOC: diatom_central::alloc::CachingAlloc = diatom_central::alloc::CachingAlloc;
