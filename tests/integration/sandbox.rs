@@ -625,3 +625,77 @@ fn sandbox_every_job_root_is_the_same() {
     }
     next_job_runs(&c, "jobs reading their mounts");
 }
+
+/// The mount namespaces linked from the descriptors and namespace links
+/// of every process under `/proc` (`mnt:[inode]`), with who holds them.
+fn mount_namespace_links() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let dir = p.path();
+        let mut links: Vec<PathBuf> = vec![dir.join("ns/mnt")];
+        if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        for l in links {
+            if let Ok(t) = std::fs::read_link(&l) {
+                let t = t.to_string_lossy().into_owned();
+                if t.starts_with("mnt:[") {
+                    out.push((t, l.display().to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The spare roots a root node keeps (one per slot: mount namespaces that
+/// no process is in, held by the daemon's descriptors) go with the daemon,
+/// even one killed with SIGKILL: afterwards no process holds one, as a
+/// descriptor or as its own namespace.
+#[test]
+fn sandbox_spare_roots_go_with_the_daemon() {
+    if !require_root("sandbox_spare_roots_go_with_the_daemon") {
+        return;
+    }
+    let mut c = DiatomCluster::builder(1).name("sbspares").slots(2).start();
+    // A job takes a spare; the refill thread makes the next one.
+    next_job_runs(&c, "the node's start");
+    let daemon = c.node_daemon(1).unwrap().pid();
+    let own = std::fs::read_link(format!("/proc/{daemon}/ns/mnt"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let fd_dir = format!("/proc/{daemon}/fd/");
+    // Made at the lowest priority: wait until both are there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let spares: Vec<String> = loop {
+        let mut s: Vec<String> = mount_namespace_links()
+            .into_iter()
+            .filter(|(ns, at)| at.starts_with(&fd_dir) && *ns != own)
+            .map(|(ns, _)| ns)
+            .collect();
+        s.sort();
+        s.dedup();
+        if s.len() >= 2 {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node keeps {} spare roots, want one per slot (2): {s:?}",
+            s.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.kill_node(1);
+    let held: Vec<(String, String)> = mount_namespace_links()
+        .into_iter()
+        .filter(|(ns, _)| spares.contains(ns))
+        .collect();
+    assert!(
+        held.is_empty(),
+        "spare roots of a killed node are still held: {held:?}"
+    );
+}
