@@ -703,12 +703,8 @@ impl NodeSandbox {
         if let Some(spare) = self.take_spare_root(job_dir, read_only) {
             match spare.claim(job_dir) {
                 Ok(root) => return Some(PreparedRoot(Prepared::Spare(root))),
-                Err((spare, e)) => {
-                    // Kept for the next job: closing it would wait for
-                    // a grace period here.
-                    log::debug!("spare root not used: {e}");
-                    locked(&self.spare_roots).push(spare);
-                }
+                // Not kept: it may hold this job's mountpoint by now.
+                Err(e) => log::debug!("spare root not used: {e}"),
             }
         } else if self.root_template.get().is_some() {
             log::debug!("no spare root ready: built at the job's start");

@@ -537,33 +537,27 @@ impl SpareRoot {
     /// if needed): a detached bind of it (read-write, `nosuid`, `nodev`)
     /// and the directory it is attached on, made in the root. What is
     /// left is PID 1's ([`MountPlan::enter_spare`]).
-    pub fn claim(self, job_dir: &Path) -> Result<ClaimedRoot, (SpareRoot, std::io::Error)> {
-        let claimed = (|| {
-            // From the pool of spare directories where it has one: a
-            // rename, where a mkdir on ext4 may first search for a free
-            // inode (see job/fs/pool.rs).
-            crate::job::fs::make_dir_all(job_dir, job_dir)?;
-            let dst = cstr(job_dir).map_err(std::io::Error::other)?;
-            let tree = open_tree(&dst, OPEN_TREE_CLONE)?;
-            let attr = MountAttr {
-                attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                attr_clr: 0,
-                propagation: 0,
-                userns_fd: 0,
-            };
-            set_mount_attr(&tree, &attr)?;
-            mkdir_at(&self.tmpfs, relative(job_dir))?;
-            Ok((tree, dst))
-        })();
-        match claimed {
-            Ok((tree, dst)) => Ok(ClaimedRoot {
-                mntns: self.mntns,
-                tree,
-                dst,
-                _tmpfs: self.tmpfs,
-            }),
-            Err(e) => Err((self, e)),
-        }
+    pub fn claim(self, job_dir: &Path) -> std::io::Result<ClaimedRoot> {
+        // From the pool of spare directories where it has one: a rename,
+        // where a mkdir on ext4 may first search for a free inode (see
+        // job/fs/pool.rs).
+        crate::job::fs::make_dir_all(job_dir, job_dir)?;
+        let dst = cstr(job_dir).map_err(std::io::Error::other)?;
+        let tree = open_tree(&dst, OPEN_TREE_CLONE)?;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        set_mount_attr(&tree, &attr)?;
+        mkdir_at(&self.tmpfs, relative(job_dir))?;
+        Ok(ClaimedRoot {
+            mntns: self.mntns,
+            tree,
+            dst,
+            _tmpfs: self.tmpfs,
+        })
     }
 }
 
