@@ -130,6 +130,10 @@ impl Node {
             }
         }
         let sandbox = NodeSandbox::new(&cfg.state_dir, cfg.job_uids)?;
+        sandbox.usual_limits(crate::sandbox::cgroup::CgroupLimits {
+            memory: cfg.job_memory,
+            pids: cfg.job_pids,
+        });
         sandbox.keep_spare_roots(
             jobs_dir(&cfg.state_dir),
             cache.job_dirs(),

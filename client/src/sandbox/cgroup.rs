@@ -224,6 +224,9 @@ pub struct JobCgroup {
     memory: PathBuf,
     pids: PathBuf,
     limits: CgroupLimits,
+    /// `limits` and the CPU weight are written (a spare made with the
+    /// node's usual limits, see `NodeSandbox::usual_limits`).
+    written: bool,
 }
 
 impl JobCgroup {
@@ -252,6 +255,7 @@ impl JobCgroup {
             memory,
             pids,
             limits: CgroupLimits { memory: 0, pids: 0 },
+            written: false,
         };
         for d in &cg.dirs {
             make_dir(d)?;
@@ -265,6 +269,10 @@ impl JobCgroup {
         layout: &Layout,
         limits: CgroupLimits,
     ) -> Result<(), SandboxError> {
+        if self.written && self.limits == limits {
+            // Written when the group was made (no process has been in it).
+            return Ok(());
+        }
         let under = |root: &Path| root.join("diatom").join(self.name());
         let cg = &*self;
         if cg.v2 {
@@ -291,6 +299,7 @@ impl JobCgroup {
             }
         }
         self.limits = limits;
+        self.written = true;
         Ok(())
     }
 
@@ -511,6 +520,20 @@ mod tests {
             fs::read_to_string(dir.join("cgroup.procs")).unwrap(),
             "4242"
         );
+        // A spare made with the usual limits: a job with those writes
+        // nothing, one with others writes them.
+        let mut spare = JobCgroup::create(&layout, "1-spare0", limits).unwrap();
+        let spare_dir = root.join("diatom/1-spare0");
+        fs::write(spare_dir.join("pids.max"), "unchanged").unwrap();
+        spare.set_limits(&layout, limits).unwrap();
+        assert_eq!(
+            fs::read_to_string(spare_dir.join("pids.max")).unwrap(),
+            "unchanged"
+        );
+        let lower = CgroupLimits { pids: 8, ..limits };
+        spare.set_limits(&layout, lower).unwrap();
+        assert_eq!(fs::read_to_string(spare_dir.join("pids.max")).unwrap(), "8");
+        assert_eq!(spare.limits(), lower);
         fs::remove_dir_all(&root).unwrap();
     }
 

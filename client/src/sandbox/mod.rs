@@ -97,6 +97,9 @@ pub struct NodeSandbox {
     spare_roots: Mutex<Vec<SpareRoot>>,
     /// What they are made for, once the daemon has said.
     root_template: std::sync::OnceLock<RootTemplate>,
+    /// The limits spare cgroups are made with (see
+    /// [`NodeSandbox::usual_limits`]).
+    usual_limits: std::sync::OnceLock<CgroupLimits>,
     /// Wakes the refill thread (see [`NodeSandbox::refill`]); None until
     /// it runs, or when it could not be started.
     refiller: Option<crossbeam_channel::Sender<()>>,
@@ -128,6 +131,7 @@ impl NodeSandbox {
             spare_ns: std::sync::Mutex::new(None),
             spare_roots: Mutex::new(Vec::new()),
             root_template: std::sync::OnceLock::new(),
+            usual_limits: std::sync::OnceLock::new(),
             refiller: None,
         };
         if root {
@@ -281,7 +285,12 @@ impl NodeSandbox {
         let n = self
             .spare_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match JobCgroup::make(layout, &format!("{}-spare{n}", std::process::id())) {
+        let name = format!("{}-spare{n}", std::process::id());
+        let made = match self.usual_limits.get() {
+            Some(limits) => JobCgroup::create(layout, &name, *limits),
+            None => JobCgroup::make(layout, &name),
+        };
+        match made {
             Ok(cg) => {
                 let mut spare = locked(&self.spare);
                 if spare.is_none() {
@@ -643,6 +652,14 @@ impl NodeSandbox {
             count,
         });
         self.refill();
+    }
+
+    /// The limits most jobs get (the node's caps: a job that asks for
+    /// none, or for more): spare cgroups are made with them written, so
+    /// such a job's start writes none (four cgroup files on v1). A
+    /// second call changes nothing.
+    pub fn usual_limits(&self, limits: CgroupLimits) {
+        let _ = self.usual_limits.set(limits);
     }
 
     /// Whether jobs' roots are made ahead of their launch: a root node
