@@ -227,6 +227,10 @@ pub struct JobCgroup {
     /// `limits` and the CPU weight are written (a spare made with the
     /// node's usual limits, see `NodeSandbox::usual_limits`).
     written: bool,
+    /// Each directory's `cgroup.procs`, opened when the group is made (a
+    /// spare ahead of its job): joining the group is then one write per
+    /// hierarchy.
+    procs: Vec<fs::File>,
 }
 
 impl JobCgroup {
@@ -249,16 +253,28 @@ impl JobCgroup {
             Layout::V2(root) => (under(root), under(root)),
             Layout::V1 { memory, pids, .. } => (under(memory), under(pids)),
         };
-        let cg = JobCgroup {
+        let mut cg = JobCgroup {
             v2: matches!(layout, Layout::V2(_)),
             dirs,
             memory,
             pids,
             limits: CgroupLimits { memory: 0, pids: 0 },
             written: false,
+            procs: Vec::new(),
         };
         for d in &cg.dirs {
             make_dir(d)?;
+            let path = d.join("cgroup.procs");
+            // (create: as `fs::write` would; cgroupfs has the file.)
+            match fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+            {
+                Ok(f) => cg.procs.push(f),
+                Err(source) => return Err(SandboxError::Cgroup { path, source }),
+            }
         }
         Ok(cg)
     }
@@ -320,8 +336,11 @@ impl JobCgroup {
 
     /// Moves process `pid` (and so its future children) into the group.
     pub fn add(&self, pid: i32) -> io::Result<()> {
-        for d in &self.dirs {
-            fs::write(d.join("cgroup.procs"), pid.to_string())?;
+        use std::io::Write;
+        let pid = pid.to_string();
+        for mut f in &self.procs {
+            // One write, one pid: cgroupfs ignores the offset.
+            f.write_all(pid.as_bytes())?;
         }
         Ok(())
     }
