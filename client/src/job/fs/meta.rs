@@ -28,8 +28,7 @@
 //! shows it changed (another inode or times), and at any change the job
 //! makes in it or to it. A job is taken to walk a tree
 //! ([`MetaCache::walking`]) when it opens a directory whose parent and
-//! grandparent it listed within the validity: only then is reading ahead
-//! worth its cost.
+//! grandparent it listed: only then is reading ahead worth its cost.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -77,7 +76,7 @@ pub(crate) struct Ahead {
 /// Most listings read ahead kept at once; past it, expired ones are
 /// dropped, and then new ones are refused (a job walking faster than the
 /// validity allows never holds more).
-const AHEAD_KEEP: usize = 16_384;
+const AHEAD_KEEP: usize = 4096;
 
 /// Entries by clean central path, and when each directory was listed.
 #[derive(Debug)]
@@ -240,20 +239,21 @@ impl MetaCache {
     }
 
     /// Whether an open of the clean directory path `dir` looks like a step
-    /// of a tree walk: its parent and grandparent were listed within the
-    /// validity.
+    /// of a tree walk: the job listed its parent and grandparent (at any
+    /// time: a walk longer than the validity is still a walk; this only
+    /// decides whether to ask for more, never what is believed) and
+    /// nothing changed them since.
     pub(crate) fn walking(&self, dir: &[u8]) -> bool {
         if self.ttl.is_zero() {
             return false;
         }
-        let now = Instant::now();
         let Some((parent, _)) = paths::split(dir) else {
             return false;
         };
         let Some((grand, _)) = paths::split(parent) else {
             return false;
         };
-        self.listed_fresh(parent, now) && self.listed_fresh(grand, now)
+        self.listed.contains_key(parent) && self.listed.contains_key(grand)
     }
 
     /// Up to `max` subdirectories of the clean path `dir`'s parent (by
@@ -629,6 +629,13 @@ mod tests {
         );
         c.invalidate(b"/r/t/y", false);
         assert!(!c.walking(b"/r/t/a") && c.siblings_to_list(b"/r/t/a", 10).is_empty());
+        // A walk longer than the validity is still a walk, but expired
+        // listings name no siblings.
+        let old = Instant::now().checked_sub(Duration::from_secs(61)).unwrap();
+        c.put_listing_at(b"/q", [d("r")].into_iter(), old);
+        c.put_listing_at(b"/q/r", [d("s"), d("t")].into_iter(), old);
+        assert!(c.walking(b"/q/r/s"));
+        assert!(c.siblings_to_list(b"/q/r/s", 10).is_empty());
     }
 
     #[test]
