@@ -571,6 +571,19 @@ fn files_tree_walk_read_ahead_matches_local() {
         describe(&local)
     );
     assert_like_local(&out, &local, "find -ls as nobody");
+    // A directory the job changes after listing its parent is still there
+    // (its parent's listing must not call it absent), with the change.
+    same_as_local(
+        &c,
+        &f.only,
+        &[
+            "sh",
+            "-c",
+            "ls walk/deep >/dev/null; ls walk/deep/a; touch walk/deep/a/new; \
+             ls walk/deep/a; rm walk/deep/a/new; ls walk/deep/a",
+        ],
+        RUN,
+    );
 }
 
 /// A listing read ahead is valid for `FsConfig::meta_ttl` (2 s) from the

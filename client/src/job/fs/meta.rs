@@ -387,6 +387,11 @@ impl MetaCache {
             self.entries.remove(parent);
             self.listed.remove(parent);
             self.ahead.remove(parent);
+            // The parent's own entry is gone (its times changed): its
+            // parent's listing must not answer `ENOENT` for it now.
+            if let Some((grand, _)) = paths::split(parent) {
+                self.listed.remove(grand);
+            }
         }
     }
 }
@@ -652,6 +657,12 @@ mod tests {
         c.invalidate(b"/d/b", false);
         assert!(matches!(c.known(b"/d/b"), Known::Unknown));
         assert!(matches!(c.known(b"/d/a"), Known::Entry(_)));
+        // A change inside a listed subdirectory forgets that directory's
+        // entry, and its parent's listing no longer says it is absent.
+        c.put_listing(b"/p", [(&b"q"[..], st, None, false)].into_iter());
+        c.put_listing(b"/p/q", [(&b"r"[..], st, None, false)].into_iter());
+        c.invalidate(b"/p/q/new", false);
+        assert!(matches!(c.known(b"/p/q"), Known::Unknown));
         c.invalidate(b"/d", true);
         assert!(matches!(c.known(b"/d/a"), Known::Unknown));
         // Lookup answers: `stat` results and ENOENT, until any change.

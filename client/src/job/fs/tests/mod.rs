@@ -377,6 +377,23 @@ fn a_walk_opens_directories_from_listings_read_ahead() {
     });
     assert_eq!(r.out, want);
     assert_eq!(r.counters["listings_ahead_used"], 0);
+    write(&tree.join("v/a/b/c/old"), b"o\n");
+    let r = env.run(
+        "/central/tree",
+        "ls v >/dev/null; ls v/a; touch v/a/b/new; ls v/a/b; rm v/a/b/new",
+    );
+    // (A change in a directory forgets its entry in its parent's listing:
+    // the parent's listing must not then call it absent.)
+    assert_eq!((r.err.as_str(), r.out.as_str()), ("", "b\nc\nnew\n"));
+    // A change the job makes in a directory whose listing was read ahead
+    // is seen at its open (the listing read ahead is forgotten).
+    write(&tree.join("v/a/b/c/old"), b"o\n");
+    let r = env.run(
+        "/central/tree",
+        "ls v >/dev/null; ls v/a >/dev/null; ls v/a/b; touch v/a/b/c/new; rm v/a/b/c/old; ls v/a/b/c",
+    );
+    assert_eq!((r.err.as_str(), r.out.as_str()), ("", "c\nnew\n"));
+    assert!(r.counters["listings_ahead"] >= 1, "{:?}", r.counters);
 }
 
 #[test]
