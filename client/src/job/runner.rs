@@ -505,6 +505,7 @@ fn run_job(
     // Central first (on the wire before the exit), so `diatom ps` after
     // `diatom exec` returns shows the end; its answer is awaited after.
     let reported = report(&event, counters);
+    phases.mark("end sent to central");
     if let Err(e) = ask::<JobReply>(net, home, Job::Exit(event.clone()), Duration::from_secs(5)) {
         log::info!("job {}: home did not take the exit: {e}", setup.job);
     }
