@@ -210,6 +210,14 @@ mod tests {
         Layout::from_size_align(size, 8).unwrap()
     }
 
+    /// The heap and the kept blocks are process-wide: tests that check
+    /// which block comes back take turns (the test harness runs tests on
+    /// parallel threads).
+    fn serial() -> MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     #[test]
     fn small_and_overaligned_blocks_are_the_heaps() {
         assert_eq!(mapped_size(layout(BIG - 1)), None);
@@ -223,6 +231,7 @@ mod tests {
 
     #[test]
     fn a_freed_large_block_serves_the_next_of_its_size_zeroed_when_asked() {
+        let _turn = serial();
         let a = CachingAlloc;
         // A size no other test uses: the kept blocks are process-wide.
         let l = layout(40 * CLASS + 17);
@@ -249,6 +258,7 @@ mod tests {
 
     #[test]
     fn realloc_keeps_the_contents_across_both_kinds() {
+        let _turn = serial();
         let a = CachingAlloc;
         unsafe {
             let small = layout(1000);
@@ -272,6 +282,7 @@ mod tests {
 
     #[test]
     fn heap_blocks_are_aligned_zeroed_when_asked_and_shared_by_threads() {
+        let _turn = serial();
         let a = CachingAlloc;
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
@@ -307,15 +318,20 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        // A freed small block is reused rather than given back.
+        // Freed small blocks are reused rather than given back: a thousand
+        // rounds of one size take a handful of places (dlmalloc may serve
+        // the next block from the remainder it split last, not the block
+        // just freed, so not always the same one).
         let l = layout(3000);
-        unsafe {
-            let p = a.alloc(l);
-            a.dealloc(p, l);
-            let q = a.alloc(l);
-            assert_eq!(q, p);
-            a.dealloc(q, l);
+        let mut places = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            unsafe {
+                let p = a.alloc(l);
+                places.insert(p as usize);
+                a.dealloc(p, l);
+            }
         }
+        assert!(places.len() <= 4, "{} places", places.len());
     }
 
     #[test]
