@@ -512,7 +512,7 @@ impl FsLayer {
         self.procs.clear();
         let errors = self.write_back_unreferenced();
         if log::log_enabled!(log::Level::Debug) {
-            let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            let s = self.stats();
             log::debug!("file layer: stops {}", s.stops);
             log::debug!("file layer: requests {}", s.requests);
             log::debug!(
@@ -527,20 +527,22 @@ impl FsLayer {
     /// The layer's counters as reported to central with the job's end
     /// (see [`stats::Stats::counters`]).
     pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        self.stats().counters()
+    }
+
+    /// The layer's counters, shared with the home client that counts
+    /// requests (a poisoned lock still holds sound counters).
+    fn stats(&self) -> std::sync::MutexGuard<'_, stats::Stats> {
         self.stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .counters()
     }
 
     /// Counts files whose content the node cache had (`hits`) or had to
     /// fetch (`misses`, `bytes` fetched outside the layer's own requests):
     /// the layer's opens, and the launch's files.
     pub fn note_cache(&self, hits: u64, misses: u64, bytes: u64) {
-        let mut s = self
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self.stats();
         s.cache_hits += hits;
         s.cache_misses += misses;
         s.bytes_read += bytes;
@@ -549,10 +551,7 @@ impl FsLayer {
     /// Counts listings read ahead (`received` kept) and opens they served
     /// (`used`).
     fn note_ahead(&self, received: u64, used: u64) {
-        let mut s = self
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self.stats();
         s.listings_ahead += received;
         s.listings_ahead_used += used;
     }
