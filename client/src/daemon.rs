@@ -134,7 +134,7 @@ impl Node {
             memory: cfg.job_memory,
             pids: cfg.job_pids,
         });
-        sandbox.keep_spare_roots(
+        sandbox.keep_spares(
             jobs_dir(&cfg.state_dir),
             cache.job_dirs(),
             cfg.slots as usize,

@@ -228,6 +228,7 @@ fn sandbox_limits_kill_with_the_reason() {
     }
     let c = DiatomCluster::builder(1)
         .name("sblimit")
+        .slots(2)
         .client_arg("--job-pids")
         .client_arg("64")
         .start();
@@ -272,8 +273,8 @@ fn sandbox_limits_kill_with_the_reason() {
     next_job_runs(&c, "fork bombs");
 
     // Nothing of a killed job is left in its cgroups: the node's groups
-    // are at most the spare it made for its next job, with no process in
-    // it.
+    // are at most the spares it made for its next jobs (one per slot),
+    // with no process in them.
     let pid = c.node_daemon(1).unwrap().pid().to_string();
     // The node finishes a job's teardown (its namespaces' PID 1, the
     // cgroup) just after reporting its end: give it a moment.
@@ -311,8 +312,8 @@ fn sandbox_limits_kill_with_the_reason() {
     };
     assert!(leftovers.is_empty(), "job cgroups left: {leftovers:?}");
     assert!(
-        ours.len() <= 2,
-        "more than one spare per hierarchy: {ours:?}"
+        ours.len() <= 2 * 2,
+        "more than one spare per slot (2) per hierarchy: {ours:?}"
     );
 }
 

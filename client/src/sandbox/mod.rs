@@ -86,14 +86,16 @@ pub struct NodeSandbox {
     cgroups: Option<Layout>,
     root_mount: PathBuf,
     uids: Option<UidPool>,
-    /// A cgroup made ahead for the next job (see [`NodeSandbox::refill`]).
-    spare: std::sync::Mutex<Option<JobCgroup>>,
+    /// Cgroups made ahead for the next jobs (see [`NodeSandbox::refill`]).
+    spare: std::sync::Mutex<Vec<JobCgroup>>,
     spare_seq: std::sync::atomic::AtomicU64,
-    /// The network, IPC and UTS namespaces made ahead for the next job
+    /// The network, IPC and UTS namespaces made ahead for the next jobs
     /// (see [`NodeSandbox::refill`]).
-    spare_ns: std::sync::Mutex<Option<SpareNamespaces>>,
+    spare_ns: std::sync::Mutex<Vec<SpareNamespaces>>,
+    /// How many of each spare to keep (see [`NodeSandbox::keep_spares`]).
+    spare_count: std::sync::OnceLock<usize>,
     /// Roots made ahead for the next jobs (see
-    /// [`NodeSandbox::keep_spare_roots`]).
+    /// [`NodeSandbox::keep_spares`]).
     spare_roots: Mutex<Vec<SpareRoot>>,
     /// What they are made for, once the daemon has said.
     root_template: std::sync::OnceLock<RootTemplate>,
@@ -126,9 +128,10 @@ impl NodeSandbox {
             cgroups: None,
             root_mount,
             uids: uids.map(|(first, last)| UidPool::new(first, last)),
-            spare: std::sync::Mutex::new(None),
+            spare: std::sync::Mutex::new(Vec::new()),
             spare_seq: std::sync::atomic::AtomicU64::new(0),
-            spare_ns: std::sync::Mutex::new(None),
+            spare_ns: std::sync::Mutex::new(Vec::new()),
+            spare_count: std::sync::OnceLock::new(),
             spare_roots: Mutex::new(Vec::new()),
             root_template: std::sync::OnceLock::new(),
             usual_limits: std::sync::OnceLock::new(),
@@ -237,50 +240,57 @@ impl NodeSandbox {
     /// UTS namespaces (~0.05 ms more in that clone, and their teardown
     /// in PID 1's exit).
     ///
-    /// And the spare roots (see [`NodeSandbox::keep_spare_roots`]), up
-    /// to one per slot: a root costs the copy of the daemon's mounts at
-    /// `unshare(CLONE_NEWNS)`, and the `pivot_root` and detach of the old
-    /// root wait for an RCU grace period, ~0.5-1 ms the job's start would
-    /// otherwise wait for.
+    /// And the spare roots (see [`NodeSandbox::keep_spares`]): a root
+    /// costs the copy of the daemon's mounts at `unshare(CLONE_NEWNS)`,
+    /// and the `pivot_root` and detach of the old root wait for an RCU
+    /// grace period, ~0.5-1 ms the job's start would otherwise wait for.
+    ///
+    /// Up to one of each per slot, a set for the next job first: jobs
+    /// started back to back leave the low-priority refill thread little
+    /// time between them, and with a single spare of each a fifth to a
+    /// third of such jobs found none ready and made their own.
     ///
     /// No lock is held while a spare is made: a job that starts before
     /// its spare is ready makes its own (see [`NodeSandbox::job`]) rather
     /// than wait for the low-priority refill thread.
     fn refill_now(&self) {
-        if self.mode == Mode::Full && locked(&self.spare_ns).is_none() {
-            match make_spare_namespaces() {
-                Ok(ns) => {
-                    // A second set (a refill asked for again meanwhile)
-                    // is simply closed.
-                    locked(&self.spare_ns).get_or_insert(ns);
-                }
-                Err(e) => log::debug!("no spare namespaces: {e}"),
-            }
-        }
-        self.refill_cgroup();
-        // Last: there is one root per slot, so the next job most likely
-        // finds one made earlier, but only one set of namespaces and one
-        // cgroup.
-        if let Some(t) = self.root_template.get() {
-            while locked(&self.spare_roots).len() < t.count {
-                match self.make_spare_root(t) {
-                    Ok(root) => locked(&self.spare_roots).push(root),
+        let count = self.spare_count.get().copied().unwrap_or(1).max(1);
+        // What failed is not tried again in this refill.
+        let (mut ns_ok, mut cg_ok, mut root_ok) = (self.mode == Mode::Full, true, true);
+        for want in 1..=count {
+            if ns_ok && locked(&self.spare_ns).len() < want {
+                match make_spare_namespaces() {
+                    Ok(ns) => keep_spare(&self.spare_ns, ns, want, drop),
                     Err(e) => {
-                        log::debug!("no spare root: {e}");
-                        break;
+                        log::debug!("no spare namespaces: {e}");
+                        ns_ok = false;
+                    }
+                }
+            }
+            cg_ok = cg_ok && self.refill_cgroup(want);
+            if let (Some(t), true) = (self.root_template.get(), root_ok) {
+                if locked(&self.spare_roots).len() < want {
+                    match self.make_spare_root(t) {
+                        Ok(root) => keep_spare(&self.spare_roots, root, want, drop),
+                        Err(e) => {
+                            log::debug!("no spare root: {e}");
+                            root_ok = false;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// The spare cgroup of [`NodeSandbox::refill_now`].
-    fn refill_cgroup(&self) {
+    /// Makes a spare cgroup for [`NodeSandbox::refill_now`] unless there
+    /// are `want` already; false when one could not be made (or the node
+    /// has no cgroups).
+    fn refill_cgroup(&self, want: usize) -> bool {
         let Some(layout) = &self.cgroups else {
-            return;
+            return false;
         };
-        if locked(&self.spare).is_some() {
-            return;
+        if locked(&self.spare).len() >= want {
+            return true;
         }
         let n = self
             .spare_seq
@@ -292,15 +302,15 @@ impl NodeSandbox {
         };
         match made {
             Ok(cg) => {
-                let mut spare = locked(&self.spare);
-                if spare.is_none() {
-                    *spare = Some(cg);
-                } else {
-                    drop(spare);
+                keep_spare(&self.spare, cg, want, |cg| {
                     let _ = cg.remove();
-                }
+                });
+                true
             }
-            Err(e) => log::debug!("no spare cgroup: {e}"),
+            Err(e) => {
+                log::debug!("no spare cgroup: {e}");
+                false
+            }
         }
     }
 
@@ -336,7 +346,7 @@ impl NodeSandbox {
                     .spare
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
+                    .pop();
                 let cg = match spare {
                     Some(mut cg) => {
                         cg.set_limits(layout, req.limits)?;
@@ -353,7 +363,7 @@ impl NodeSandbox {
             None => None,
         };
         let spare_ns = match self.mode {
-            Mode::Full => locked(&self.spare_ns).take(),
+            Mode::Full => locked(&self.spare_ns).pop(),
             _ => None,
         };
         if self.mode == Mode::Full && spare_ns.is_none() {
@@ -450,9 +460,8 @@ impl Drop for NodeSandbox {
         let spare = self
             .spare
             .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(cg) = spare {
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for cg in spare.drain(..) {
             let _ = cg.remove();
         }
     }
@@ -627,30 +636,30 @@ impl Building {
 }
 
 /// What the node's spare roots are made for (see
-/// [`NodeSandbox::keep_spare_roots`]).
+/// [`NodeSandbox::keep_spares`]).
 #[derive(Debug)]
 struct RootTemplate {
     jobs_dir: PathBuf,
     read_only: Vec<PathBuf>,
-    count: usize,
 }
 
 impl NodeSandbox {
-    /// Keeps `count` spare roots (one per job slot) for jobs whose
-    /// directories are in `jobs_dir` and who read `read_only`: made now
+    /// Keeps `count` spares (one per job slot) of what a job's sandbox is
+    /// made of: network, IPC and UTS namespaces, cgroups, and roots for
+    /// jobs whose directories are in `jobs_dir` and who read `read_only`
+    /// (where [`NodeSandbox::prepare_root`] builds roots ahead). Made now
     /// and after each job on the refill thread (see
     /// [`NodeSandbox::refill_now`]), so that a job's start only binds its
-    /// own directory into one. Only where [`NodeSandbox::prepare_root`]
-    /// builds roots ahead; a second call changes nothing.
-    pub fn keep_spare_roots(&self, jobs_dir: PathBuf, read_only: Vec<PathBuf>, count: usize) {
-        if !self.roots_ahead() {
-            return;
+    /// own directory into a root and enters what is ready. A second call
+    /// changes nothing.
+    pub fn keep_spares(&self, jobs_dir: PathBuf, read_only: Vec<PathBuf>, count: usize) {
+        let _ = self.spare_count.set(count);
+        if self.roots_ahead() {
+            let _ = self.root_template.set(RootTemplate {
+                jobs_dir,
+                read_only,
+            });
         }
-        let _ = self.root_template.set(RootTemplate {
-            jobs_dir,
-            read_only,
-            count,
-        });
         self.refill();
     }
 
@@ -708,7 +717,7 @@ impl NodeSandbox {
     }
 
     /// Starts making a job's root while the node waits for its launch (a
-    /// root node): a spare root ([`NodeSandbox::keep_spare_roots`]) gets
+    /// root node): a spare root ([`NodeSandbox::keep_spares`]) gets
     /// the job's directory, else a thread unshares its mount namespace
     /// and applies [`MountPlan::prepare`]. Either way the job's PID 1
     /// only enters it and mounts `/proc`. `job_dir` is made here (the
@@ -764,6 +773,19 @@ impl NodeSandbox {
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds a spare made without the lock held to `pool`, unless the pool
+/// has `want` already (a refill asked for again meanwhile): then the
+/// spare goes to `discard`.
+fn keep_spare<T>(pool: &Mutex<Vec<T>>, spare: T, want: usize, discard: impl FnOnce(T)) {
+    let mut p = locked(pool);
+    if p.len() < want {
+        p.push(spare);
+    } else {
+        drop(p);
+        discard(spare);
+    }
 }
 
 /// The refill thread: makes spares when asked, at the lowest priority,
