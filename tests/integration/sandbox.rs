@@ -274,7 +274,7 @@ fn sandbox_limits_kill_with_the_reason() {
 
     // Nothing of a killed job is left in its cgroups: the node's groups
     // are at most the spares it made for its next jobs (one per slot),
-    // with no process in them.
+    // with no process in them but the next job's start made ahead.
     let pid = c.node_daemon(1).unwrap().pid().to_string();
     // The node finishes a job's teardown (its namespaces' PID 1, the
     // cgroup) just after reporting its end: give it a moment.
@@ -299,9 +299,12 @@ fn sandbox_limits_kill_with_the_reason() {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with(&format!("{pid}-spare")));
-                let empty = std::fs::read_to_string(p.join("cgroup.procs"))
-                    .is_ok_and(|t| t.trim().is_empty());
-                !(spare && empty)
+                // Empty, or holding the next job's start made ahead.
+                let free = std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|t| {
+                    t.split_whitespace()
+                        .all(|p| p.parse().is_ok_and(diatom_tests::cluster::made_ahead))
+                });
+                !(spare && free)
             })
             .collect();
         let leftovers: Vec<PathBuf> = leftovers.into_iter().cloned().collect();
@@ -312,8 +315,9 @@ fn sandbox_limits_kill_with_the_reason() {
     };
     assert!(leftovers.is_empty(), "job cgroups left: {leftovers:?}");
     assert!(
-        ours.len() <= 2 * 2,
-        "more than one spare per slot (2) per hierarchy: {ours:?}"
+        ours.len() <= 2 * (2 + 1),
+        "more than one spare per slot (2), and the one the next job's start \
+         made ahead holds, per hierarchy: {ours:?}"
     );
 }
 
@@ -512,10 +516,11 @@ fn sandbox_a_start_without_launch_leaves_nothing() {
     set_mode(&script, 0o755);
     let out = exec(&c, &[script.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
-    // The node tears the job down after it acknowledged the abandon.
+    // The node tears the job down after it acknowledged the abandon (the
+    // next job's start, made ahead, is not the job's).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let left = c.node_processes(1);
+        let left = c.node_job_processes(1);
         if left.is_empty() {
             break;
         }
@@ -690,13 +695,37 @@ fn sandbox_spare_roots_go_with_the_daemon() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    c.kill_node(1);
-    let held: Vec<(String, String)> = mount_namespace_links()
-        .into_iter()
-        .filter(|(ns, _)| spares.contains(ns))
+    // The next job's start, made ahead, is in one of them: its parked
+    // process dies with its tracer (the daemon), and its PID 1 with it.
+    let ready: Vec<i32> = c
+        .node_processes(1)
+        .iter()
+        .map(|p| p.pid)
+        .filter(|&p| diatom_tests::cluster::made_ahead(p))
         .collect();
     assert!(
-        held.is_empty(),
-        "spare roots of a killed node are still held: {held:?}"
+        !ready.is_empty(),
+        "the node has made no start ahead of its next job"
     );
+    c.kill_node(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let held: Vec<(String, String)> = mount_namespace_links()
+            .into_iter()
+            .filter(|(ns, _)| spares.contains(ns))
+            .collect();
+        let alive: Vec<&i32> = ready
+            .iter()
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        if held.is_empty() && alive.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spare roots of a killed node are still held: {held:?}; \
+             its start made ahead still runs: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -67,6 +67,16 @@ pub struct Proc {
     pub cmdline: Vec<String>,
 }
 
+/// What a node calls the PID 1 and parked process of a start it made
+/// ahead of its next job (`diatom_client::job::runner::READY_NAME`).
+pub const READY_NAME: &str = "diatom-ready";
+
+/// Whether process `pid` is part of a start a node made ahead of its next
+/// job (see [`READY_NAME`]).
+pub fn made_ahead(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == READY_NAME)
+}
+
 /// Options of a cluster before it starts. Made by [`DiatomCluster::builder`].
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
@@ -724,6 +734,16 @@ impl DiatomCluster {
             Some(d) => descendants(d.pid().as_raw()),
             None => Vec::new(),
         }
+    }
+
+    /// [`DiatomCluster::node_processes`] but the start a root node makes
+    /// ahead of its next job (its PID 1 and parked process, called
+    /// [`READY_NAME`] until a job takes them): the processes of jobs.
+    pub fn node_job_processes(&self, i: u8) -> Vec<Proc> {
+        self.node_processes(i)
+            .into_iter()
+            .filter(|p| !made_ahead(p.pid))
+            .collect()
     }
 
     /// Polls until a process whose command line contains `arg` runs under

@@ -138,11 +138,14 @@ impl Init {
     }
 }
 
-/// Starts the init thread, which makes PID 1 with `flags` (`CLONE_NEW*`
-/// besides `CLONE_NEWPID`) to run `work`. Returns once PID 1 exists.
+/// Starts the init thread (named `name`, which PID 1 and the program's
+/// process inherit until it execs), which makes PID 1 with `flags`
+/// (`CLONE_NEW*` besides `CLONE_NEWPID`) to run `work`. Returns once
+/// PID 1 exists.
 pub(crate) fn start(
     work: Box<InitWork>,
     flags: libc::c_int,
+    name: &str,
 ) -> Result<Init, (SpawnError, Option<Box<InitWork>>)> {
     let (report_r, report_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| {
@@ -156,7 +159,7 @@ pub(crate) fn start(
         })?;
     let flags = libc::CLONE_VM | libc::CLONE_NEWPID | flags | libc::SIGCHLD;
     let thread = std::thread::Builder::new()
-        .name("diatom-init".into())
+        .name(name.into())
         .stack_size(THREAD_STACK)
         .spawn(move || init_thread(work, flags, report_w))
         .map_err(|e| {

@@ -90,7 +90,12 @@ struct Namespaces {
     flags: libc::c_int,
     pre_init: Option<PreExec>,
     on_init: Option<OnInit>,
+    /// The name of PID 1 (see [`Command::init_name`]).
+    init_name: String,
 }
+
+/// PID 1's name unless [`Command::init_name`] says otherwise.
+pub const INIT_NAME: &str = "diatom-init";
 
 /// A program to start under the tracer (like `std::process::Command`).
 pub struct Command {
@@ -246,8 +251,19 @@ impl Command {
             flags: 0,
             pre_init: None,
             on_init: None,
+            init_name: INIT_NAME.to_string(),
         });
         ns.flags = flags & !libc::CLONE_NEWPID;
+        self
+    }
+
+    /// What PID 1 is called (its `comm`, and the parked program's
+    /// process's until it execs; `diatom-init` by default). Only with
+    /// [`Command::pid_namespace`].
+    pub fn init_name(&mut self, name: &str) -> &mut Self {
+        if let Some(ns) = self.ns.as_mut() {
+            ns.init_name = name.to_string();
+        }
         self
     }
 
@@ -720,7 +736,8 @@ fn start_init(
         program,
     )
     .map_err(|e| (InitEnd::Error(e), None))?;
-    let init = init::start(work, ns.flags).map_err(|(e, w)| (InitEnd::Error(e), w))?;
+    let init =
+        init::start(work, ns.flags, &ns.init_name).map_err(|(e, w)| (InitEnd::Error(e), w))?;
     // PID 1 has its own copies now.
     drop(go_r);
     drop(cred_child);

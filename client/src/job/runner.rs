@@ -70,6 +70,50 @@ pub struct JobSetup {
     pub sandbox: Arc<NodeSandbox>,
 }
 
+impl JobSetup {
+    /// What the job's sandbox is made from.
+    fn sandbox_inputs(&self) -> SandboxInputs<'_> {
+        SandboxInputs {
+            name: self.job.to_string(),
+            job_dir: &self.job_dir,
+            run_as: self.run_as,
+            limits: self.limits(),
+            read_only: self.cache.job_dirs(),
+            sandbox: &self.sandbox,
+            ahead_of_job: false,
+        }
+    }
+
+    /// The job's limits: what it asked for within the node's caps.
+    fn limits(&self) -> CgroupLimits {
+        CgroupLimits {
+            memory: sandbox::effective_limit(self.start.limits.memory, self.memory_cap),
+            pids: sandbox::effective_limit(self.start.limits.pids, self.pids_cap),
+        }
+    }
+}
+
+/// What a job's sandbox is made from: the job's (see
+/// [`JobSetup::sandbox_inputs`]) or, for a start made before the job is
+/// known, the node's (see [`prepare_ready`]).
+struct SandboxInputs<'a> {
+    /// The job's id, or what names a start made ahead.
+    name: String,
+    job_dir: &'a Path,
+    run_as: Option<(u32, u32)>,
+    limits: CgroupLimits,
+    read_only: Vec<PathBuf>,
+    sandbox: &'a NodeSandbox,
+    /// Made before its job is known: its PID 1 is called [`READY_NAME`]
+    /// until a job takes it.
+    ahead_of_job: bool,
+}
+
+/// The name of the PID 1 (and parked process) of a start made before its
+/// job is known, until a job takes it: what tells it from a job's (a
+/// job's PID 1 is `diatom-init`).
+pub const READY_NAME: &str = "diatom-ready";
+
 /// What other threads may do to a running job.
 #[derive(Debug, Default)]
 pub struct JobControl {
@@ -137,8 +181,18 @@ pub type Report<'a> = &'a dyn Fn(&JobEvent, Option<BTreeMap<String, u64>>) -> Pe
 /// of it, so that `diatom ps` run after `diatom exec` returned already
 /// shows the job finished.
 pub fn run(setup: JobSetup, control: &JobControl, report: Report<'_>) -> JobEvent {
+    finish(&setup, control, |setup| run_inner(setup, control, report))
+}
+
+/// Runs `job` and makes its result the job's end; then gives its
+/// directory back.
+fn finish(
+    setup: &JobSetup,
+    control: &JobControl,
+    job_run: impl FnOnce(&JobSetup) -> Result<JobEvent, String>,
+) -> JobEvent {
     let job = setup.job;
-    let event = match run_inner(&setup, control, report) {
+    let event = match job_run(setup) {
         Ok(e) => e,
         // A start given up because the job was killed meanwhile (its
         // home abandoned it) ends as killed, for that reason.
@@ -170,7 +224,103 @@ fn run_inner(
     std::thread::scope(|s| {
         let helpers = Helpers::start(s, setup.job, &setup.net, control)?;
         phases.mark("ahead: helpers");
-        run_job(setup, control, report, prepared, helpers, phases)
+        // Everything of the start the launch's contents do not change is
+        // done while the launch is on its way (see `park_ahead`).
+        let ahead = park_ahead(&setup.sandbox_inputs(), control, prepared, &mut phases);
+        run_job(setup, control, report, ahead, helpers, phases)
+    })
+}
+
+/// A job's start made before central names the job, on the thread that
+/// will run it (see `daemon::ready_thread`): its root, sandbox and parked
+/// process, as [`park_ahead`] makes them for a job, with the node's
+/// usual limits. Its [`JobControl`] becomes the job's.
+pub struct Ready<'a> {
+    ahead: Ahead<'a>,
+    limits: CgroupLimits,
+    phases: Phases,
+}
+
+/// What a start made ahead of its job is made for: a directory, a uid
+/// and the node's caps as limits.
+pub struct ReadyInputs<'a> {
+    /// Names the start (its cgroup when none is ready, log lines).
+    pub name: &'a str,
+    /// The directory the job will have (see [`JobSetup::job_dir`]).
+    pub job_dir: &'a Path,
+    /// The uid and gid the job will run as (see [`JobSetup::run_as`]).
+    pub run_as: Option<(u32, u32)>,
+    /// The node's cache (its directories are read-only in the root).
+    pub cache: &'a Cache,
+    /// The node's sandbox.
+    pub sandbox: &'a NodeSandbox,
+    /// The node's memory cap per job.
+    pub memory_cap: u64,
+    /// The node's pids cap per job.
+    pub pids_cap: u64,
+}
+
+/// Makes a start ahead of its job (None, logged, where the node cannot).
+pub fn prepare_ready<'a>(inputs: &ReadyInputs<'_>, control: &'a JobControl) -> Option<Ready<'a>> {
+    let mut phases = Phases::new(std::time::Instant::now());
+    let prepared = inputs
+        .sandbox
+        .prepare_root(inputs.job_dir, &inputs.cache.job_dirs());
+    let limits = CgroupLimits {
+        memory: sandbox::effective_limit(None, inputs.memory_cap),
+        pids: sandbox::effective_limit(None, inputs.pids_cap),
+    };
+    let sb = SandboxInputs {
+        name: inputs.name.to_string(),
+        job_dir: inputs.job_dir,
+        run_as: inputs.run_as,
+        limits,
+        read_only: inputs.cache.job_dirs(),
+        sandbox: inputs.sandbox,
+        ahead_of_job: true,
+    };
+    let ahead = park_ahead(&sb, control, prepared, &mut phases)?;
+    // The job's timeline starts at its StartJob: what was made before is
+    // one phase.
+    let made = phases.marks.iter().map(|(_, d)| *d).sum();
+    phases.marks = vec![("made ahead of the job", made)];
+    Some(Ready {
+        ahead,
+        limits,
+        phases,
+    })
+}
+
+/// Runs a job whose start was made ahead (see [`prepare_ready`]) on the
+/// thread that made it; as [`run`] otherwise. A job that asks for other
+/// limits than the start was made with starts as without it.
+pub fn run_ready(
+    setup: JobSetup,
+    control: &JobControl,
+    report: Report<'_>,
+    ready: Ready<'_>,
+) -> JobEvent {
+    if ready.limits != setup.limits() {
+        drop(ready);
+        return run(setup, control, report);
+    }
+    let Ready {
+        ahead, mut phases, ..
+    } = ready;
+    phases.last = std::time::Instant::now();
+    // The job's now: its processes are called as any job's.
+    for pid in [ahead.parked.init_pid(), ahead.parked.pid()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::fs::write(format!("/proc/{pid}/comm"), tracer::spawn::INIT_NAME);
+    }
+    finish(&setup, control, |setup| {
+        std::thread::scope(|s| {
+            let helpers = Helpers::start(s, setup.job, &setup.net, control)?;
+            phases.mark("helpers");
+            run_job(setup, control, report, Some(ahead), helpers, phases)
+        })
     })
 }
 
@@ -255,14 +405,11 @@ fn run_job(
     setup: &JobSetup,
     control: &JobControl,
     report: Report<'_>,
-    prepared: Option<sandbox::PreparedRoot>,
+    ahead: Option<Ahead<'_>>,
     helpers: Helpers,
     mut phases: Phases,
 ) -> Result<JobEvent, String> {
     let net = &setup.net;
-    // Everything of the start the launch's contents do not change is done
-    // while the launch is on its way (see `park_ahead`).
-    let ahead = park_ahead(setup, control, prepared, &mut phases);
     let (req, launch) = wait_launch(net, control)?;
     let t0 = std::time::Instant::now();
     // Near 0: the launch came before the work ahead was done.
@@ -544,11 +691,11 @@ struct Started {
 /// The seccomp filter of every job of this daemon: the job handler's
 /// subscriptions do not depend on the job (None, logged, if it cannot
 /// be compiled: jobs are then started at their launch).
-fn job_filter(setup: &JobSetup) -> Option<Arc<tracer::Filter>> {
+fn job_filter(job_dir: &Path, run_as: Option<(u32, u32)>) -> Option<Arc<tracer::Filter>> {
     static FILTER: std::sync::OnceLock<Option<Arc<tracer::Filter>>> = std::sync::OnceLock::new();
     FILTER
         .get_or_init(|| {
-            let cfg = FsConfig::new(setup.job_dir.clone(), setup.run_as, 0);
+            let cfg = FsConfig::new(job_dir.to_path_buf(), run_as, 0);
             match tracer::Filter::new(&JobHandler::job_calls(&cfg)) {
                 Ok(f) => Some(Arc::new(f)),
                 Err(e) => {
@@ -594,17 +741,17 @@ impl Drop for ForgetInit<'_> {
 /// when it failed) starts the job at its launch as before; a failure
 /// made ahead is met again there and reported to the home.
 fn park_ahead<'a>(
-    setup: &JobSetup,
+    inputs: &SandboxInputs<'_>,
     control: &'a JobControl,
     prepared: Option<sandbox::PreparedRoot>,
     phases: &mut Phases,
 ) -> Option<Ahead<'a>> {
-    if !setup.sandbox.namespaced() {
+    if !inputs.sandbox.namespaced() {
         return None;
     }
-    let filter = job_filter(setup)?;
+    let filter = job_filter(inputs.job_dir, inputs.run_as)?;
     let fail = |what: String| {
-        log::debug!("job {}: not started ahead: {what}", setup.job);
+        log::debug!("job {}: not started ahead: {what}", inputs.name);
         None
     };
     let stdio = match Stdio::new(None) {
@@ -613,11 +760,14 @@ fn park_ahead<'a>(
     };
     // The path is the launch's (see `tracer::Parked::launch`).
     let mut cmd = tracer::Command::new("/");
-    let (jail, cgroup, base) = match sandboxed(setup, false, &stdio, prepared, &mut cmd, None) {
+    let (jail, cgroup, base) = match sandboxed(inputs, false, &stdio, prepared, &mut cmd, None) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
     phases.mark("ahead: sandbox");
+    if inputs.ahead_of_job {
+        cmd.init_name(READY_NAME);
+    }
     let parked = match cmd.park(&filter, &base.fds()) {
         Ok(p) => p,
         Err(e) => return fail(format!("park: {e}")),
@@ -684,27 +834,22 @@ impl Ahead<'_> {
 /// starts its process in it with `stdio`, the job's ids and everything
 /// of its setup that does not depend on the launch.
 fn sandboxed(
-    setup: &JobSetup,
+    inputs: &SandboxInputs<'_>,
     tty: bool,
     stdio: &Stdio,
     prepared: Option<sandbox::PreparedRoot>,
     cmd: &mut tracer::Command,
     at_launch: Option<Arc<ChildLaunch>>,
 ) -> Result<(sandbox::JobSandbox, Option<CgroupGuard>, Arc<ChildBase>), String> {
-    let limits = CgroupLimits {
-        memory: sandbox::effective_limit(setup.start.limits.memory, setup.memory_cap),
-        pids: sandbox::effective_limit(setup.start.limits.pids, setup.pids_cap),
-    };
-    let read_only = setup.cache.job_dirs();
-    let mut jail = setup
+    let mut jail = inputs
         .sandbox
         .job(&mut JobRequest {
-            job: setup.job,
-            job_dir: &setup.job_dir,
-            read_only: &read_only,
+            name: &inputs.name,
+            job_dir: inputs.job_dir,
+            read_only: &inputs.read_only,
             tty,
             prepared,
-            limits,
+            limits: inputs.limits,
         })
         .map_err(|e| format!("cannot make the job's sandbox: {e}"))?;
     let cgroup = jail.cgroup.take().map(CgroupGuard);
@@ -732,7 +877,7 @@ fn sandboxed(
             }
         }
     }
-    let base = Arc::new(ChildBase::new(stdio, setup.run_as));
+    let base = Arc::new(ChildBase::new(stdio, inputs.run_as));
     let (before, after) = (Arc::clone(&base), Arc::clone(&base));
     // SAFETY: the hooks only make raw system calls on values prepared
     // before the fork (see ChildBase); the Arcs are only read.
@@ -762,7 +907,14 @@ fn spawn_now(
     at_launch: Arc<ChildLaunch>,
     exe: &[u8],
 ) -> Result<Started, String> {
-    let (jail, cgroup, _) = sandboxed(setup, tty, &stdio, None, &mut cmd, Some(at_launch))?;
+    let (jail, cgroup, _) = sandboxed(
+        &setup.sandbox_inputs(),
+        tty,
+        &stdio,
+        None,
+        &mut cmd,
+        Some(at_launch),
+    )?;
     let tracer = cmd.spawn(handler).map_err(|e| start_failed(exe, e))?;
     Ok(Started {
         tracer,

@@ -353,8 +353,8 @@ impl NodeSandbox {
                         cg
                     }
                     None => {
-                        log::debug!("job {}: no cgroup made ahead", req.job);
-                        let name = format!("{}-{}", std::process::id(), req.job);
+                        log::debug!("job {}: no cgroup made ahead", req.name);
+                        let name = format!("{}-{}", std::process::id(), req.name);
                         JobCgroup::create(layout, &name, req.limits)?
                     }
                 };
@@ -367,7 +367,7 @@ impl NodeSandbox {
             _ => None,
         };
         if self.mode == Mode::Full && spare_ns.is_none() {
-            log::debug!("job {}: no namespaces made ahead", req.job);
+            log::debug!("job {}: no namespaces made ahead", req.name);
         }
         let join: Vec<(RawFd, libc::c_int)> = spare_ns
             .as_ref()
@@ -470,8 +470,9 @@ impl Drop for NodeSandbox {
 /// What a job asks of the sandbox.
 #[derive(Debug)]
 pub struct JobRequest<'a> {
-    /// Job id.
-    pub job: u64,
+    /// The job's id, or what names a start made before its job is known
+    /// (its cgroup's name when none was made ahead, log lines).
+    pub name: &'a str,
     /// Its directory (mirror, library links): read-write in its root.
     pub job_dir: &'a Path,
     /// Node directories it reads (the cache).
