@@ -184,7 +184,8 @@ pub fn run(setup: JobSetup, control: &JobControl, report: Report<'_>) -> JobEven
     finish(&setup, control, |setup| run_inner(setup, control, report))
 }
 
-/// Runs `job` and makes its result the job's end; then gives its
+/// Runs the job with `job_run` and makes its result the job's end (a
+/// start given up after a kill ends as killed); then gives the job's
 /// directory back.
 fn finish(
     setup: &JobSetup,
