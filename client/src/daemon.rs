@@ -461,8 +461,12 @@ impl Node {
 }
 
 /// How long the ready thread waits before it tries again when a start
-/// could not be made ahead for want of a uid (all in use).
+/// could not be made ahead (all uids in use, a failed clone or mount).
 const READY_RETRY: Duration = Duration::from_secs(1);
+/// Starts that could not be made ahead in a row after which the ready
+/// thread gives up: this node cannot make them (its jobs' starts are
+/// then all made at their StartJob, as they would be anyway).
+const READY_TRIES: u32 = 5;
 
 /// Makes the next job's start before central names the job, and runs
 /// that job, again and again: its root and sandbox (see
@@ -471,10 +475,12 @@ const READY_RETRY: Duration = Duration::from_secs(1);
 /// Made at the job's StartJob, the parked process took ~0.5 ms, and the
 /// launch came before it was done in most jobs started back to back.
 /// One start is made ahead (the next job's); the thread holds the node
-/// only while it runs a job, and ends with it (or when a start cannot
-/// be made ahead here: every job is then started at its StartJob).
+/// only while it makes a start or runs a job, and ends with the node (or
+/// when starts cannot be made ahead here: every job is then started at
+/// its StartJob).
 fn ready_thread(node: &std::sync::Weak<Node>) {
     let mut seq = 0u64;
+    let mut failed = 0u32;
     loop {
         let Some(me) = node.upgrade() else { return };
         let uid = match me.sandbox.take_uid() {
@@ -503,10 +509,17 @@ fn ready_thread(node: &std::sync::Weak<Node>) {
             pids_cap: me.cfg.job_pids,
         };
         let Some(ready) = runner::prepare_ready(&inputs, &control) else {
-            log::info!("job starts cannot be made ahead here: each is made at its job");
             let _ = std::fs::remove_dir_all(&job_dir);
-            return;
+            failed += 1;
+            if failed == READY_TRIES {
+                log::info!("job starts cannot be made ahead here: each is made at its job");
+                return;
+            }
+            drop(me);
+            std::thread::sleep(READY_RETRY);
+            continue;
         };
+        failed = 0;
         let (tx, rx) = crossbeam_channel::bounded::<JobSetup>(1);
         *lock(&me.ready) = Some(ReadyHandle {
             tx,
