@@ -982,6 +982,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_spare_goes_to_its_pool_until_the_pool_has_what_is_wanted() {
+        let pool = Mutex::new(vec![1]);
+        let mut discarded = Vec::new();
+        // A second spare is wanted: kept.
+        keep_spare(&pool, 2, 2, |s| discarded.push(s));
+        // Another thread filled the pool meanwhile: this one goes.
+        keep_spare(&pool, 3, 2, |s| discarded.push(s));
+        // A lower level asked for than the pool holds: goes too.
+        keep_spare(&pool, 4, 1, |s| discarded.push(s));
+        assert_eq!(*locked(&pool), vec![1, 2]);
+        assert_eq!(discarded, vec![3, 4]);
+    }
+
+    #[test]
     fn uids_are_pooled_and_given_back() {
         let pool = UidPool::new(100, 101);
         let a = pool.take().unwrap();
