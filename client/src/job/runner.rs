@@ -29,7 +29,7 @@ use crate::net::{ask, reply as respond, Incoming, Net};
 use crate::pty::{self, Pty, WindowSize};
 use crate::sandbox::cgroup::{CgroupLimits, JobCgroup};
 use crate::sandbox::{self, JobRequest, JobUid, NodeSandbox};
-use dscp_dicp::msg::control::{JobEvent, StartJob};
+use dscp_dicp::msg::control::{JobEvent, Limits, StartJob};
 use dscp_dicp::msg::job::{
     FileStamp, Launch, Request as Job, Response as JobReply, WinSize as WireWinSize,
 };
@@ -86,10 +86,15 @@ impl JobSetup {
 
     /// The job's limits: what it asked for within the node's caps.
     fn limits(&self) -> CgroupLimits {
-        CgroupLimits {
-            memory: sandbox::effective_limit(self.start.limits.memory, self.memory_cap),
-            pids: sandbox::effective_limit(self.start.limits.pids, self.pids_cap),
-        }
+        limits_within(self.start.limits, self.memory_cap, self.pids_cap)
+    }
+}
+
+/// `asked` within the node's caps (nothing asked: the caps).
+fn limits_within(asked: Limits, memory_cap: u64, pids_cap: u64) -> CgroupLimits {
+    CgroupLimits {
+        memory: sandbox::effective_limit(asked.memory, memory_cap),
+        pids: sandbox::effective_limit(asked.pids, pids_cap),
     }
 }
 
@@ -267,10 +272,7 @@ pub fn prepare_ready<'a>(inputs: &ReadyInputs<'_>, control: &'a JobControl) -> O
     let prepared = inputs
         .sandbox
         .prepare_root(inputs.job_dir, &inputs.cache.job_dirs());
-    let limits = CgroupLimits {
-        memory: sandbox::effective_limit(None, inputs.memory_cap),
-        pids: sandbox::effective_limit(None, inputs.pids_cap),
-    };
+    let limits = limits_within(Limits::default(), inputs.memory_cap, inputs.pids_cap);
     let sb = SandboxInputs {
         name: inputs.name.to_string(),
         job_dir: inputs.job_dir,
