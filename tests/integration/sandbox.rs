@@ -697,16 +697,23 @@ fn sandbox_spare_roots_go_with_the_daemon() {
     };
     // The next job's start, made ahead, is in one of them: its parked
     // process dies with its tracer (the daemon), and its PID 1 with it.
-    let ready: Vec<i32> = c
-        .node_processes(1)
-        .iter()
-        .map(|p| p.pid)
-        .filter(|&p| diatom_tests::cluster::made_ahead(p))
-        .collect();
-    assert!(
-        !ready.is_empty(),
-        "the node has made no start ahead of its next job"
-    );
+    // It is made again after each job: wait for it.
+    let ready: Vec<i32> = loop {
+        let r: Vec<i32> = c
+            .node_processes(1)
+            .iter()
+            .map(|p| p.pid)
+            .filter(|&p| diatom_tests::cluster::made_ahead(p))
+            .collect();
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node has made no start ahead of its next job"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     c.kill_node(1);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
