@@ -543,19 +543,36 @@ impl Relay {
             .ok_or(libc::ECONNREFUSED)?;
         let opened = self.streams.open(stream).ok_or(libc::EAGAIN)?;
         let fd = self.socket(target.family, libc::SOCK_STREAM)?;
-        if let Err(e) = addr::connect_raw(fd.as_fd(), &target.node) {
-            if e == libc::ECONNREFUSED {
-                // The job closed its listening socket: close central's.
-                self.reap_listeners();
+        // The job may accept the moment the connect completes, and its
+        // accept's exit looks up these names: so bind first and record
+        // them before connecting.
+        let from = if target.family == libc::AF_UNIX {
+            None
+        } else {
+            addr::bind(fd.as_fd(), &Addr::Inet(addr::loopback(target.family)))?;
+            match addr::local_of(fd.as_fd()) {
+                Ok(Parsed::Addr(Addr::Inet(from))) => Some(from),
+                _ => return Err(libc::EADDRNOTAVAIL),
             }
-            return Err(e);
-        }
-        if let Ok(Parsed::Addr(Addr::Inet(from))) = addr::local_of(fd.as_fd()) {
+        };
+        if let Some(from) = from {
             let mut st = lock(&self.state);
             st.names
                 .insert(from, addr::for_family(&peer, target.family));
             st.accepted_local
                 .insert(from, addr::for_family(&local, target.family));
+        }
+        if let Err(e) = addr::connect_raw(fd.as_fd(), &target.node) {
+            if let Some(from) = from {
+                let mut st = lock(&self.state);
+                st.names.remove(&from);
+                st.accepted_local.remove(&from);
+            }
+            if e == libc::ECONNREFUSED {
+                // The job closed its listening socket: close central's.
+                self.reap_listeners();
+            }
+            return Err(e);
         }
         self.streams.run(opened, fd, &self.net, self.home);
         Ok(())
