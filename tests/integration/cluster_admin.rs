@@ -727,7 +727,11 @@ fn embedded_default_for_unprivileged_user() {
             describe(&out)
         );
         // Nothing of it outlives it (a moment's grace for the kernel).
-        std::thread::sleep(Duration::from_millis(500));
+        let gone = || {
+            processes_with_env("DIATOM_E2E_EMBEDDED", &marker).is_empty()
+                && processes_in_session(sid).is_empty()
+        };
+        eventually(Duration::from_secs(10), gone);
         let left_env = processes_with_env("DIATOM_E2E_EMBEDDED", &marker);
         let left_sid = processes_in_session(sid);
         assert!(

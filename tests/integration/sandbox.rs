@@ -277,8 +277,10 @@ fn sandbox_limits_kill_with_the_reason() {
     // with no process in them but the next job's start made ahead.
     let pid = c.node_daemon(1).unwrap().pid().to_string();
     // The node finishes a job's teardown (its namespaces' PID 1, the
-    // cgroup) just after reporting its end: give it a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // cgroup) just after reporting its end: give it a moment (the node
+    // retries a group's removal for 10 s while its killed processes are
+    // reaped).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let (ours, leftovers) = loop {
         let ours: Vec<PathBuf> = ["memory", "pids"]
             .iter()
@@ -714,12 +716,23 @@ fn sandbox_spare_roots_go_with_the_daemon() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    // Who holds the spares now. Afterwards only these count: the kernel
+    // gives a freed namespace's number to the next one made, and other
+    // tests' nodes make spare roots all the time.
+    let holder = |at: &str| at.split('/').nth(2).map(str::to_owned);
+    let holders: Vec<String> = mount_namespace_links()
+        .into_iter()
+        .filter(|(ns, _)| spares.contains(ns))
+        .filter_map(|(_, at)| holder(&at))
+        .collect();
     c.kill_node(1);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let held: Vec<(String, String)> = mount_namespace_links()
             .into_iter()
-            .filter(|(ns, _)| spares.contains(ns))
+            .filter(|(ns, at)| {
+                spares.contains(ns) && holder(at).is_some_and(|p| holders.contains(&p))
+            })
             .collect();
         let alive: Vec<&i32> = ready
             .iter()

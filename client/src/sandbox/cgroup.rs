@@ -403,13 +403,14 @@ impl JobCgroup {
         self.kill_all(Duration::from_secs(5));
         let mut last = Ok(());
         for d in &self.dirs {
-            // A killed process leaves the group only once reaped: retry.
+            // A killed process leaves the group only once reaped (on a
+            // loaded machine, after a fork bomb, seconds later): retry.
             let mut tries = 0;
             loop {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) if tries < 200 => {
+                    Err(_) if tries < 1000 => {
                         tries += 1;
                         std::thread::sleep(Duration::from_millis(10));
                     }
