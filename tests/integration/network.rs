@@ -437,6 +437,39 @@ s6.settimeout(30)
 s6.sendto(b"six", ("::1", port6))
 data, src = s6.recvfrom(100)
 print("ipv6", data.decode(), *src[:2])
+# The address structures at a multiple of 4 GiB (their pointers' low 32
+# bits are zero): still central's addresses, both ways.
+import ctypes, select, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_int, ctypes.c_long]
+at = None
+for k in range(1, 64):
+    # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE
+    got = libc.mmap(k << 32, 4096, 3, 0x22 | 0x100000, -1, 0)
+    if got == k << 32:
+        at = got
+        break
+assert at, "no page at a multiple of 4 GiB"
+to = struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(host) + bytes(8)
+ctypes.memmove(at, to, len(to))
+f = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+libc.sendto.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
+                        ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+n = libc.sendto(f.fileno(), b"far", 3, 0, at, len(to))
+assert n == 3, "sendto: errno %d" % ctypes.get_errno()
+assert select.select([f], [], [], 30)[0], "no reply to far"
+buf = ctypes.create_string_buffer(100)
+ctypes.memmove(at + 4000, struct.pack("=I", 16), 4)
+libc.recvfrom.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
+                          ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+# The source at the page's start again (a pointer at 4 GiB once more).
+ctypes.memset(at, 0, 16)
+n = libc.recvfrom(f.fileno(), buf, 100, 0, at, at + 4000)
+assert n > 0, "recvfrom: errno %d" % ctypes.get_errno()
+src = ctypes.string_at(at, 16)
+print("far", buf.raw[:n].decode(), socket.inet_ntoa(src[4:8]), struct.unpack("!H", src[2:4])[0])
 "#;
 
 #[test]
@@ -462,7 +495,10 @@ fn network_udp_to_a_central_only_server() {
     let (text, out) = python(&c, &dir, ("udp.py", UDP_PY), &[&ip, &port, &port6]);
     assert_eq!(
         text,
-        format!("recvfrom ONE {ip} {port}\nconnected TWO {ip} {port}\nipv6 SIX ::1 {port6}\n"),
+        format!(
+            "recvfrom ONE {ip} {port}\nconnected TWO {ip} {port}\nipv6 SIX ::1 {port6}\n\
+             far FAR {ip} {port}\n"
+        ),
         "{}",
         describe(&out)
     );

@@ -9,8 +9,8 @@
 //! 3. returns `SECCOMP_RET_ERRNO` for refused calls (a `jeq` each: they
 //!    are few),
 //! 4. returns `SECCOMP_RET_TRACE` for subscribed calls (after the argument
-//!    test of a [`Rule::UnlessArgHasBits`], [`Rule::UnlessArgBelow`] or
-//!    [`Rule::OnlyArgIn`] member), and
+//!    test of a [`Rule::UnlessArgHasBits`], [`Rule::UnlessArgBelow`],
+//!    [`Rule::UnlessArgZero`] or [`Rule::OnlyArgIn`] member), and
 //! 5. `SECCOMP_RET_ALLOW` for the rest.
 //!
 //! Step 4 is a balanced binary search over the sorted call numbers
@@ -57,6 +57,11 @@ pub const OFF_ARCH: u32 = 4;
 /// Offset of the low 32 bits of `seccomp_data.args[i]` (little endian).
 pub const fn off_arg_lo(i: u8) -> u32 {
     16 + 8 * i as u32
+}
+
+/// Offset of the high 32 bits of `seccomp_data.args[i]`.
+pub const fn off_arg_hi(i: u8) -> u32 {
+    off_arg_lo(i) + 4
 }
 
 /// `SECCOMP_RET_KILL_PROCESS`.
@@ -177,6 +182,14 @@ fn single(rule: &Rule) -> Vec<Insn> {
             ret(RET_ALLOW),
             ret(RET_TRACE),
         ],
+        Rule::UnlessArgZero { arg } => vec![
+            insn(LD_W_ABS, 0, 0, off_arg_lo(arg)),
+            insn(JEQ, 0, 3, 0), // low word set -> ret TRACE
+            insn(LD_W_ABS, 0, 0, off_arg_hi(arg)),
+            insn(JEQ, 0, 1, 0), // high word set -> ret TRACE
+            ret(RET_ALLOW),
+            ret(RET_TRACE),
+        ],
         Rule::OnlyArgIn { arg, min, max } => vec![
             insn(LD_W_ABS, 0, 0, off_arg_lo(arg)),
             insn(JGE, 1, 0, max), // >= max -> ret ALLOW
@@ -203,6 +216,13 @@ fn chain(rules: &[Rule]) -> Vec<Insn> {
             Rule::UnlessArgBelow { arg, min } => {
                 out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(arg)));
                 out.push(insn(JGE, 0, 1, min)); // below -> next rule
+                out.push(ret(RET_TRACE));
+            }
+            Rule::UnlessArgZero { arg } => {
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_lo(arg)));
+                out.push(insn(JEQ, 0, 2, 0)); // low word set -> ret TRACE
+                out.push(insn(LD_W_ABS, 0, 0, off_arg_hi(arg)));
+                out.push(insn(JEQ, 1, 0, 0)); // both zero -> next rule
                 out.push(ret(RET_TRACE));
             }
             Rule::OnlyArgIn { arg, min, max } => {
@@ -418,6 +438,64 @@ mod tests {
     }
 
     #[test]
+    fn arg_zero_block_instruction_by_instruction() {
+        let mut s = SyscallSet::new();
+        s.insert_rule(Sysno::sendto, Rule::UnlessArgZero { arg: 4 }); // 44
+        let p = compile(&s).unwrap();
+        let body: Vec<_> = p[6..].iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+        assert_eq!(
+            body,
+            vec![
+                (JEQ, 2, 0, 44),           // sendto -> block at 3
+                (RET, 0, 0, RET_ALLOW),    // 1
+                (RET, 0, 0, RET_TRACE),    // 2
+                (LD_W_ABS, 0, 0, 16 + 32), // 3: args[4] low word
+                (JEQ, 0, 3, 0),            // set -> ret TRACE at 8
+                (LD_W_ABS, 0, 0, 20 + 32), // 5: args[4] high word
+                (JEQ, 0, 1, 0),            // set -> ret TRACE at 8
+                (RET, 0, 0, RET_ALLOW),    // 7
+                (RET, 0, 0, RET_TRACE),    // 8
+            ]
+        );
+        for (addr, want) in [
+            (0u64, RET_ALLOW),
+            (8, RET_TRACE),
+            (1 << 32, RET_TRACE), // a pointer at 4 GiB
+            (0x7fff_0000_0000, RET_TRACE),
+            (u64::MAX, RET_TRACE),
+            (0xffff_ffff, RET_TRACE),
+        ] {
+            let got = run(&p, 44, AUDIT_ARCH, [3, 0, 0, 0, addr, 0]);
+            assert_eq!(got, want, "address {addr:#x}");
+        }
+        // In a chain: after a rule that lets the call run, before one
+        // that stops it.
+        let mut s = SyscallSet::new();
+        s.insert_rule(Sysno::recvfrom, Rule::UnlessArgBelow { arg: 0, min: 1000 })
+            .also_stop(Sysno::recvfrom, Rule::UnlessArgZero { arg: 4 })
+            .also_stop(
+                Sysno::recvfrom,
+                Rule::OnlyArgIn {
+                    arg: 2,
+                    min: 7,
+                    max: 8,
+                },
+            );
+        let p = compile(&s).unwrap();
+        let nr = Sysno::recvfrom.id() as u32;
+        for (args, want) in [
+            ([3, 0, 0, 0, 0, 0], RET_ALLOW),
+            ([3, 0, 0, 0, 1 << 40, 0], RET_TRACE),
+            ([3, 0, 0, 0, 16, 0], RET_TRACE),
+            ([3, 0, 7, 0, 0, 0], RET_TRACE),
+            ([1000, 0, 0, 0, 0, 0], RET_TRACE),
+        ] {
+            assert_eq!(run(&p, nr, AUDIT_ARCH, args), want, "{args:x?}");
+        }
+        check_exhaustively(&s);
+    }
+
+    #[test]
     fn sets_mixing_all_argument_rules_match() {
         let mut s = SyscallSet::diatom_default();
         s.extend_from(&SyscallSet::internal());
@@ -515,13 +593,14 @@ mod tests {
     fn check_exhaustively(s: &SyscallSet) {
         let p = compile(s).unwrap();
         for nr in 0..(MAX_NR as u32 + 10) {
-            for flags in [0u64, 0x1000, 0x100] {
-                let args = [flags, 0, flags, flags, 0, 0];
+            for flags in [0u64, 0x1000, 0x100, 1 << 32, 0x1000 << 32] {
+                let args = [flags, 0, flags, flags, flags, 0];
                 let got = run(&p, nr, AUDIT_ARCH, args);
                 let stops = |rule: Rule| match rule {
                     Rule::Always => true,
                     Rule::UnlessArgHasBits { arg, bits } => args[arg as usize] as u32 & bits == 0,
                     Rule::UnlessArgBelow { arg, min } => args[arg as usize] as u32 >= min,
+                    Rule::UnlessArgZero { arg } => args[arg as usize] != 0,
                     Rule::OnlyArgIn { arg, min, max } => {
                         (min..max).contains(&(args[arg as usize] as u32))
                     }

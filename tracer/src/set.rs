@@ -34,6 +34,14 @@ pub enum Rule {
         /// Smallest value that stops, tested with `BPF_JGE`.
         min: u32,
     },
+    /// The call stops only when argument `arg` (all 64 bits) is not zero,
+    /// and runs natively otherwise. Used for `sendto` and `recvfrom`,
+    /// which name an address only through a non-null pointer: a test of
+    /// the low word alone would let a pointer at a multiple of 4 GiB pass.
+    UnlessArgZero {
+        /// Argument index, 0..6.
+        arg: u8,
+    },
     /// The call stops only when the low 32 bits of argument `arg`,
     /// unsigned, are in `min..max`, and runs natively otherwise. Used for
     /// `mmap` of descriptors a handler moved to a reserved range (an

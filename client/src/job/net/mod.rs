@@ -116,9 +116,8 @@ impl NetLayer {
 
     /// The calls the layer stops. `sendto` and `recvfrom` stop only with
     /// an address argument: without one (`send`, `recv` on a connected
-    /// socket) they run natively. The test sees the low 32 bits of the
-    /// pointer, so an address at a multiple of 4 GiB is missed (such a
-    /// call then acts on the job's own network namespace).
+    /// socket) they run natively (the filter tests all 64 bits of the
+    /// address pointer).
     pub fn subscriptions(&self) -> SyscallSet {
         Self::calls()
     }
@@ -140,11 +139,7 @@ impl NetLayer {
         ]
         .into_iter()
         .collect();
-        let with_addr = Rule::OnlyArgIn {
-            arg: 4,
-            min: 1,
-            max: u32::MAX,
-        };
+        let with_addr = Rule::UnlessArgZero { arg: 4 };
         s.insert_rule(sendto, with_addr);
         s.insert_rule(recvfrom, with_addr);
         s
