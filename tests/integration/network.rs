@@ -472,6 +472,30 @@ src = ctypes.string_at(at, 16)
 print("far", buf.raw[:n].decode(), socket.inet_ntoa(src[4:8]), struct.unpack("!H", src[2:4])[0])
 "#;
 
+/// A long job's short-lived UDP sockets, one after the other (a resolver
+/// makes one per lookup): more than the node keeps relays for at once and
+/// more than a job may have sockets on central at once.
+const UDP_MANY_PY: &str = r#"
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(30)
+    try:
+        if i % 2:
+            s.connect((host, port))
+            s.send(b"c%d" % i)
+            data = s.recv(100)
+        else:
+            s.sendto(b"s%d" % i, (host, port))
+            data, _ = s.recvfrom(100)
+    except OSError as e:
+        sys.exit("socket %d: %s" % (i, e))
+    assert data == (b"C%d" if i % 2 else b"S%d") % i, (i, data)
+    s.close()
+print("sockets", n)
+"#;
+
 #[test]
 fn network_udp_to_a_central_only_server() {
     let Some((c, dir, ip)) = start("network_udp_to_a_central_only_server", "nudp") else {
@@ -502,6 +526,11 @@ fn network_udp_to_a_central_only_server() {
         "{}",
         describe(&out)
     );
+    // Closed sockets give back what stands for them on the node and on
+    // central (`close` is not stopped: the relay finds them closed).
+    let n = 1100;
+    let (text, out) = python(&c, &dir, ("udp_many.py", UDP_MANY_PY), &[&ip, &port, &n]);
+    assert_eq!(text, format!("sockets {n}\n"), "{}", describe(&out));
     // Name lookups read central's files and work as they do locally.
     let remote = exec(&c, &["/usr/bin/getent", "hosts", "localhost"]);
     let here = local("/usr/bin/getent", &["hosts", "localhost"], Feed::Null);

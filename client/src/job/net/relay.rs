@@ -43,6 +43,10 @@ const DATAGRAM_MAX: usize = 65536;
 /// each a socket and a thread): a job's UDP server hearing from more
 /// peers than this drops datagrams from the new ones.
 pub const MAX_UDP_RELAYS: usize = 512;
+/// Datagram sockets the job may bind between two looks at which of them
+/// it has closed (`close` is not stopped: see
+/// [`Relay::reap_datagram_sockets`]).
+const UDP_REAP_EVERY: u32 = 64;
 
 /// What the relay knows of one of the job's sockets (keyed by its inode,
 /// which every descriptor of it shares across dup and fork).
@@ -90,6 +94,8 @@ struct Listening {
 struct UdpRelay {
     sock: Arc<UdpSocket>,
     addr: SocketAddr,
+    /// Set when the job's socket is gone: tells its thread to stop.
+    gone: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -106,6 +112,8 @@ struct State {
     udp: HashMap<(SockId, Addr), UdpRelay>,
     /// Where a central datagram socket's job socket is bound on the node.
     udp_owner: HashMap<SockId, (i32, SocketAddr)>,
+    /// Datagram sockets bound since the last look for closed ones.
+    udp_bound_since_reap: u32,
     listeners: HashMap<SockId, Listening>,
 }
 
@@ -129,6 +137,8 @@ pub struct Relay {
     streams: Arc<Streams>,
     next_id: AtomicU64,
     closed: Arc<AtomicBool>,
+    /// A look for the job's closed datagram sockets is under way.
+    reaping: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -178,6 +188,7 @@ impl Relay {
             streams: Streams::new(),
             next_id: AtomicU64::new(1),
             closed: Arc::new(AtomicBool::new(false)),
+            reaping: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         }))
     }
@@ -410,8 +421,70 @@ impl Relay {
 
     /// Records where the job's datagram socket for central socket `sock`
     /// is bound on the node (where relays send what central receives).
-    pub fn set_udp_owner(&self, sock: SockId, family: i32, node: SocketAddr) {
-        lock(&self.state).udp_owner.insert(sock, (family, node));
+    /// Every [`UDP_REAP_EVERY`] of them, a thread looks for those the job
+    /// has closed (a resolver makes a socket per lookup).
+    pub fn set_udp_owner(self: &Arc<Self>, sock: SockId, family: i32, node: SocketAddr) {
+        let due = {
+            let mut st = lock(&self.state);
+            st.udp_owner.insert(sock, (family, node));
+            st.udp_bound_since_reap += 1;
+            st.udp_bound_since_reap >= UDP_REAP_EVERY
+        };
+        if due && !self.reaping.swap(true, Ordering::SeqCst) {
+            lock(&self.state).udp_bound_since_reap = 0;
+            let me = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("net-reap".into())
+                .spawn(move || {
+                    me.reap_datagram_sockets();
+                    me.reaping.store(false, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                self.reaping.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Releases what stands for the datagram sockets the job has closed
+    /// (its socket's node address is free again): the central socket, the
+    /// relays to its peers and their threads. How many were closed.
+    pub fn reap_datagram_sockets(&self) -> usize {
+        let owners: Vec<(SockId, i32, SocketAddr)> = lock(&self.state)
+            .udp_owner
+            .iter()
+            .map(|(sock, (family, at))| (*sock, *family, *at))
+            .collect();
+        let mut reaped = 0;
+        for (sock, family, at) in owners {
+            let raw = addr::encode(&Addr::Inet(at));
+            if !self.address_free(family, libc::SOCK_DGRAM, &raw, false) {
+                continue;
+            }
+            let relays: Vec<UdpRelay> = {
+                let mut st = lock(&self.state);
+                st.udp_owner.remove(&sock);
+                st.socks.retain(|_, s| s.home != Some(sock));
+                let keys: Vec<(SockId, Addr)> =
+                    st.udp.keys().filter(|k| k.0 == sock).cloned().collect();
+                let relays: Vec<UdpRelay> = keys.iter().filter_map(|k| st.udp.remove(k)).collect();
+                for r in &relays {
+                    st.names.remove(&r.addr);
+                }
+                relays
+            };
+            for r in relays {
+                r.gone.store(true, Ordering::SeqCst);
+                stream::shutdown_raw(r.sock.as_raw_fd(), libc::SHUT_RDWR);
+            }
+            let _ = ask::<Response>(
+                &self.net,
+                self.home,
+                Request::Release { sock },
+                SHORT_TIMEOUT,
+            );
+            reaped += 1;
+        }
+        reaped
     }
 
     /// The node address of the datagram relay for (`sock`, `peer`),
@@ -422,7 +495,9 @@ impl Relay {
         if let Some(r) = lock(&self.state).udp.get(&key) {
             return Ok(r.addr);
         }
-        if lock(&self.state).udp.len() >= MAX_UDP_RELAYS {
+        if lock(&self.state).udp.len() >= MAX_UDP_RELAYS
+            && (self.reap_datagram_sockets() == 0 || lock(&self.state).udp.len() >= MAX_UDP_RELAYS)
+        {
             return Err(libc::ENOBUFS);
         }
         let (family, owner) = lock(&self.state)
@@ -436,6 +511,7 @@ impl Relay {
         let at = udp
             .local_addr()
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let gone = Arc::new(AtomicBool::new(false));
         {
             let mut st = lock(&self.state);
             if let Some(r) = st.udp.get(&key) {
@@ -447,6 +523,7 @@ impl Relay {
                 UdpRelay {
                     sock: udp.clone(),
                     addr: at,
+                    gone: gone.clone(),
                 },
             );
         }
@@ -454,18 +531,26 @@ impl Relay {
         let peer = peer.clone();
         std::thread::Builder::new()
             .name(format!("net-udp-{sock}"))
-            .spawn(move || me.pump_datagrams(&udp, sock, &peer, owner))
+            .spawn(move || me.pump_datagrams(&udp, sock, &peer, owner, &gone))
             .map_err(|_| libc::EAGAIN)?;
         Ok(at)
     }
 
     /// Job to central: what the job's socket (at `owner`) sends to this
-    /// relay goes out from central socket `sock` to `peer`.
-    fn pump_datagrams(&self, udp: &UdpSocket, sock: SockId, peer: &Addr, owner: SocketAddr) {
+    /// relay goes out from central socket `sock` to `peer`, until the job
+    /// ends or its socket is `gone`.
+    fn pump_datagrams(
+        &self,
+        udp: &UdpSocket,
+        sock: SockId,
+        peer: &Addr,
+        owner: SocketAddr,
+        gone: &AtomicBool,
+    ) {
         let mut buf = vec![0u8; DATAGRAM_MAX];
         loop {
             let got = udp.recv_from(&mut buf);
-            if self.closed.load(Ordering::Relaxed) {
+            if self.closed.load(Ordering::Relaxed) || gone.load(Ordering::SeqCst) {
                 return;
             }
             let (n, from) = match got {
@@ -578,16 +663,21 @@ impl Relay {
         Ok(())
     }
 
-    /// Whether the job's listening socket at `l.node` is gone: a probe
-    /// bind to its address succeeds (`SO_REUSEADDR`, so connections in
-    /// TIME_WAIT do not count; a listening socket still refuses it). The
-    /// tracer does not stop `close`, so this is how the relay learns it.
-    fn listener_gone(&self, l: &Listening) -> bool {
-        let Ok(probe) = self.socket(l.family, libc::SOCK_STREAM) else {
+    /// Whether no socket of the job is bound at `node` any more: a probe
+    /// bind to it succeeds. The tracer does not stop `close`, so this is
+    /// how the relay learns that the job closed a socket. A listening
+    /// socket's probe sets `SO_REUSEADDR` (so connections in TIME_WAIT do
+    /// not count; a listening socket still refuses it); a datagram
+    /// socket's does not (the job's socket refuses it even with the option
+    /// set).
+    fn address_free(&self, family: i32, ty: i32, node: &[u8], reuse_addr: bool) -> bool {
+        let Ok(probe) = self.socket(family, ty) else {
             return false;
         };
-        let _ = addr::set_int_option(probe.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
-        addr::bind_raw(probe.as_fd(), &l.node).is_ok()
+        if reuse_addr {
+            let _ = addr::set_int_option(probe.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+        }
+        addr::bind_raw(probe.as_fd(), node).is_ok()
     }
 
     /// Closes on central the listening sockets the job closed on the node
@@ -600,7 +690,7 @@ impl Relay {
             .collect();
         let mut reaped = false;
         for (sock, l) in all {
-            if self.listener_gone(&l) {
+            if self.address_free(l.family, libc::SOCK_STREAM, &l.node, true) {
                 lock(&self.state).listeners.remove(&sock);
                 let _ = ask::<Response>(
                     &self.net,
