@@ -316,6 +316,31 @@ fn network_tcp_to_a_central_only_server() {
         sent.len()
     );
 
+    // Bind, then connect: the connection leaves central from the address
+    // the job bound (a server there says whom it sees), time after time.
+    let teller = in_central(&c, move || TcpListener::bind((ip, 0)).unwrap());
+    let teller_port = teller.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in teller.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let seen = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let _ = conn.write_all(format!("{seen}\n").as_bytes());
+        }
+    });
+    let n = 1100;
+    let (text, out) = python(
+        &c,
+        &dir,
+        ("bound.py", BOUND_CONNECT_PY),
+        &[&ip, &teller_port, &n],
+    );
+    assert_eq!(
+        text,
+        format!("from the bound address {n}\n"),
+        "{}",
+        describe(&out)
+    );
+
     if Path::new("/usr/bin/curl").exists() {
         let url = format!("http://{server}/blob");
         // From a child of the shell.
@@ -470,6 +495,22 @@ n = libc.recvfrom(f.fileno(), buf, 100, 0, at, at + 4000)
 assert n > 0, "recvfrom: errno %d" % ctypes.get_errno()
 src = ctypes.string_at(at, 16)
 print("far", buf.raw[:n].decode(), socket.inet_ntoa(src[4:8]), struct.unpack("!H", src[2:4])[0])
+"#;
+
+/// Stream sockets bound before they connect, one after the other.
+const BOUND_CONNECT_PY: &str = r#"
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    s = socket.socket()
+    s.bind((host, 0))
+    bound = "%s:%d" % s.getsockname()
+    s.connect((host, port))
+    seen = s.makefile().readline().strip()
+    mine = "%s:%d" % s.getsockname()
+    assert seen == bound == mine, (i, seen, bound, mine)
+    s.close()
+print("from the bound address", n)
 "#;
 
 /// A long job's short-lived UDP sockets, one after the other (a resolver

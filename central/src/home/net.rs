@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,9 @@ use diatom_client::netrelay::stream::{shutdown_raw, Streams};
 use dscp_dicp::msg::net::{Addr, Kind, Request, Response, SockId, StreamId, HOME_STREAM};
 use dscp_dicp::msg::Blob;
 use dscp_dicp::Peer;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// How long the node may take to take a connection central accepted, or
 /// a datagram.
@@ -100,6 +103,46 @@ fn unix_path(p: &Blob) -> &std::path::Path {
     std::path::Path::new(OsStr::from_bytes(p))
 }
 
+/// Connects socket `fd` to `to`, waiting at most `limit` (`ETIMEDOUT`
+/// then), as `TcpStream::connect_timeout` does for a socket of its own.
+fn connect_within(fd: BorrowedFd<'_>, to: &Addr, limit: Duration) -> Result<(), i32> {
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| e as i32)?;
+    let blocking = OFlag::from_bits_truncate(flags);
+    fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_SETFL(blocking | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| e as i32)?;
+    let done = match addr::connect(fd, to) {
+        Err(libc::EINPROGRESS) => wait_connected(fd, limit),
+        other => other,
+    };
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(blocking)).map_err(|e| e as i32)?;
+    done
+}
+
+/// Waits for a non-blocking connect of `fd` to finish: its result.
+fn wait_connected(fd: BorrowedFd<'_>, limit: Duration) -> Result<(), i32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(libc::ETIMEDOUT);
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut pfd = [PollFd::new(fd, PollFlags::POLLOUT)];
+        match poll(&mut pfd, PollTimeout::from(ms)) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => break,
+            Err(e) => return Err(e as i32),
+        }
+    }
+    match addr::int_option(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
 impl NetService {
     /// The sockets of the job whose node is `node` on `net`.
     pub fn new(net: Net, node: Peer) -> NetService {
@@ -121,17 +164,9 @@ impl NetService {
     pub fn handle(&self, req: Incoming, msg: Request) {
         match msg {
             Request::Data { .. } | Request::Reset { .. } => self.streams.deliver(req, msg),
-            Request::Connect { stream, to } => {
-                let me = self.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("home-connect-{stream}"))
-                    .spawn(move || {
-                        let answer = me.connect(stream, &to);
-                        reply(req, answer);
-                    });
-                if let Err(e) = spawned {
-                    log::warn!("no thread for a connect: {e}");
-                }
+            Request::Connect { stream, to } => self.connect_on_thread(req, stream, None, to),
+            Request::ConnectFrom { stream, sock, to } => {
+                self.connect_on_thread(req, stream, Some(sock), to);
             }
             Request::Bind {
                 sock,
@@ -167,6 +202,66 @@ impl NetService {
                 reply(req, Response::Ok);
             }
             Request::Accepted { .. } => reply(req, Response::Errno(libc::EINVAL)),
+        }
+    }
+
+    /// Connects on a thread of its own (a connect may take a minute) and
+    /// answers from there.
+    fn connect_on_thread(&self, req: Incoming, stream: StreamId, from: Option<SockId>, to: Addr) {
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("home-connect-{stream}"))
+            .spawn(move || {
+                let answer = match from {
+                    Some(sock) => me.connect_from(stream, sock, &to),
+                    None => me.connect(stream, &to),
+                };
+                reply(req, answer);
+            });
+        if let Err(e) = spawned {
+            log::warn!("no thread for a connect: {e}");
+        }
+    }
+
+    /// Connects the stream socket the job bound as `sock` and starts the
+    /// stream on it; on failure the socket stays bound.
+    fn connect_from(&self, stream: StreamId, sock: SockId, to: &Addr) -> Response {
+        if stream & HOME_STREAM != 0 {
+            return Response::Errno(libc::EINVAL);
+        }
+        let fd = {
+            let mut socks = self.socks();
+            match socks.remove(&sock) {
+                // Only a socket no thread uses: not a listening one.
+                Some(HomeSock::Stream(fd)) if Arc::strong_count(&fd) == 1 => fd,
+                Some(other) => {
+                    socks.insert(sock, other);
+                    return Response::Errno(libc::EINVAL);
+                }
+                None => return Response::Errno(libc::EBADF),
+            }
+        };
+        let Some(opened) = self.streams.open(stream) else {
+            self.socks().insert(sock, HomeSock::Stream(fd));
+            return Response::Errno(libc::EAGAIN);
+        };
+        if let Err(e) = connect_within(fd.as_fd(), to, HOME_CONNECT_LIMIT) {
+            self.socks().insert(sock, HomeSock::Stream(fd));
+            return Response::Errno(e);
+        }
+        let local = match addr::local_of(fd.as_fd()) {
+            Ok(Parsed::Addr(a)) => a,
+            _ => Addr::Unix(Blob::default()),
+        };
+        match Arc::try_unwrap(fd) {
+            Ok(fd) => {
+                self.streams.run(opened, fd, &self.net, self.node);
+                Response::Connected {
+                    local,
+                    peer: to.clone(),
+                }
+            }
+            Err(_) => Response::Errno(libc::EBADF),
         }
     }
 

@@ -129,6 +129,18 @@ pub enum Request {
         /// Which socket.
         sock: SockId,
     },
+    /// Node to home: as [`Request::Connect`], from the stream socket the
+    /// job bound ([`Request::Bind`]), so the connection leaves from the
+    /// address it chose. The socket becomes the stream's; on failure it
+    /// stays bound, as the job's does.
+    ConnectFrom {
+        /// The new stream's id (chosen by the node).
+        stream: StreamId,
+        /// The bound central socket.
+        sock: SockId,
+        /// Where to connect.
+        to: Addr,
+    },
 }
 
 /// Socket replies.

@@ -144,6 +144,11 @@ fn samples() -> (Vec<Request>, Vec<Response>) {
             stream: 1,
             to: net::Addr::Inet("[::1]:80".parse().unwrap()),
         }),
+        Request::Net(net::Request::ConnectFrom {
+            stream: 2,
+            sock: 5,
+            to: net::Addr::Inet("10.1.2.3:443".parse().unwrap()),
+        }),
         Request::Net(net::Request::Data {
             stream: net::HOME_STREAM | 3,
             seq: 7,

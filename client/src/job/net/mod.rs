@@ -323,7 +323,11 @@ impl NetLayer {
             return Ok(Action::Continue);
         }
         self.relay.set_sock(ino, entry.clone());
-        let c = self.relay.connect(ino, family, to.clone()).map_err(errno)?;
+        // A socket the job bound connects from its central twin.
+        let c = self
+            .relay
+            .connect(ino, family, entry.home, to.clone())
+            .map_err(errno)?;
         match c.result.recv_timeout(CONNECT_WAIT) {
             Ok(Err(e)) => return Err(errno(e)),
             Ok(Ok((local, peer))) => {

@@ -268,9 +268,16 @@ impl Relay {
     }
 
     /// Starts a stream connect to `to` on central for job socket `ino` of
-    /// `family`: the home connects on a thread of the relay while the
-    /// tracer waits (bounded) for the answer.
-    pub fn connect(self: &Arc<Self>, ino: u64, family: i32, to: Addr) -> Result<Connecting, i32> {
+    /// `family` (from central socket `from` when the job bound it): the
+    /// home connects on a thread of the relay while the tracer waits
+    /// (bounded) for the answer.
+    pub fn connect(
+        self: &Arc<Self>,
+        ino: u64,
+        family: i32,
+        from: Option<SockId>,
+        to: Addr,
+    ) -> Result<Connecting, i32> {
         let (listener, target) = self.relay_listener(family)?;
         let id = self.id();
         let opened = self.streams.open(id).ok_or(libc::EAGAIN)?;
@@ -279,7 +286,9 @@ impl Relay {
         let me = self.clone();
         std::thread::Builder::new()
             .name(format!("net-connect-{id}"))
-            .spawn(move || me.finish_connect(ino, family, to, opened, listener, &res_tx, &from_rx))
+            .spawn(move || {
+                me.finish_connect(ino, family, (from, to), opened, listener, &res_tx, &from_rx);
+            })
             .map_err(|_| libc::EAGAIN)?;
         Ok(Connecting {
             result: res_rx,
@@ -293,22 +302,25 @@ impl Relay {
         &self,
         ino: u64,
         family: i32,
-        to: Addr,
+        (bound, to): (Option<SockId>, Addr),
         opened: Opened,
         listener: OwnedFd,
         result: &Sender<Result<(Addr, Addr), i32>>,
         from: &Receiver<Vec<u8>>,
     ) {
         let stream = opened.id();
-        let asked = ask::<Response>(
-            &self.net,
-            self.home,
-            Request::Connect {
+        let msg = match bound {
+            Some(sock) => Request::ConnectFrom {
+                stream,
+                sock,
+                to: to.clone(),
+            },
+            None => Request::Connect {
                 stream,
                 to: to.clone(),
             },
-            CONNECT_TIMEOUT,
-        );
+        };
+        let asked = ask::<Response>(&self.net, self.home, msg, CONNECT_TIMEOUT);
         let res = match asked {
             Ok(Response::Connected { local, peer }) => Ok((
                 addr::for_family(&local, family),
