@@ -486,7 +486,7 @@ fn run_job(
     let handler = JobHandler::new(identity, launch.exe.0.clone())
         .with_hostname(launch.hostname.0.clone())
         .with_fs(files)
-        .with_net(NetLayer::new(net_relay.clone()))
+        .with_net(NetLayer::new(net_relay.clone(), control.members.clone()))
         .with_members(control.members.clone());
     let mut cmd = tracer::Command::new(&line.path);
     cmd.args(line.argv.iter().skip(1))

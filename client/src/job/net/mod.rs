@@ -26,6 +26,7 @@ use nix::unistd::Pid;
 use syscalls::Sysno;
 use tracer::{Action, Rule, SyscallExit, SyscallSet, SyscallStop, TraceeMemory};
 
+use crate::job::members::Members;
 use crate::netrelay::addr::{self, Parsed, SOCKADDR_MAX};
 pub use relay::{JobSock, Relay};
 
@@ -43,6 +44,8 @@ const MSGHDR_SIZE: usize = 56;
 pub struct NetLayer {
     relay: Arc<Relay>,
     pidfds: HashMap<Pid, OwnedFd>,
+    /// The job's processes: whose descriptors say which sockets are open.
+    members: Members,
 }
 
 type Served = Result<Action, Errno>;
@@ -62,8 +65,36 @@ fn result(r: Result<(), i32>) -> Action {
 fn inode(pid: Pid, fd: u64) -> Option<u64> {
     let fd = i32::try_from(fd).ok()?;
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    socket_inode(&link)
+}
+
+/// The inode of a `/proc/PID/fd` link's socket (`socket:[N]`).
+fn socket_inode(link: &std::path::Path) -> Option<u64> {
     let s = link.to_str()?;
     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The sockets the processes `pids` hold now (their inodes); `None` when
+/// a live process's descriptors could not be read.
+fn held_sockets(pids: &[Pid]) -> Option<std::collections::HashSet<u64>> {
+    let mut held = std::collections::HashSet::new();
+    for pid in pids {
+        let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return None,
+        };
+        for fd in fds.flatten() {
+            if let Some(ino) = std::fs::read_link(fd.path())
+                .ok()
+                .as_deref()
+                .and_then(socket_inode)
+            {
+                held.insert(ino);
+            }
+        }
+    }
+    Some(held)
 }
 
 /// Reads a socket address argument (`len` capped at [`SOCKADDR_MAX`]).
@@ -102,10 +133,11 @@ fn is_inet(family: i32) -> bool {
 
 impl NetLayer {
     /// The socket calls of a job relayed by `relay`.
-    pub fn new(relay: Arc<Relay>) -> NetLayer {
+    pub fn new(relay: Arc<Relay>, members: Members) -> NetLayer {
         NetLayer {
             relay,
             pidfds: HashMap::new(),
+            members,
         }
     }
 
@@ -198,6 +230,13 @@ impl NetLayer {
 
     /// Serves a socket call; `Continue` for what stays native.
     pub fn handle_syscall(&mut self, stop: &mut SyscallStop<'_>) -> Action {
+        if self.relay.sweep_due() {
+            // `close` is not stopped: what the job's processes hold says
+            // which sockets are still open.
+            if let Some(held) = held_sockets(&self.members.pids()) {
+                self.relay.forget_closed(&held);
+            }
+        }
         let served = match stop.sysno() {
             Some(Sysno::connect) => self.connect(stop),
             Some(Sysno::bind) => self.bind(stop),
@@ -582,6 +621,22 @@ mod tests {
     /// This process's own memory, through the same calls as a tracee's.
     fn own() -> ProcMemory {
         ProcMemory::new(Pid::this())
+    }
+
+    #[test]
+    fn held_sockets_are_those_a_process_has_open() {
+        use std::os::fd::AsRawFd;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ino = inode(Pid::this(), sock.as_raw_fd() as u64).unwrap();
+        let held = held_sockets(&[Pid::this()]).unwrap();
+        assert!(held.contains(&ino));
+        drop(sock);
+        assert!(!held_sockets(&[Pid::this()]).unwrap().contains(&ino));
+        // A process that is gone holds nothing, and is no error.
+        assert_eq!(
+            held_sockets(&[Pid::from_raw(i32::MAX)]),
+            Some(Default::default())
+        );
     }
 
     #[test]

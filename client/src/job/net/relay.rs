@@ -47,6 +47,10 @@ pub const MAX_UDP_RELAYS: usize = 512;
 /// it has closed (`close` is not stopped: see
 /// [`Relay::reap_datagram_sockets`]).
 const UDP_REAP_EVERY: u32 = 64;
+/// Sockets the relay knows before it looks for those the job closed (and
+/// then again each time it knows twice as many as it kept): a long job's
+/// connections would otherwise each leave an entry behind.
+const SOCKS_SWEEP_AT: usize = 4096;
 
 /// What the relay knows of one of the job's sockets (keyed by its inode,
 /// which every descriptor of it shares across dup and fork).
@@ -114,6 +118,9 @@ struct State {
     udp_owner: HashMap<SockId, (i32, SocketAddr)>,
     /// Datagram sockets bound since the last look for closed ones.
     udp_bound_since_reap: u32,
+    /// How many sockets the relay may know before the next look for
+    /// closed ones (0: [`SOCKS_SWEEP_AT`]).
+    socks_sweep_at: usize,
     listeners: HashMap<SockId, Listening>,
 }
 
@@ -236,6 +243,27 @@ impl Relay {
     /// What the relay knows of the job socket with inode `ino`.
     pub fn sock(&self, ino: u64) -> Option<JobSock> {
         lock(&self.state).socks.get(&ino).cloned()
+    }
+
+    /// Whether the relay knows so many sockets that it is time to forget
+    /// those the job closed ([`Relay::forget_closed`]).
+    pub fn sweep_due(&self) -> bool {
+        let st = lock(&self.state);
+        st.socks.len() >= st.socks_sweep_at.max(SOCKS_SWEEP_AT)
+    }
+
+    /// Forgets the job sockets not in `held` (the inodes the job's
+    /// processes hold now).
+    pub fn forget_closed(&self, held: &std::collections::HashSet<u64>) {
+        let mut st = lock(&self.state);
+        let before = st.socks.len();
+        st.socks.retain(|ino, _| held.contains(ino));
+        st.socks_sweep_at = (2 * st.socks.len()).max(SOCKS_SWEEP_AT);
+        log::debug!(
+            "job sockets: forgot {} closed, kept {}",
+            before - st.socks.len(),
+            st.socks.len()
+        );
     }
 
     /// Records (or replaces) what is known of job socket `ino`.
