@@ -991,6 +991,55 @@ fn files_writes_reach_central_at_fsync_and_close() {
     );
 }
 
+#[test]
+fn files_writes_through_a_mapping_outliving_its_descriptor_reach_central() {
+    if !require_root("files_writes_through_a_mapping_outliving_its_descriptor_reach_central") {
+        return;
+    }
+    // open, mmap(MAP_SHARED), close, then write through the mapping: the
+    // writes reach central when the last process mapping it is gone.
+    let f = Files::new("mapped");
+    let c = f.cluster("mapped");
+    let py = "import ctypes, os, sys\n\
+              libc = ctypes.CDLL(None, use_errno=True)\n\
+              libc.mmap.restype = ctypes.c_void_p\n\
+              libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,\n\
+              \x20                     ctypes.c_int, ctypes.c_int, ctypes.c_long]\n\
+              fd = os.open('mapped.bin', os.O_RDWR | os.O_CREAT, 0o644)\n\
+              os.ftruncate(fd, 8192)\n\
+              p = libc.mmap(None, 8192, 3, 1, fd, 0)\n\
+              assert p and p != ctypes.c_void_p(-1).value, ctypes.get_errno()\n\
+              os.close(fd)\n\
+              ctypes.memmove(p, b'written through a mapping', 25)\n\
+              ctypes.memmove(p + 4096, b'second page', 11)\n\
+              if os.fork() == 0:\n\
+              \x20   ctypes.memmove(p + 8000, b'from a child', 12)\n\
+              \x20   os._exit(0)\n\
+              os.wait()\n\
+              print('mapped', flush=True)\n";
+    let mut cmd = c.diatom_cmd(exec_args(&["/usr/bin/python3", "-c", py]));
+    cmd.current_dir(&f.only);
+    let out = Spawned::spawn(cmd, Feed::Null).wait_or_panic(RUN, "the mapping job");
+    assert!(
+        out.status.success() && out.stdout == b"mapped\n",
+        "the mapping job: {}",
+        describe(&out)
+    );
+    let mut want = vec![0u8; 8192];
+    want[..25].copy_from_slice(b"written through a mapping");
+    want[4096..4107].copy_from_slice(b"second page");
+    want[8000..8012].copy_from_slice(b"from a child");
+    let got = std::fs::read(f.only.join("mapped.bin")).unwrap();
+    assert!(
+        got == want,
+        "central's mapped.bin: {} bytes, starts {:?}, page 2 {:?}, at 8000 {:?}",
+        got.len(),
+        text(&got[..got.len().min(25)]),
+        text(got.get(4096..4107).unwrap_or_default()),
+        text(got.get(8000..8012).unwrap_or_default())
+    );
+}
+
 // ----- a bare node -------------------------------------------------------------
 
 #[test]

@@ -235,8 +235,11 @@ impl FsLayer {
             | Sysno::splice
             | Sysno::dup
             | Sysno::dup2
-            | Sysno::dup3
-            | Sysno::mmap => self.stream_call(stop, nr),
+            | Sysno::dup3 => self.stream_call(stop, nr),
+            Sysno::mmap => {
+                self.note_mapping(stop);
+                self.stream_call(stop, nr)
+            }
             Sysno::execve => self.exec_call(stop, AT_FDCWD, 0, 1, 2, 0),
             Sysno::execveat => self.exec_call(stop, fd(0), 1, 2, 3, a[4]),
             _ => Action::Continue,

@@ -456,6 +456,15 @@ impl FsLayer {
                 s.insert_rule(nr, rule);
             }
         }
+        // mmap of a file open for writing: a shared mapping keeps its copy.
+        s.also_stop(
+            mmap,
+            Rule::OnlyArgIn {
+                arg: 4,
+                min: cfg.write_fd_min,
+                max: cfg.stream_fd_min,
+            },
+        );
         // Locks: flock always (rare), fcntl also for its lock commands.
         // fstatfs is rare too (df, statvfs): central's for central files.
         s.insert(flock).insert(fstatfs);

@@ -49,6 +49,9 @@ struct Copy {
     /// An `O_TMPFILE` file central has not named yet: where the node keeps
     /// the copy meanwhile (its tmp directory, outside the mirror).
     unnamed: Option<std::path::PathBuf>,
+    /// A process mapped it shared: the mapping may outlive every
+    /// descriptor, and writes through it must still reach central.
+    mapped: bool,
 }
 
 /// The job's files open for writing, by the private copy's (dev, ino).
@@ -73,6 +76,19 @@ fn key_of(m: &std::fs::Metadata) -> (u64, u64) {
 
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
+}
+
+/// Whether `/proc/PID/maps` text `maps` has a shared mapping of inode
+/// `ino` (the device is left out: the file system's device number there
+/// and in `stat` can differ; a match on another file system only keeps a
+/// copy a little longer).
+fn maps_share(maps: &str, ino: u64) -> bool {
+    maps.lines().any(|line| {
+        let mut f = line.split_ascii_whitespace();
+        let perms = f.nth(1).unwrap_or("");
+        let inode = f.nth(2).and_then(|i| i.parse::<u64>().ok());
+        perms.as_bytes().get(3) == Some(&b's') && inode == Some(ino)
+    })
 }
 
 fn chunk_hashes(file: &File, len: u64) -> std::io::Result<Vec<blake3::Hash>> {
@@ -253,6 +269,7 @@ impl FsLayer {
                 sent,
                 synced: (m.len(), mtime_ns(&m)),
                 unnamed: None,
+                mapped: false,
             },
         );
         Ok(())
@@ -330,6 +347,7 @@ impl FsLayer {
                 sent: Vec::new(),
                 synced: (m.len(), mtime_ns(&m)),
                 unnamed: Some(tmp.clone()),
+                mapped: false,
             },
         );
         Ok((central.to_vec(), tmp))
@@ -435,7 +453,24 @@ impl FsLayer {
         super::calls::done(r)
     }
 
-    /// Whether a live process of the job has the copy `key` open.
+    /// `mmap` of a descriptor in the write range: a shared mapping of a
+    /// copy keeps it (and its handle on central) until no process maps
+    /// it (see [`FsLayer::referenced`]). Runs natively.
+    pub(crate) fn note_mapping(&mut self, stop: &SyscallStop<'_>) {
+        let (flags, fd) = (stop.arg(3) as i32, stop.arg(4) as i32);
+        if flags & libc::MAP_SHARED == 0 || fd < 0 {
+            return;
+        }
+        let Ok(m) = std::fs::metadata(format!("/proc/{}/fd/{fd}", stop.tid())) else {
+            return;
+        };
+        if let Some(copy) = self.writes.copies.get_mut(&key_of(&m)) {
+            copy.mapped = true;
+        }
+    }
+
+    /// Whether a live process of the job has the copy `key` open, or
+    /// (for a copy that was mapped shared) maps it shared.
     fn referenced(&self, key: (u64, u64)) -> bool {
         for pid in &self.procs {
             let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -447,7 +482,12 @@ impl FsLayer {
                 }
             }
         }
-        false
+        let mapped = self.writes.copies.get(&key).is_some_and(|c| c.mapped);
+        mapped
+            && self.procs.iter().any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                    .is_ok_and(|maps| maps_share(&maps, key.1))
+            })
     }
 
     /// Sends what changed in copy `key` since its last write-back.
@@ -555,5 +595,30 @@ impl FsLayer {
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maps_share;
+
+    #[test]
+    fn a_shared_mapping_of_the_inode_is_found_and_nothing_else() {
+        let maps = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234 /usr/bin/x
+7f00aa000000-7f00aa002000 rw-p 00000000 fd:01 777 /state/jobs/1/root/a
+7f00ab000000-7f00ab002000 rw-s 00000000 00:2d 777 /state/jobs/1/root/a
+7f00ac000000-7f00ac001000 r--s 00001000 fd:01 888 /state/jobs/1/root/b
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+";
+        assert!(maps_share(maps, 777), "rw-s of 777");
+        assert!(
+            maps_share(maps, 888),
+            "a read-only shared mapping may be made writable"
+        );
+        assert!(!maps_share(maps, 1234), "private");
+        assert!(!maps_share(maps, 0), "anonymous");
+        assert!(!maps_share("", 777));
+        assert!(!maps_share("garbage\n7f-7f rw-s\n", 777));
     }
 }
