@@ -608,16 +608,7 @@ fn files_listing_read_ahead_expires() {
     ]));
     cmd.current_dir(&f.only);
     let mut job = Spawned::spawn(cmd, Feed::Pipe);
-    let deadline = Instant::now() + RUN;
-    while job.stdout_arrival(b"c\n").is_none() {
-        assert!(
-            Instant::now() < deadline && job.try_wait().is_none(),
-            "the job did not list t/a/b: stdout {} stderr {}",
-            show(&job.stdout_so_far()),
-            show(&job.stderr_so_far())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    job.wait_stdout(b"c\n", RUN, "the job did not list t/a/b");
     std::fs::remove_file(t.join("a/b/c/old")).unwrap();
     put(&t.join("a/b/c/new"), b"new\n", 0o644);
     job.stdin().unwrap().write_all(b"go\n").unwrap();
@@ -953,20 +944,7 @@ fn files_writes_reach_central_at_fsync_and_close() {
     let mut cmd = c.diatom_cmd(exec_args(&["/usr/bin/python3", "-c", py]));
     cmd.current_dir(&f.only);
     let mut job = Spawned::spawn(cmd, Feed::Pipe);
-    let wait_for = |job: &mut Spawned, needle: &[u8]| {
-        let deadline = Instant::now() + RUN;
-        while job.stdout_arrival(needle).is_none() {
-            assert!(
-                Instant::now() < deadline && job.try_wait().is_none(),
-                "the job did not print {:?}: stdout {} stderr {}",
-                text(needle),
-                show(&job.stdout_so_far()),
-                show(&job.stderr_so_far())
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for(&mut job, b"fsynced\n");
+    job.wait_stdout(b"fsynced\n", RUN, "the job did not print fsynced");
     assert_eq!(
         text(&std::fs::read(&file).unwrap()),
         "synced part\n",
@@ -974,7 +952,7 @@ fn files_writes_reach_central_at_fsync_and_close() {
         file.display()
     );
     job.stdin().unwrap().write_all(b"go\n").unwrap();
-    wait_for(&mut job, b"closed\n");
+    job.wait_stdout(b"closed\n", RUN, "the job did not print closed");
     assert_eq!(
         text(&std::fs::read(&file).unwrap()),
         "synced part\nclosed part\n",
@@ -997,7 +975,8 @@ fn files_writes_through_a_mapping_outliving_its_descriptor_reach_central() {
         return;
     }
     // open, mmap(MAP_SHARED), close, then write through the mapping: the
-    // writes reach central when the last process mapping it is gone.
+    // writes reach central at msync, and when the last process mapping it
+    // is gone.
     let f = Files::new("mapped");
     let c = f.cluster("mapped");
     let py = "import ctypes, os, sys\n\
@@ -1005,12 +984,16 @@ fn files_writes_through_a_mapping_outliving_its_descriptor_reach_central() {
               libc.mmap.restype = ctypes.c_void_p\n\
               libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,\n\
               \x20                     ctypes.c_int, ctypes.c_int, ctypes.c_long]\n\
+              libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]\n\
               fd = os.open('mapped.bin', os.O_RDWR | os.O_CREAT, 0o644)\n\
               os.ftruncate(fd, 8192)\n\
               p = libc.mmap(None, 8192, 3, 1, fd, 0)\n\
               assert p and p != ctypes.c_void_p(-1).value, ctypes.get_errno()\n\
               os.close(fd)\n\
               ctypes.memmove(p, b'written through a mapping', 25)\n\
+              assert libc.msync(p, 8192, 4) == 0, ctypes.get_errno()\n\
+              print('synced', flush=True)\n\
+              sys.stdin.readline()\n\
               ctypes.memmove(p + 4096, b'second page', 11)\n\
               if os.fork() == 0:\n\
               \x20   ctypes.memmove(p + 8000, b'from a child', 12)\n\
@@ -1019,24 +1002,41 @@ fn files_writes_through_a_mapping_outliving_its_descriptor_reach_central() {
               print('mapped', flush=True)\n";
     let mut cmd = c.diatom_cmd(exec_args(&["/usr/bin/python3", "-c", py]));
     cmd.current_dir(&f.only);
-    let out = Spawned::spawn(cmd, Feed::Null).wait_or_panic(RUN, "the mapping job");
+    let mut job = Spawned::spawn(cmd, Feed::Pipe);
+    job.wait_stdout(b"synced\n", RUN, "the job did not print synced");
+    let central = f.only.join("mapped.bin");
+    let mut want = vec![0u8; 8192];
+    want[..25].copy_from_slice(b"written through a mapping");
+    let described = |got: &[u8]| {
+        format!(
+            "{} bytes, starts {:?}, page 2 {:?}, at 8000 {:?}",
+            got.len(),
+            text(&got[..got.len().min(25)]),
+            text(got.get(4096..4107).unwrap_or_default()),
+            text(got.get(8000..8012).unwrap_or_default())
+        )
+    };
+    let got = std::fs::read(&central).unwrap();
     assert!(
-        out.status.success() && out.stdout == b"mapped\n",
+        got == want,
+        "after msync, central's mapped.bin: {}",
+        described(&got)
+    );
+    job.stdin().unwrap().write_all(b"go\n").unwrap();
+    job.close_stdin();
+    let out = job.wait_or_panic(RUN, "the mapping job");
+    assert!(
+        out.status.success() && out.stdout == b"synced\nmapped\n",
         "the mapping job: {}",
         describe(&out)
     );
-    let mut want = vec![0u8; 8192];
-    want[..25].copy_from_slice(b"written through a mapping");
     want[4096..4107].copy_from_slice(b"second page");
     want[8000..8012].copy_from_slice(b"from a child");
-    let got = std::fs::read(f.only.join("mapped.bin")).unwrap();
+    let got = std::fs::read(&central).unwrap();
     assert!(
         got == want,
-        "central's mapped.bin: {} bytes, starts {:?}, page 2 {:?}, at 8000 {:?}",
-        got.len(),
-        text(&got[..got.len().min(25)]),
-        text(got.get(4096..4107).unwrap_or_default()),
-        text(got.get(8000..8012).unwrap_or_default())
+        "after the job, central's mapped.bin: {}",
+        described(&got)
     );
 }
 

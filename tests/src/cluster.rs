@@ -966,6 +966,22 @@ impl Spawned {
         None
     }
 
+    /// Waits up to `timeout` until its stdout contains `needle`; panics,
+    /// saying `what` did not come and showing its output so far, if it
+    /// does not (or the process exits first).
+    pub fn wait_stdout(&mut self, needle: &[u8], timeout: Duration, what: &str) {
+        let deadline = Instant::now() + timeout;
+        while self.stdout_arrival(needle).is_none() {
+            assert!(
+                Instant::now() < deadline && self.try_wait().is_none(),
+                "{what}: stdout {} stderr {}",
+                show(&self.stdout_so_far()),
+                show(&self.stderr_so_far())
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits up to `timeout` for it to exit; then waits up to 5 s more for
     /// its output pipes to close and returns the output. `None` if it is
     /// still running.

@@ -240,6 +240,7 @@ impl FsLayer {
                 self.note_mapping(stop);
                 self.stream_call(stop, nr)
             }
+            Sysno::msync => self.msync_call(stop),
             Sysno::execve => self.exec_call(stop, AT_FDCWD, 0, 1, 2, 0),
             Sysno::execveat => self.exec_call(stop, fd(0), 1, 2, 3, a[4]),
             _ => Action::Continue,

@@ -456,7 +456,9 @@ impl FsLayer {
                 s.insert_rule(nr, rule);
             }
         }
-        // mmap of a file open for writing: a shared mapping keeps its copy.
+        // mmap of a file open for writing: a shared mapping keeps its copy;
+        // msync writes it back (rare).
+        s.insert(msync);
         s.also_stop(
             mmap,
             Rule::OnlyArgIn {

@@ -83,11 +83,26 @@ fn mtime_ns(m: &std::fs::Metadata) -> i64 {
 /// and in `stat` can differ; a match on another file system only keeps a
 /// copy a little longer).
 fn maps_share(maps: &str, ino: u64) -> bool {
-    maps.lines().any(|line| {
+    shared_mappings(maps).any(|(_, i)| i == ino)
+}
+
+/// The inode mapped shared at address `addr`, per `/proc/PID/maps` text.
+fn shared_inode_at(maps: &str, addr: u64) -> Option<u64> {
+    shared_mappings(maps)
+        .find(|(range, _)| range.contains(&addr))
+        .map(|(_, ino)| ino)
+}
+
+/// The shared file mappings of `/proc/PID/maps` text: address range and
+/// inode.
+fn shared_mappings(maps: &str) -> impl Iterator<Item = (std::ops::Range<u64>, u64)> + '_ {
+    maps.lines().filter_map(|line| {
         let mut f = line.split_ascii_whitespace();
-        let perms = f.nth(1).unwrap_or("");
-        let inode = f.nth(2).and_then(|i| i.parse::<u64>().ok());
-        perms.as_bytes().get(3) == Some(&b's') && inode == Some(ino)
+        let (start, end) = f.next()?.split_once('-')?;
+        let range = u64::from_str_radix(start, 16).ok()?..u64::from_str_radix(end, 16).ok()?;
+        let perms = f.next()?;
+        let ino = f.nth(2)?.parse::<u64>().ok()?;
+        (perms.as_bytes().get(3) == Some(&b's') && ino != 0).then_some((range, ino))
     })
 }
 
@@ -469,6 +484,37 @@ impl FsLayer {
         }
     }
 
+    /// `msync` of a range in a shared mapping of a copy: writes the copy
+    /// back first (and, with `MS_SYNC`, has central sync it), then lets the
+    /// call run natively (the kernel checks its arguments).
+    pub(crate) fn msync_call(&mut self, stop: &SyscallStop<'_>) -> Action {
+        let (addr, flags) = (stop.arg(0), stop.arg(2) as i32);
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", stop.pid())) else {
+            return Action::Continue;
+        };
+        let Some(ino) = shared_inode_at(&maps, addr) else {
+            return Action::Continue;
+        };
+        let Some(key) = self
+            .writes
+            .copies
+            .iter()
+            .find(|(k, c)| k.1 == ino && c.mapped)
+            .map(|(k, _)| *k)
+        else {
+            return Action::Continue;
+        };
+        let mut r = self.write_back(key);
+        if r.is_ok() && flags & libc::MS_SYNC != 0 {
+            let handle = self.writes.copies[&key].handle;
+            r = self.ask(Request::Sync { handle }).map(drop);
+        }
+        match r {
+            Ok(()) => Action::Continue,
+            Err(e) => Action::errno(e),
+        }
+    }
+
     /// Whether a live process of the job has the copy `key` open, or
     /// (for a copy that was mapped shared) maps it shared.
     fn referenced(&self, key: (u64, u64)) -> bool {
@@ -600,7 +646,7 @@ impl FsLayer {
 
 #[cfg(test)]
 mod tests {
-    use super::maps_share;
+    use super::{maps_share, shared_inode_at};
 
     #[test]
     fn a_shared_mapping_of_the_inode_is_found_and_nothing_else() {
@@ -620,5 +666,13 @@ mod tests {
         assert!(!maps_share(maps, 0), "anonymous");
         assert!(!maps_share("", 777));
         assert!(!maps_share("garbage\n7f-7f rw-s\n", 777));
+        assert_eq!(shared_inode_at(maps, 0x7f00_ab00_1fff), Some(777));
+        assert_eq!(
+            shared_inode_at(maps, 0x7f00_ab00_2000),
+            None,
+            "end excluded"
+        );
+        assert_eq!(shared_inode_at(maps, 0x7f00_aa00_0000), None, "private");
+        assert_eq!(shared_inode_at(maps, 0x7f00_ac00_0000), Some(888));
     }
 }
