@@ -14,7 +14,7 @@
 //! them only. Copies are found by inode (the private copy's), so `dup`,
 //! `rename` and `fork` need no tracking.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -29,10 +29,12 @@ use super::calls::OpenKind;
 use super::fds::{open_in_range, Placed};
 use super::meta::file_type;
 use super::mirror::Content;
-use super::{fetch, paths, FsLayer, Where};
+use super::{fetch, paths, FsLayer, PendingAnswer, Where};
 
 /// Write-back granularity.
 const CHUNK: usize = 1 << 20;
+/// `Write`s a write-back keeps in flight (as a fetch keeps `Read`s).
+const WRITE_WINDOW: usize = 8;
 
 /// One file open for writing.
 #[derive(Debug)]
@@ -76,6 +78,25 @@ fn key_of(m: &std::fs::Metadata) -> (u64, u64) {
 
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime() * 1_000_000_000 + m.mtime_nsec()
+}
+
+/// Waits for the answer to the `Write` of chunk `i` (hash `h`) and, once
+/// central has it, records it as sent.
+fn settle_write(
+    (i, h, pending): (usize, blake3::Hash, PendingAnswer<'_>),
+    sent: &mut Vec<blake3::Hash>,
+) -> Result<(), Errno> {
+    match pending() {
+        Ok(Response::Ok) => {
+            if sent.len() <= i {
+                sent.resize(i + 1, blake3::Hash::from_bytes([0; 32]));
+            }
+            sent[i] = h;
+            Ok(())
+        }
+        Ok(Response::Errno(e)) => Err(Errno::from_raw(e)),
+        _ => Err(Errno::EIO),
+    }
 }
 
 /// Whether `/proc/PID/maps` text `maps` has a shared mapping of inode
@@ -548,34 +569,46 @@ impl FsLayer {
             return Ok(());
         }
         let len = m.len();
-        let mut buf = vec![0u8; CHUNK];
         let mut off = 0u64;
         let mut i = 0usize;
         let handle = copy.handle;
-        while off < len {
+        // Up to WRITE_WINDOW `Write`s in flight; a chunk counts as sent
+        // once central answered it (a failed write-back resends the rest).
+        let mut inflight: VecDeque<(usize, blake3::Hash, PendingAnswer<'_>)> = VecDeque::new();
+        let mut failed = None;
+        while off < len && failed.is_none() {
             let n = (len - off).min(CHUNK as u64) as usize;
-            copy.file.read_exact_at(&mut buf[..n], off).map_err(ioe)?;
-            let h = blake3::hash(&buf[..n]);
+            let mut buf = vec![0u8; n];
+            if let Err(e) = copy.file.read_exact_at(&mut buf, off) {
+                failed.get_or_insert(ioe(e));
+                break;
+            }
+            let h = blake3::hash(&buf);
             if copy.sent.get(i) != Some(&h) {
                 let req = Request::Write {
                     handle,
                     offset: off,
-                    data: Blob(buf[..n].to_vec()),
+                    data: Blob(buf),
                 };
-                match self.client.call(req) {
-                    Ok(Response::Ok) => {}
-                    Ok(Response::Errno(e)) => return Err(Errno::from_raw(e)),
-                    _ => return Err(Errno::EIO),
-                }
-                if i < copy.sent.len() {
-                    copy.sent[i] = h;
-                } else {
-                    copy.sent.resize(i, blake3::Hash::from_bytes([0; 32]));
-                    copy.sent.push(h);
+                inflight.push_back((i, h, self.client.start(req)));
+                if inflight.len() >= WRITE_WINDOW {
+                    if let Some(w) = inflight.pop_front() {
+                        if let Err(e) = settle_write(w, &mut copy.sent) {
+                            failed.get_or_insert(e);
+                        }
+                    }
                 }
             }
             off += n as u64;
             i += 1;
+        }
+        while let Some(w) = inflight.pop_front() {
+            if let Err(e) = settle_write(w, &mut copy.sent) {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if len < copy.sent_len {
             match self.client.call(Request::SetLen { handle, len }) {
