@@ -11,6 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::Output;
@@ -589,6 +590,12 @@ s.connect(srv)
 s.sendall(b"ping\n")
 print("reply", s.recv(100).decode().strip(), s.getpeername(), flush=True)
 s.close()
+b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+b.bind(mine + ".client")
+b.connect(srv)
+b.sendall(b"bound\n")
+print("bound", b.recv(100).decode().strip(), b.getsockname(), flush=True)
+b.close()
 l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 l.bind(mine)
 l.listen(1)
@@ -630,6 +637,12 @@ fn network_unix_socket_paths_are_centrals() {
     // The job's socket file is on central.
     let mut s = UnixStream::connect(&mine).unwrap();
     s.write_all(b"to the job").unwrap();
+    // The bound client socket's file is central's too.
+    assert!(
+        std::fs::symlink_metadata(only.join("job.sock.client"))
+            .is_ok_and(|m| m.file_type().is_socket()),
+        "the bound client socket is not on central"
+    );
     let mut got = String::new();
     s.read_to_string(&mut got).unwrap();
     assert_eq!(got, "TO THE JOB");
@@ -637,7 +650,7 @@ fn network_unix_socket_paths_are_centrals() {
     let text = ok_text(&out, "python3 unix.py");
     assert_eq!(
         text,
-        format!("reply PING {srv_s}\nready {mine_s}\n"),
+        format!("reply PING {srv_s}\nbound BOUND {mine_s}.client\nready {mine_s}\n"),
         "{}",
         describe(&out)
     );

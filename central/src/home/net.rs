@@ -104,8 +104,12 @@ fn unix_path(p: &Blob) -> &std::path::Path {
 }
 
 /// Connects socket `fd` to `to`, waiting at most `limit` (`ETIMEDOUT`
-/// then), as `TcpStream::connect_timeout` does for a socket of its own.
+/// then), as `TcpStream::connect_timeout` does for a socket of its own. A
+/// unix socket's connect does not wait for a peer: it runs as it is.
 fn connect_within(fd: BorrowedFd<'_>, to: &Addr, limit: Duration) -> Result<(), i32> {
+    if matches!(to, Addr::Unix(_)) {
+        return addr::connect(fd, to);
+    }
     let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| e as i32)?;
     let blocking = OFlag::from_bits_truncate(flags);
     fcntl(
