@@ -341,6 +341,25 @@ fn network_tcp_to_a_central_only_server() {
         "{}",
         describe(&out)
     );
+    // Sockets only bound, or bound for a connect central refused, then
+    // closed: their address is free again for the next socket, as it is
+    // locally (close is not stopped: the relay finds them closed).
+    let rebind = "import socket, sys\n\
+                  host, closed = sys.argv[1], int(sys.argv[2])\n\
+                  p = socket.socket(); p.bind((host, 0)); port = p.getsockname()[1]\n\
+                  p.close()\n\
+                  s = socket.socket(); s.bind((host, port))\n\
+                  print('refused', s.connect_ex((host, closed)))\n\
+                  s.close()\n\
+                  t = socket.socket(); t.bind((host, port))\n\
+                  print('bound again', t.getsockname()[1] == port)\n";
+    let (text, out) = python(&c, &dir, ("rebind.py", rebind), &[&ip, &closed]);
+    assert_eq!(
+        text,
+        format!("refused {}\nbound again True\n", libc::ECONNREFUSED),
+        "{}",
+        describe(&out)
+    );
 
     if Path::new("/usr/bin/curl").exists() {
         let url = format!("http://{server}/blob");

@@ -420,7 +420,7 @@ impl NetLayer {
         let (sock, local) = match self.relay.bind_home(kind, family, at.clone(), reuse) {
             // A port the job closed on the node may still be held on
             // central (close is not stopped): free those, then retry.
-            Err(libc::EADDRINUSE) if self.relay.reap_listeners() => {
+            Err(libc::EADDRINUSE) if self.relay.reap_closed_binds() => {
                 self.relay.bind_home(kind, family, at, reuse)
             }
             other => other,

@@ -744,6 +744,39 @@ impl Relay {
         reaped
     }
 
+    /// Closes on central what stands for the job's stream sockets that it
+    /// closed on the node while they were only bound (listening, or bound
+    /// for a connect that failed), so their addresses are free again.
+    /// Whether any was.
+    pub fn reap_closed_binds(&self) -> bool {
+        let listeners = self.reap_listeners();
+        let bound: Vec<(u64, SockId, i32, Vec<u8>)> = {
+            let st = lock(&self.state);
+            st.socks
+                .iter()
+                .filter(|(_, s)| s.kind == Kind::Stream && s.peer.is_none())
+                .filter_map(|(ino, s)| Some((*ino, s.home?, s.family, s.node.clone()?)))
+                .filter(|(_, sock, _, _)| !st.listeners.contains_key(sock))
+                .collect()
+        };
+        let mut reaped = false;
+        for (ino, sock, family, node) in bound {
+            // No SO_REUSEADDR: the job's bound socket refuses the probe
+            // whatever its options.
+            if self.address_free(family, libc::SOCK_STREAM, &node, false) {
+                lock(&self.state).socks.remove(&ino);
+                let _ = ask::<Response>(
+                    &self.net,
+                    self.home,
+                    Request::Release { sock },
+                    SHORT_TIMEOUT,
+                );
+                reaped = true;
+            }
+        }
+        listeners || reaped
+    }
+
     /// The central local address of the connection a relay socket at
     /// `node` carries (else that of listener `sock`), for a socket the job
     /// accepted.
