@@ -516,12 +516,7 @@ impl Relay {
                 r.gone.store(true, Ordering::SeqCst);
                 stream::shutdown_raw(r.sock.as_raw_fd(), libc::SHUT_RDWR);
             }
-            let _ = ask::<Response>(
-                &self.net,
-                self.home,
-                Request::Release { sock },
-                SHORT_TIMEOUT,
-            );
+            self.release(sock);
             reaped += 1;
         }
         reaped
@@ -720,6 +715,16 @@ impl Relay {
         addr::bind_raw(probe.as_fd(), node).is_ok()
     }
 
+    /// Has the home close central socket `sock` (the job closed its own).
+    fn release(&self, sock: SockId) {
+        let _ = ask::<Response>(
+            &self.net,
+            self.home,
+            Request::Release { sock },
+            SHORT_TIMEOUT,
+        );
+    }
+
     /// Closes on central the listening sockets the job closed on the node
     /// (so that their ports are free again). Whether any was.
     pub fn reap_listeners(&self) -> bool {
@@ -732,12 +737,7 @@ impl Relay {
         for (sock, l) in all {
             if self.address_free(l.family, libc::SOCK_STREAM, &l.node, true) {
                 lock(&self.state).listeners.remove(&sock);
-                let _ = ask::<Response>(
-                    &self.net,
-                    self.home,
-                    Request::Release { sock },
-                    SHORT_TIMEOUT,
-                );
+                self.release(sock);
                 reaped = true;
             }
         }
@@ -765,12 +765,7 @@ impl Relay {
             // whatever its options.
             if self.address_free(family, libc::SOCK_STREAM, &node, false) {
                 lock(&self.state).socks.remove(&ino);
-                let _ = ask::<Response>(
-                    &self.net,
-                    self.home,
-                    Request::Release { sock },
-                    SHORT_TIMEOUT,
-                );
+                self.release(sock);
                 reaped = true;
             }
         }
