@@ -40,8 +40,7 @@ use std::time::{Duration, Instant};
 
 use diatom_tests::central_files::*;
 use diatom_tests::cluster::{
-    chown, describe, job_ids, pseudo_random, set_mode, show, text, DiatomCluster, Feed, Spawned,
-    NOBODY,
+    chown, describe, job_ids, pseudo_random, set_mode, text, DiatomCluster, Feed, Spawned, NOBODY,
 };
 use diatom_tests::testdir::TestDir;
 use diatom_tests::{assert_static, require_root, static_client};
@@ -723,16 +722,11 @@ fn files_change_on_central_seen_next_run() {
     ]));
     cmd.current_dir(only);
     let mut job = Spawned::spawn(cmd, Feed::Pipe);
-    let deadline = Instant::now() + RUN;
-    while job.stdout_arrival(b"renamed in.\n").is_none() {
-        assert!(
-            Instant::now() < deadline && job.try_wait().is_none(),
-            "the job did not print the file's third version: stdout {} stderr {}",
-            show(&job.stdout_so_far()),
-            show(&job.stderr_so_far())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    job.wait_stdout(
+        b"renamed in.\n",
+        RUN,
+        "the job did not print the file's third version",
+    );
     put(&file, b"fourth version, while the job runs\n", 0o644);
     job.stdin().unwrap().write_all(b"go\n").unwrap();
     job.close_stdin();
